@@ -1,0 +1,114 @@
+"""The TPoT-1 Authorization scheme: building the header, checking it, refusing replays.
+
+Pure functions; the server runs `derive_token` (32768 PBKDF2 rounds) in a thread pool.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+SCHEME = "TPoT-1"
+ITERATIONS = 32768
+TOKEN_LENGTH = 128
+WINDOW_MS = 60_000
+MIN_KEY_LENGTH = 32
+
+
+class AuthError(Exception):
+    """The header does not authorise this request; the reason is for logs, not the peer."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    nonce: str
+    timestamp_ms: int
+    token: bytes
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def derive_token(key, nonce, timestamp_ms):
+    salt = hashlib.md5(f"{nonce}\n{timestamp_ms}".encode("ascii")).hexdigest()
+    return hashlib.pbkdf2_hmac(
+        "sha256", key.encode("utf-8"), salt.encode("ascii"), ITERATIONS, TOKEN_LENGTH
+    )
+
+
+def make_authorization(key, nonce=None, timestamp_ms=None):
+    """The header value a client sends; nonce and time are injectable for test vectors."""
+    if nonce is None:
+        nonce = base64.b64encode(os.urandom(32)).decode("ascii")
+    if timestamp_ms is None:
+        timestamp_ms = now_ms()
+    token = base64.b64encode(derive_token(key, nonce, timestamp_ms)).decode("ascii")
+    inner = f"{nonce}\n{timestamp_ms}\n{token}".encode("ascii")
+    return f"{SCHEME} {base64.b64encode(inner).decode('ascii')}"
+
+
+def parse_authorization(value):
+    """Split a header value into Credentials, or raise AuthError."""
+    scheme, _, encoded = (value or "").strip().partition(" ")
+    if scheme != SCHEME:
+        raise AuthError("missing or non-TPoT-1 Authorization header")
+    try:
+        inner = base64.b64decode(encoded.strip(), validate=True).decode("ascii")
+        nonce, timestamp, token = inner.split("\n")
+        timestamp_ms = int(timestamp)
+        token_bytes = base64.b64decode(token, validate=True)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise AuthError("malformed TPoT-1 Authorization header") from None
+    if not nonce or not timestamp.isdigit():
+        raise AuthError("malformed TPoT-1 Authorization header")
+    return Credentials(nonce, timestamp_ms, token_bytes)
+
+
+def check_fresh(credentials, now):
+    if abs(now - credentials.timestamp_ms) > WINDOW_MS:
+        raise AuthError("timestamp outside the 60 s window")
+
+
+def verify_token(key, credentials):
+    """The expensive part; constant-time comparison of the derived token."""
+    expected = derive_token(key, credentials.nonce, credentials.timestamp_ms)
+    if not hmac.compare_digest(expected, credentials.token):
+        raise AuthError("token does not match the server's key")
+
+
+class ReplayCache:
+    """Nonces accepted within the window, bounded in count and in time.
+
+    A header is valid for WINDOW_MS either side of its timestamp, so a nonce must be
+    remembered until then; beyond `max_entries` the oldest are forgotten first, and
+    since those are also the ones closest to expiry that costs the least protection.
+    """
+
+    def __init__(self, max_entries=100_000):
+        self.max_entries = max_entries
+        self._expiry = OrderedDict()
+
+    def __len__(self):
+        return len(self._expiry)
+
+    def remember(self, credentials, now):
+        """Record a nonce; raise AuthError if it was seen and has not expired."""
+        self._forget_expired(now)
+        if credentials.nonce in self._expiry:
+            raise AuthError("replayed Authorization header")
+        self._expiry[credentials.nonce] = credentials.timestamp_ms + WINDOW_MS
+        while len(self._expiry) > self.max_entries:
+            self._expiry.popitem(last=False)
+
+    def _forget_expired(self, now):
+        # Insertion order is close to expiry order; stop at the first live entry.
+        while self._expiry:
+            nonce, expiry = next(iter(self._expiry.items()))
+            if expiry >= now:
+                break
+            del self._expiry[nonce]

@@ -1,0 +1,102 @@
+"""The client's settings: command line over environment over ~/.tpot/config.json.
+
+Pure parsing and merging; every error is a ClientError whose message is one sentence.
+"""
+
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from tpot.registry import valid_name
+
+CONFIG_PATH = os.path.join("~", ".tpot", "config.json")
+
+_URL = re.compile(r"(?:(https?)://)?([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?/?", re.IGNORECASE)
+
+
+class ClientError(Exception):
+    """Something the user must fix; the message is shown as it is."""
+
+
+@dataclass(frozen=True)
+class Address:
+    scheme: str
+    host: str
+    port: int
+    host_with_port: str
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    server: Address
+    target: Address
+    auth_key: str = None
+    subdomain: str = None
+    host_rewrite: str = None  # None: pass Host through untouched
+    debug: bool = False
+
+    @property
+    def websocket_url(self):
+        scheme = "wss" if self.server.scheme == "https" else "ws"
+        query = f"?subdomain={self.subdomain}" if self.subdomain else ""
+        return f"{scheme}://{self.server.host_with_port}/create-tpot{query}"
+
+    def public_url(self, name):
+        return f"{self.server.scheme}://{name}.{self.server.host_with_port}"
+
+
+def parse_address(text, what):
+    """`8080`, `host`, `host:port`, `http://host:port` or `https://host[:port]`."""
+    text = (text or "").strip()
+    if text.isdigit():
+        text = f"localhost:{text}"
+    match = _URL.fullmatch(text)
+    port = match and match.group(3)
+    if match is None or (port and not 1 <= int(port) <= 65535):
+        raise ClientError(f"The {what} {text!r} is not valid: use host:port or http(s)://host[:port].")
+    scheme = (match.group(1) or "http").lower()
+    host = match.group(2)
+    return Address(scheme, host.strip("[]"), int(port) if port else (443 if scheme == "https" else 80),
+                   f"{host}:{port}" if port else host)
+
+
+def read_config_file(path=CONFIG_PATH):
+    """The config file as a dict; a missing file is empty, a corrupt one an error."""
+    path = os.path.expanduser(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        raise ClientError(f"The configuration file {path} is not valid JSON; fix or remove it.") from None
+    if not isinstance(config, dict):
+        raise ClientError(f"The configuration file {path} must hold a JSON object.")
+    return config
+
+
+def client_settings(target, server=None, auth_key=None, subdomain=None, http_host=None,
+                    no_host_rewrite=False, debug=False, env=None, config=None):
+    """Merge command-line values (None when not given) with `env` and `config`."""
+    env = os.environ if env is None else env
+    config = read_config_file() if config is None else config
+    server = server or env.get("TPOT_SERVER") or config.get("tpotServer")
+    if not server:
+        raise ClientError("No server given: pass -t URL, set TPOT_SERVER or tpotServer in ~/.tpot/config.json.")
+    subdomain = subdomain or config.get("subdomain")
+    if subdomain is not None and not valid_name(subdomain.lower()):
+        raise ClientError(f"The subdomain {subdomain!r} is not valid: use 1-24 of a-z, 0-9 and '-', not starting with '-'.")
+    target_address = parse_address(target, "target")
+    if target_address.scheme == "https":
+        raise ClientError("HTTPS targets are not supported yet: expose the service over plain HTTP.")
+    no_host_rewrite = no_host_rewrite or bool(config.get("noHostRewrite"))
+    host_rewrite = None if no_host_rewrite else (http_host or config.get("httpHost") or target_address.host_with_port)
+    return ClientSettings(
+        server=parse_address(server, "server"),
+        target=target_address,
+        auth_key=auth_key or env.get("TPOT_AUTH_KEY") or config.get("authKey") or None,
+        subdomain=subdomain.lower() if subdomain else None,
+        host_rewrite=host_rewrite,
+        debug=debug,
+    )

@@ -1,0 +1,127 @@
+"""The client's side of one conversation: a connection to the local target.
+
+Bytes from the tunnel go through the Host rewriter to the target; bytes from the target go
+back as data messages.  Flow control mirrors the server's: a full target socket sends
+pause (resume when drained), a pause from the server stops reading from the target, and a
+backed-up WebSocket stops reading from every target.
+"""
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
+
+from tpot.rewrite import HostRewriter
+
+# Data held while the target connection is being made; past this the server is asked to
+# pause this conversation until the connection is up.
+MAX_PENDING_BYTES = 256 * 1024
+
+SERVER = "server"
+WEBSOCKET = "websocket"
+
+
+class TargetProtocol(Protocol):
+    def __init__(self, conversation):
+        self.conversation = conversation
+
+    def connectionMade(self):
+        self.conversation.connected(self.transport)
+
+    def dataReceived(self, data):
+        self.conversation.from_target(data)
+
+    def connectionLost(self, reason=None):
+        self.conversation.target_lost()
+
+
+@implementer(IPushProducer)
+class Conversation:
+    """One visitor, relayed between the tunnel (`session`) and a target connection."""
+
+    def __init__(self, session, conversation_id, host_rewrite):
+        self.session = session
+        self.id = conversation_id
+        self.rewriter = HostRewriter(host_rewrite) if host_rewrite else None
+        self.transport = None
+        self._pending = []
+        self._pending_size = 0
+        self._paused_server = False
+        self._pauses = set()
+        self._close_when_connected = False
+        self._ended = False
+
+    def connect(self, endpoint):
+        d = endpoint.connect(Factory.forProtocol(lambda: TargetProtocol(self)))
+        d.addErrback(lambda _: self._could_not_connect())
+
+    # From the tunnel.
+
+    def from_tunnel(self, payload):
+        data = self.rewriter.feed(payload) if self.rewriter else payload
+        if self.transport is not None:
+            self.transport.write(data)
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size > MAX_PENDING_BYTES and not self._paused_server:
+            self._paused_server = True
+            self.session.send_pause(self.id)
+
+    def pause_reading(self, why):
+        if not self._pauses and self.transport is not None:
+            self.transport.pauseProducing()
+        self._pauses.add(why)
+
+    def resume_reading(self, why):
+        self._pauses.discard(why)
+        if not self._pauses and self.transport is not None:
+            self.transport.resumeProducing()
+
+    def remote_closed(self):
+        self._ended = True
+        if self.transport is not None:
+            self.transport.loseConnection()
+        else:
+            self._close_when_connected = True
+
+    # From the target connection.
+
+    def connected(self, transport):
+        self.transport = transport
+        transport.registerProducer(self, True)
+        if self._pauses:
+            transport.pauseProducing()
+        transport.writeSequence(self._pending)
+        self._pending = None
+        if self._paused_server:
+            self._paused_server = False
+            self.session.send_resume(self.id)
+        if self._close_when_connected:
+            transport.loseConnection()
+
+    def from_target(self, data):
+        if not self._ended:
+            self.session.send_data(self.id, data)
+
+    def target_lost(self):
+        self.session.conversation_ended(self.id, notify=not self._ended)
+        self._ended = True
+
+    def _could_not_connect(self):
+        self.session.conversation_ended(self.id, notify=False)
+        if not self._ended:
+            self._ended = True
+            self.session.send_no_connect(self.id)
+
+    # IPushProducer for the target's transport: its write buffer filled or drained.
+
+    def pauseProducing(self):
+        if not self._ended:
+            self.session.send_pause(self.id)
+
+    def resumeProducing(self):
+        if not self._ended:
+            self.session.send_resume(self.id)
+
+    def stopProducing(self):
+        pass

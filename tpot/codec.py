@@ -1,0 +1,154 @@
+"""The TPoT/1 message codec: every WebSocket message of a tunnel, as bytes and back.
+
+Pure functions over bytes, shared by the server and the client.  See docs/PROTOCOL.md.
+"""
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+CONTROL = 0x11
+CONVERSATION = 0x12
+
+GREETING_PREFIX = b"TPoT/1 "
+
+# The reference client reads the id of a new-conversation message as a signed 16-bit
+# integer, so ids above this break it.
+MAX_CONVERSATION_ID = 32767
+
+_CONVERSATION_HEAD = struct.Struct("<BHc")
+_HTTP_OPEN = struct.Struct("<BcH4sH")
+
+
+class ProtocolError(Exception):
+    """A message that TPoT/1 does not allow; the tunnel that sent it is closed."""
+
+
+@dataclass(frozen=True)
+class Greeting:
+    name: str
+
+
+@dataclass(frozen=True)
+class OpenHTTP:
+    """A visitor connected; `host` is its IPv4 address as the reference client expects."""
+
+    id: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Data:
+    id: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Pause:
+    id: int
+
+
+@dataclass(frozen=True)
+class Resume:
+    id: int
+
+
+@dataclass(frozen=True)
+class Close:
+    id: int
+
+
+@dataclass(frozen=True)
+class NoConnect:
+    id: int
+
+
+_SIGNALS = {b"P": Pause, b"C": Resume, b"X": Close, b"N": NoConnect}
+_SIGNAL_CODES = {cls: code for code, cls in _SIGNALS.items()}
+
+# What each side may receive: the server never gets control messages, and only the
+# client may say it could not connect.
+FROM_CLIENT = frozenset({Data, Pause, Resume, Close, NoConnect})
+FROM_SERVER = frozenset({Greeting, OpenHTTP, Data, Pause, Resume, Close})
+
+
+def ipv4_for_wire(host):
+    """The 4 address bytes for `host`; IPv6 visitors get their mapped IPv4 or 0.0.0.0."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return bytes(4)
+    if address.version == 6:
+        address = address.ipv4_mapped
+        if address is None:
+            return bytes(4)
+    return address.packed
+
+
+def encode_data(conversation_id, payload):
+    """Hot path: one join, no intermediate message object."""
+    return b"".join((_CONVERSATION_HEAD.pack(CONVERSATION, conversation_id, b"D"), payload))
+
+
+def encode(message):
+    kind = type(message)
+    if kind is Data:
+        return encode_data(message.id, message.payload)
+    if kind in _SIGNAL_CODES:
+        return _CONVERSATION_HEAD.pack(CONVERSATION, message.id, _SIGNAL_CODES[kind])
+    if kind is OpenHTTP:
+        return _HTTP_OPEN.pack(CONTROL, b"H", message.id, ipv4_for_wire(message.host), message.port)
+    if kind is Greeting:
+        return bytes([CONTROL]) + b"G" + GREETING_PREFIX + message.name.encode("ascii")
+    raise TypeError(f"not a TPoT/1 message: {message!r}")
+
+
+def decode(payload, allowed):
+    """Decode one binary message; raise ProtocolError unless it is one of `allowed`."""
+    message = _decode(bytes(payload))
+    if type(message) not in allowed:
+        raise ProtocolError(f"unexpected {type(message).__name__} message")
+    return message
+
+
+def _decode(payload):
+    if not payload:
+        raise ProtocolError("empty message")
+    if payload[0] == CONVERSATION:
+        return _decode_conversation(payload)
+    if payload[0] == CONTROL:
+        return _decode_control(payload)
+    raise ProtocolError(f"unknown message type 0x{payload[0]:02x}")
+
+
+def _decode_conversation(payload):
+    if len(payload) < _CONVERSATION_HEAD.size:
+        raise ProtocolError("truncated conversation message")
+    _, conversation_id, code = _CONVERSATION_HEAD.unpack_from(payload)
+    if code == b"D":
+        return Data(conversation_id, payload[_CONVERSATION_HEAD.size:])
+    signal = _SIGNALS.get(code)
+    if signal is None:
+        raise ProtocolError(f"unknown conversation code {code!r}")
+    if len(payload) != _CONVERSATION_HEAD.size:
+        raise ProtocolError(f"trailing bytes after conversation code {code!r}")
+    return signal(conversation_id)
+
+
+def _decode_control(payload):
+    code = payload[1:2]
+    if code == b"G":
+        text = payload[2:]
+        if not text.startswith(GREETING_PREFIX):
+            raise ProtocolError("greeting without TPoT/1 version")
+        try:
+            return Greeting(text[len(GREETING_PREFIX):].decode("ascii"))
+        except UnicodeDecodeError:
+            raise ProtocolError("greeting name is not ASCII") from None
+    if code == b"H":
+        if len(payload) != _HTTP_OPEN.size:
+            raise ProtocolError("malformed new-conversation message")
+        _, _, conversation_id, address, port = _HTTP_OPEN.unpack(payload)
+        return OpenHTTP(conversation_id, str(ipaddress.IPv4Address(address)), port)
+    raise ProtocolError(f"unknown control code {code!r}")

@@ -1,0 +1,49 @@
+"""Server settings: command line over environment over `.env`, checked once at start-up."""
+
+import os
+from dataclasses import dataclass, field
+
+from dotenv import dotenv_values
+
+from tpot.auth import MIN_KEY_LENGTH
+
+DEFAULT_PORT = 3000
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message says what to fix, in one sentence."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    domain: str
+    auth_key: str = None
+    listen: list = field(default_factory=list)
+
+
+def environment(dotenv_path=".env"):
+    """The process environment over the `.env` file in the working directory."""
+    values = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None} if os.path.exists(dotenv_path) else {}
+    values.update(os.environ)
+    return values
+
+
+def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None):
+    """Merge command-line values (None when not given) with `env`; raise ConfigError."""
+    env = environment() if env is None else env
+    domain = (domain or env.get("DOMAIN") or "").strip().lower().rstrip(".")
+    if not domain:
+        raise ConfigError("DOMAIN is not set: pass --domain or set DOMAIN (for example DOMAIN=localhost).")
+    auth_key = auth_key if auth_key is not None else env.get("AUTH_KEY") or None
+    if auth_key is not None and len(auth_key) < MIN_KEY_LENGTH:
+        raise ConfigError(f"AUTH_KEY is too short: it needs at least {MIN_KEY_LENGTH} characters.")
+    if not listen:
+        listen = [f"tcp:{parse_port(port if port is not None else env.get('PORT', DEFAULT_PORT))}"]
+    return ServerSettings(domain, auth_key, list(listen))
+
+
+def parse_port(value):
+    text = str(value).strip()
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ConfigError(f"PORT must be a number from 1 to 65535, not {text!r}.")
+    return int(text)

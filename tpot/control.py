@@ -1,0 +1,260 @@
+"""The control endpoint: checking `/create-tpot` requests and serving a tunnel's WebSocket.
+
+`check_create_request` is pure; `Authenticator` runs the TPoT-1 check with the KDF in a
+bounded thread pool; `TunnelProtocol` is the Autobahn protocol of one open tunnel, which
+owns that tunnel's conversations.
+"""
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tpot import auth, codec
+from tpot.head import HeadError
+from tpot.registry import valid_name
+from tpot.relay import CLIENT, TUNNEL, ConversationIds
+
+CREATE_PATH = "/create-tpot"
+CLOSE_PROTOCOL_ERROR = 4180
+LIVENESS_TIMEOUT = 30.0
+MAX_MESSAGE_SIZE = 1024 * 1024
+MAX_PENDING_AUTH = 64
+
+
+def check_create_request(head):
+    """The requested name (or None for a random one); HeadError if the request is invalid."""
+    if head.path != CREATE_PATH:
+        raise HeadError(404, "Not found: tunnels are created at /create-tpot.")
+    if head.method != "GET":
+        raise HeadError(405, "Use GET with a WebSocket upgrade to create a tunnel.")
+    if head.version != "1.1":
+        raise HeadError(400, "A WebSocket upgrade needs HTTP/1.1.")
+    if (
+        "websocket" not in head.header_tokens("upgrade")
+        or "upgrade" not in head.header_tokens("connection")
+        or not head.header("sec-websocket-key")
+        or head.header("sec-websocket-version") != "13"
+    ):
+        raise HeadError(400, "Not a valid WebSocket upgrade request.")
+    name = head.query("subdomain")
+    if name is None or name == "":
+        return None
+    name = name.lower()
+    if not valid_name(name):
+        raise HeadError(400, "Invalid subdomain: use 1-24 of a-z, 0-9 and '-', not starting with '-'.")
+    return name
+
+
+class Authenticator:
+    """Checks TPoT-1 headers against the server's key, refusing replays.
+
+    `run_kdf(f, *args)` returns a Deferred; the service gives it a bounded thread pool so
+    the 32768-round KDF never runs on the reactor thread.
+    """
+
+    log = Logger()
+
+    def __init__(self, key, run_kdf, clock_ms=auth.now_ms, max_pending=MAX_PENDING_AUTH):
+        self.key = key
+        self.run_kdf = run_kdf
+        self.clock_ms = clock_ms
+        self.max_pending = max_pending
+        self.replays = auth.ReplayCache()
+        self._pending = 0
+
+    def check(self, header):
+        """A Deferred firing if the header authorises a tunnel, failing with HeadError if not."""
+        if self.key is None:
+            return defer.succeed(None)
+        try:
+            credentials = auth.parse_authorization(header)
+            auth.check_fresh(credentials, self.clock_ms())
+        except auth.AuthError as error:
+            return defer.fail(self._refusal(error))
+        if self._pending >= self.max_pending:
+            return defer.fail(HeadError(503, "The server is busy checking credentials; retry shortly."))
+        self._pending += 1
+        d = self.run_kdf(auth.verify_token, self.key, credentials)
+        d.addBoth(self._done)
+        d.addCallback(lambda _: self.replays.remember(credentials, self.clock_ms()))
+        d.addErrback(self._refuse_auth_failure)
+        return d
+
+    def _done(self, result):
+        self._pending -= 1
+        return result
+
+    def _refuse_auth_failure(self, failure):
+        failure.trap(auth.AuthError)
+        raise self._refusal(failure.value)
+
+    def _refusal(self, error):
+        self.log.info("authentication refused: {reason}", reason=str(error))
+        return HeadError(401, "Authentication failed: check the client's auth key and clock.")
+
+
+@implementer(IPushProducer)
+class _TunnelBackpressure:
+    """Registered on the tunnel's TCP transport: stop reading visitors while it is full."""
+
+    def __init__(self, tunnel):
+        self.tunnel = tunnel
+
+    def pauseProducing(self):
+        self.tunnel.set_backed_up(True)
+
+    def resumeProducing(self):
+        self.tunnel.set_backed_up(False)
+
+    def stopProducing(self):
+        pass
+
+
+class TunnelProtocol(WebSocketServerProtocol):
+    """One open tunnel: the WebSocket of a client and the conversations relayed over it."""
+
+    log = Logger()
+
+    def __init__(self, name, registry, clock):
+        super().__init__()
+        self.name = name
+        self.registry = registry
+        self.clock = clock
+        self.conversations = {}
+        self.ids = ConversationIds()
+        self.backed_up = False
+        self._last_heard = None
+        self._liveness = None
+        self._handlers = {
+            codec.Data: self._on_data,
+            codec.Pause: lambda visitor, _: visitor.pause_reading(CLIENT),
+            codec.Resume: lambda visitor, _: visitor.resume_reading(CLIENT),
+            codec.Close: lambda visitor, _: visitor.remote_closed(),
+            codec.NoConnect: lambda visitor, _: visitor.no_connect(),
+        }
+
+    # Autobahn callbacks.
+
+    def onOpen(self):
+        self.registry.attach(self.name, self)
+        self.transport.registerProducer(_TunnelBackpressure(self), True)
+        self._heard()
+        self._liveness = self.clock.callLater(LIVENESS_TIMEOUT, self._check_liveness)
+        self._send(codec.encode(codec.Greeting(self.name)))
+        self.log.info("tunnel {name} opened from {peer}", name=self.name, peer=self.peer)
+
+    def onMessage(self, payload, isBinary):
+        self._heard()
+        try:
+            if not isBinary:
+                raise codec.ProtocolError("text message")
+            message = codec.decode(payload, codec.FROM_CLIENT)
+        except codec.ProtocolError as error:
+            self._protocol_error(str(error))
+            return
+        visitor = self.conversations.get(message.id)
+        if visitor is not None:
+            self._handlers[type(message)](visitor, message)
+
+    def onPing(self, payload):
+        self._heard()
+        super().onPing(payload)
+
+    def onClose(self, wasClean, code, reason):
+        self.registry.release(self.name, self)
+        if self._liveness is not None and self._liveness.active():
+            self._liveness.cancel()
+        for visitor in list(self.conversations.values()):
+            visitor.tunnel_lost()
+        if self._liveness is not None:
+            self.log.info("tunnel {name} closed ({code})", name=self.name, code=code)
+
+    # What visitors ask of their tunnel.
+
+    def open_conversation(self, visitor, host, port):
+        conversation_id = self.ids.allocate()
+        if conversation_id is None or self.state != WebSocketProtocol.STATE_OPEN:
+            return None
+        self.conversations[conversation_id] = visitor
+        self._send(codec.encode(codec.OpenHTTP(conversation_id, host, port)))
+        if self.backed_up:
+            visitor.pause_reading(TUNNEL)
+        return conversation_id
+
+    def send_data(self, conversation_id, data):
+        self._send(codec.encode_data(conversation_id, data))
+
+    def send_pause(self, conversation_id):
+        self._send(codec.encode(codec.Pause(conversation_id)))
+
+    def send_resume(self, conversation_id):
+        self._send(codec.encode(codec.Resume(conversation_id)))
+
+    def conversation_ended(self, conversation_id, notify):
+        if self.conversations.pop(conversation_id, None) is None:
+            return
+        self.ids.release(conversation_id)
+        if notify:
+            self._send(codec.encode(codec.Close(conversation_id)))
+
+    def set_backed_up(self, backed_up):
+        self.backed_up = backed_up
+        for visitor in list(self.conversations.values()):
+            if backed_up:
+                visitor.pause_reading(TUNNEL)
+            else:
+                visitor.resume_reading(TUNNEL)
+
+    def shutdown(self):
+        self.sendClose(code=1001, reason="server shutting down")
+
+    # Internals.
+
+    def _on_data(self, visitor, message):
+        visitor.deliver(message.payload)
+
+    def _send(self, payload):
+        if self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendMessage(payload, isBinary=True)
+
+    def _protocol_error(self, reason):
+        self.log.warn("tunnel {name} sent a malformed message: {reason}", name=self.name, reason=reason)
+        if self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendClose(code=CLOSE_PROTOCOL_ERROR, reason=reason[:120])
+
+    def _heard(self):
+        self._last_heard = self.clock.seconds()
+
+    def _check_liveness(self):
+        silent_for = self.clock.seconds() - self._last_heard
+        if silent_for >= LIVENESS_TIMEOUT:
+            self.log.info("tunnel {name} silent for {s:.0f} s; dropping it", name=self.name, s=silent_for)
+            self._liveness = None
+            self.dropConnection(abort=True)
+        else:
+            self._liveness = self.clock.callLater(LIVENESS_TIMEOUT - silent_for, self._check_liveness)
+
+
+class TunnelFactory(WebSocketServerFactory):
+    """Builds tunnel protocols for connections the router has already accepted."""
+
+    def __init__(self, registry, clock, url="ws://localhost/create-tpot"):
+        super().__init__(url)
+        self.registry = registry
+        self.clock = clock
+        self.setProtocolOptions(
+            maxFramePayloadSize=MAX_MESSAGE_SIZE,
+            maxMessagePayloadSize=MAX_MESSAGE_SIZE,
+            utf8validateIncoming=False,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=5,
+            tcpNoDelay=True,
+        )
+
+    def build_tunnel(self, name, peer):
+        protocol = TunnelProtocol(name, self.registry, self.clock)
+        protocol.factory = self
+        return protocol

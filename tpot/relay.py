@@ -1,0 +1,144 @@
+"""The visitor side of the server: one visitor connection relayed as one conversation.
+
+`VisitorProtocol` takes over a connection the router has read the first head of, opens a
+conversation on the tunnel, and relays bytes both ways.  It is the producer registered on
+the visitor's own transport, so a visitor that reads slowly makes the tunnel send pause
+(and resume when it drains); reading from the visitor stops while the client asked for a
+pause or while the tunnel's WebSocket is backed up.
+"""
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tpot.codec import MAX_CONVERSATION_ID
+from tpot.responses import error_response
+
+# What a client may still send after we asked it to pause (messages in flight); a client
+# that goes on beyond this ignores pause, and its conversation is cut.
+MAX_UNACKED_BYTES = 4 * 1024 * 1024
+
+CLIENT = "client"
+TUNNEL = "tunnel"
+
+NOT_CONNECTED = "The tunnel's client could not reach its local service."
+TUNNEL_GONE = "The tunnel closed before answering this request."
+TOO_MANY = "This tunnel has too many open connections; try again shortly."
+
+
+class ConversationIds:
+    """Ids 1..maximum, handed out round-robin so a freed id is reused as late as possible.
+
+    Late messages for a conversation that just ended are thus ignored rather than
+    delivered to a new visitor that happened to get the same id.
+    """
+
+    def __init__(self, maximum=MAX_CONVERSATION_ID):
+        self.maximum = maximum
+        self._in_use = set()
+        self._last = 0
+
+    def __len__(self):
+        return len(self._in_use)
+
+    def allocate(self):
+        if len(self._in_use) >= self.maximum:
+            return None
+        candidate = self._last
+        while True:
+            candidate = candidate % self.maximum + 1
+            if candidate not in self._in_use:
+                self._in_use.add(candidate)
+                self._last = candidate
+                return candidate
+
+    def release(self, conversation_id):
+        self._in_use.discard(conversation_id)
+
+
+@implementer(IPushProducer)
+class VisitorProtocol(Protocol):
+    log = Logger()
+
+    def __init__(self, tunnel):
+        self.tunnel = tunnel
+        self.id = None
+        self.answered = False
+        self._pauses = set()
+        self._remote_closed = False
+        self._unacked = None
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.id = self.tunnel.open_conversation(self, getattr(peer, "host", ""), getattr(peer, "port", 0))
+        if self.id is None:
+            self.refuse(503, TOO_MANY)
+            return
+        self.transport.registerProducer(self, True)
+
+    def dataReceived(self, data):
+        if self.id is not None and not self._remote_closed:
+            self.tunnel.send_data(self.id, data)
+
+    def connectionLost(self, reason=None):
+        if self.id is not None:
+            self.tunnel.conversation_ended(self.id, notify=not self._remote_closed)
+            self.id = None
+
+    # What the tunnel tells us.
+
+    def deliver(self, payload):
+        self.answered = True
+        if self._unacked is not None:
+            self._unacked += len(payload)
+            if self._unacked > MAX_UNACKED_BYTES:
+                self.log.warn("tunnel client ignored pause; closing conversation {id}", id=self.id)
+                self.transport.abortConnection()
+                return
+        self.transport.write(payload)
+
+    def pause_reading(self, why):
+        if not self._pauses:
+            self.transport.pauseProducing()
+        self._pauses.add(why)
+
+    def resume_reading(self, why):
+        self._pauses.discard(why)
+        if not self._pauses:
+            self.transport.resumeProducing()
+
+    def remote_closed(self):
+        """The client's side is gone: write what we have, then close."""
+        self._remote_closed = True
+        self.transport.loseConnection()
+
+    def no_connect(self):
+        self._remote_closed = True
+        self.refuse(503, NOT_CONNECTED)
+
+    def tunnel_lost(self):
+        self._remote_closed = True
+        self.refuse(503, TUNNEL_GONE)
+
+    def refuse(self, status, message):
+        """An error page if the visitor has seen nothing yet, otherwise just a close."""
+        if not self.answered:
+            self.answered = True
+            self.transport.write(error_response(status, message))
+        self.transport.loseConnection()
+
+    # IPushProducer, for the visitor's transport: its write buffer filled or drained.
+
+    def pauseProducing(self):
+        if self.id is not None and self._unacked is None:
+            self._unacked = 0
+            self.tunnel.send_pause(self.id)
+
+    def resumeProducing(self):
+        if self.id is not None and self._unacked is not None:
+            self._unacked = None
+            self.tunnel.send_resume(self.id)
+
+    def stopProducing(self):
+        pass

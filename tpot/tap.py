@@ -1,0 +1,93 @@
+"""The twistd plugin's body: `twistd -n tpot --domain DOMAIN` options and service tree."""
+
+import txaio
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet import reactor as default_reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import threadpool, usage
+
+from tpot import __version__
+from tpot.config import ConfigError, server_settings
+from tpot.control import Authenticator, TunnelFactory
+from tpot.registry import TunnelRegistry
+from tpot.router import RouterFactory
+
+log = Logger()
+
+KDF_THREADS = 2
+
+
+class Options(usage.Options):
+    synopsis = "--domain DOMAIN [--port PORT | --listen ENDPOINT ...] [--auth-key KEY]"
+    longdesc = (
+        "Serve TPoT tunnels on one port: the bare DOMAIN is the control endpoint and "
+        "NAME.DOMAIN reaches tunnel NAME. Settings default to the DOMAIN, AUTH_KEY and "
+        "PORT environment variables and a .env file in the working directory."
+    )
+    optParameters = [
+        ["domain", "d", None, "The domain tunnels live under (env DOMAIN)."],
+        ["port", "p", None, "TCP port to listen on (env PORT, default 3000)."],
+        ["auth-key", "k", None, "Shared key clients must prove, at least 32 characters (env AUTH_KEY)."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description):
+        """A Twisted endpoint to listen on, e.g. tcp:3000 (repeatable; replaces --port)."""
+        self["listen"].append(description)
+
+    def postOptions(self):
+        try:
+            self["settings"] = server_settings(
+                self["domain"], self["auth-key"], self["port"], self["listen"]
+            )
+        except ConfigError as error:
+            # One sentence, not twistd's usage dump followed by it.
+            raise SystemExit(f"tpot: {error}") from None
+
+
+class ThreadPoolService(Service):
+    """Runs a bounded thread pool for the lifetime of the application."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        self.pool.stop()
+
+
+def makeService(config, reactor=default_reactor):
+    # Autobahn logs every frame at debug level; twistd would record all of it.
+    txaio.use_twisted()
+    txaio.set_global_log_level("info")
+    settings = config["settings"]
+    top = MultiService()
+    registry = TunnelRegistry()
+    registry.setServiceParent(top)
+    pool = threadpool.ThreadPool(minthreads=0, maxthreads=KDF_THREADS, name="tpot-kdf")
+    ThreadPoolService(pool).setServiceParent(top)
+    authenticator = Authenticator(
+        settings.auth_key, lambda f, *args: deferToThreadPool(reactor, pool, f, *args)
+    )
+    tunnels = TunnelFactory(registry, reactor)
+    router = RouterFactory(settings.domain, registry, authenticator, tunnels, reactor)
+    for description in settings.listen:
+        StreamServerEndpointService(serverFromString(reactor, description), router).setServiceParent(top)
+    log.info(
+        "tpot {version} serving {domain} on {listen} (auth {auth})",
+        version=__version__,
+        domain=settings.domain,
+        listen=", ".join(settings.listen),
+        auth="on" if settings.auth_key else "off",
+    )
+    return top

@@ -1,0 +1,8 @@
+from twisted.application.service import ServiceMaker
+
+tpot = ServiceMaker(
+    "TPoT tunnel server",
+    "tpot.tap",
+    "Expose local HTTP services through tunnels on one port (TPoT/1).",
+    "tpot",
+)
