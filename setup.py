@@ -13,7 +13,7 @@ setup(
         "python-dotenv>=1.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6"],
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["tpot = tpot.client.cli:main"]},
 )

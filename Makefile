@@ -1,0 +1,33 @@
+# `make run` serves tunnels on localhost:3000; `make test` runs the whole suite.
+# Both create the virtualenv they need on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+DOMAIN ?= localhost
+PORT ?= 3000
+PIP = $(VENV)/bin/pip install -q --disable-pip-version-check
+
+.PHONY: run test venv clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV) || { apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PIP) --upgrade pip setuptools wheel
+
+# compat mode keeps the checkout on sys.path, which twistd needs to find twisted/plugins here.
+$(VENV)/.run-deps: $(VENV)/bin/python setup.py
+	$(PIP) -e . --config-settings editable_mode=compat
+	touch $@
+
+$(VENV)/.test-deps: $(VENV)/.run-deps
+	$(PIP) -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+venv: $(VENV)/.run-deps
+
+run: $(VENV)/.run-deps
+	$(VENV)/bin/twistd -n --pidfile= tpot --domain $(DOMAIN) --port $(PORT)
+
+test: $(VENV)/.test-deps
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache
