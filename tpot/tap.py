@@ -5,6 +5,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import reactor as default_reactor
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import threadpool, usage
@@ -51,6 +52,23 @@ class Options(usage.Options):
             raise SystemExit(f"tpot: {error}") from None
 
 
+class ListeningService(StreamServerEndpointService):
+    """Listens at start-up and stops twistd with one sentence if it cannot."""
+
+    _raiseSynchronously = True
+
+    def __init__(self, description, endpoint, factory):
+        super().__init__(endpoint, factory)
+        self.description = description
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or error.socketError
+            raise SystemExit(f"tpot: cannot listen on {self.description}: {reason}.") from None
+
+
 class ThreadPoolService(Service):
     """Runs a bounded thread pool for the lifetime of the application."""
 
@@ -64,6 +82,13 @@ class ThreadPoolService(Service):
     def stopService(self):
         super().stopService()
         self.pool.stop()
+
+
+def _endpoint(reactor, description):
+    try:
+        return serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as error:
+        raise SystemExit(f"tpot: --listen {description!r} is not a valid endpoint ({error}).") from None
 
 
 def makeService(config, reactor=default_reactor):
@@ -82,7 +107,7 @@ def makeService(config, reactor=default_reactor):
     tunnels = TunnelFactory(registry, reactor)
     router = RouterFactory(settings.domain, registry, authenticator, tunnels, reactor)
     for description in settings.listen:
-        StreamServerEndpointService(serverFromString(reactor, description), router).setServiceParent(top)
+        ListeningService(description, _endpoint(reactor, description), router).setServiceParent(top)
     log.info(
         "tpot {version} serving {domain} on {listen} (auth {auth})",
         version=__version__,

@@ -60,8 +60,11 @@ class ClientRun:
         self.err = err
         self.exit_code = 0
         self.greeted = False
+        self.stopping = False
 
     def start(self):
+        # Ctrl-C stops the reactor; the connection closing then is not a failure.
+        self.reactor.addSystemEventTrigger("before", "shutdown", setattr, self, "stopping", True)
         from autobahn.twisted.websocket import connectWS
 
         from tpot.client.session import TunnelClientFactory
@@ -84,6 +87,8 @@ class ClientRun:
         self.out.flush()
 
     def on_closed(self, status, code, reason):
+        if self.stopping:
+            return
         if status in REFUSALS:
             self.fail(REFUSALS[status])
         elif status is not None:

@@ -1,0 +1,339 @@
+"""Fixtures for end-to-end tests: a real twistd server, a real `tpot` client and a local
+HTTP/1.1 keep-alive target, all on 127.0.0.1.
+
+Every wait is bounded; every process started here is stopped at teardown (SIGTERM, then
+SIGKILL).
+"""
+
+import hashlib
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TWISTD = str(BIN / "twistd")
+TPOT = str(BIN / "tpot")
+
+HOST = "127.0.0.1"
+DOMAIN = "localhost"
+AUTH_KEY = "e2e-test-key-0123456789abcdefghijklmnop"
+START_TIMEOUT = 15.0
+CLIENT_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+# Settings that must not leak into the processes under test from the outer environment.
+LEAKY = ("DOMAIN", "AUTH_KEY", "PORT", "TPOT_SERVER", "TPOT_AUTH_KEY")
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+
+def pick_free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def expected_bytes(n, seed):
+    """What the target's GET /bytes/N?seed=S answers."""
+    return random.Random(seed).randbytes(n)
+
+
+def clean_env(home):
+    env = {k: v for k, v in os.environ.items() if k not in LEAKY}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["HOME"] = str(home)  # no ~/.tpot/config.json from the real home
+    return env
+
+
+def stop_process(proc, sig=signal.SIGTERM):
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+
+
+def wait_for_port(port, proc, timeout=START_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def run_tpot(args, home, timeout=CLIENT_TIMEOUT):
+    """Run a client expected to exit by itself; the CompletedProcess."""
+    return subprocess.run(
+        [TPOT, *args], env=clean_env(home), cwd=str(home), capture_output=True, text=True, timeout=timeout
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# server
+
+
+class Server:
+    def __init__(self, workdir, auth_key=None):
+        self.workdir = workdir
+        self.auth_key = auth_key
+        self.port = pick_free_port()
+        self.log_path = workdir / "twistd.log"
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://{DOMAIN}:{self.port}"
+
+    def host_for(self, name):
+        return f"{name}.{DOMAIN}:{self.port}"
+
+    def start(self):
+        args = [TWISTD, "-n", "--pidfile=", "tpot", "--domain", DOMAIN, "--port", str(self.port)]
+        if self.auth_key:
+            args += ["--auth-key", self.auth_key]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            args, cwd=str(self.workdir), env=clean_env(self.workdir), stdout=self._log, stderr=subprocess.STDOUT
+        )
+        if not wait_for_port(self.port, self.proc):
+            self.stop()
+            raise RuntimeError(f"twistd did not start listening on {self.port}:\n{self.log()}")
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+        self._log.close()
+
+
+def _server(tmp_path_factory, auth_key=None):
+    server = Server(tmp_path_factory.mktemp("server"), auth_key)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def free_port():
+    return pick_free_port
+
+
+@pytest.fixture
+def server(tmp_path_factory):
+    s = _server(tmp_path_factory)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def auth_server(tmp_path_factory):
+    s = _server(tmp_path_factory, AUTH_KEY)
+    yield s
+    s.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# target
+
+
+class TargetHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "e2e-target"
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, body, status=200, content_type="text/plain"):
+        if isinstance(body, str):
+            body = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _read_body(self):
+        """The request body, following Content-Length or (decoded by hand) chunked."""
+        codings = [t.strip().lower() for t in self.headers.get("Transfer-Encoding", "").split(",") if t.strip()]
+        if codings:
+            if codings != ["chunked"]:
+                raise ValueError(f"unsupported transfer coding {codings}")
+            parts = []
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                if self.rfile.read(2) != b"\r\n":
+                    raise ValueError("chunk not followed by CRLF")
+        length = int(self.headers.get("Content-Length", "0"))
+        return self.rfile.read(length)
+
+    def do_GET(self):
+        self.server.record(self)
+        url = urlsplit(self.path)
+        if url.path.startswith("/bytes/"):
+            n = int(url.path[len("/bytes/"):])
+            seed = int(parse_qs(url.query).get("seed", ["0"])[0])
+            self._answer(expected_bytes(n, seed), content_type="application/octet-stream")
+        elif url.path == "/host":
+            self._answer(self.headers.get("Host", ""))
+        else:
+            self._answer("ok")
+
+    def do_POST(self):
+        self.server.record(self)
+        body = self._read_body()
+        if urlsplit(self.path).path == "/sha256":
+            self._answer(f"{hashlib.sha256(body).hexdigest()} {len(body)}")
+        else:
+            self._answer("ok")
+
+
+class Target(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # 60 concurrent connections must not overflow the backlog
+
+    def __init__(self):
+        super().__init__((HOST, 0), TargetHandler)
+        self.hosts = []
+        self.lock = threading.Lock()
+
+    @property
+    def port(self):
+        return self.server_address[1]
+
+    @property
+    def address(self):
+        return f"{HOST}:{self.port}"
+
+    def record(self, handler):
+        with self.lock:
+            self.hosts.append(handler.headers.get("Host"))
+
+
+@pytest.fixture(scope="session")
+def target():
+    httpd = Target()
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+# ---------------------------------------------------------------------------------------
+# client
+
+
+class Client:
+    def __init__(self, proc, reader, stderr_path):
+        self.proc = proc
+        self.reader = reader
+        self.stderr_path = stderr_path
+        self.url = None
+
+    def stderr(self):
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM):
+        stop_process(self.proc, sig)
+        self.reader.join(STOP_TIMEOUT)  # EOF once the process is gone
+        if not self.reader.is_alive():
+            self.proc.stdout.close()
+
+
+def start_client(server, target_address, home, name=None, extra=(), timeout=CLIENT_TIMEOUT):
+    """Start `tpot http` and wait (bounded) for "tpot connected" and the URL on stdout."""
+    args = [TPOT, "http", target_address, "-t", server.url]
+    if name:
+        args += ["-s", name]
+    args += list(extra)
+    stderr_path = home / f"client-{time.monotonic_ns()}.err"
+    err = open(stderr_path, "wb")
+    proc = subprocess.Popen(
+        args, cwd=str(home), env=clean_env(home), stdout=subprocess.PIPE, stderr=err, text=True
+    )
+    err.close()
+    lines = queue.Queue()
+
+    def read():
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    client = Client(proc, reader, stderr_path)
+    got = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < 2:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            if line is None:
+                break
+            got.append(line)
+    except queue.Empty:
+        pass
+    if len(got) < 2:
+        client.stop(signal.SIGKILL)
+        raise RuntimeError(
+            f"client did not connect: stdout={got!r} rc={proc.returncode} "
+            f"stderr={stderr_path.read_text(errors='replace')!r}\nserver log:\n{server.log()}"
+        )
+    assert got[0] == "tpot connected", got
+    client.url = got[1]
+    return client
+
+
+@pytest.fixture
+def tpot_client(tmp_path):
+    """A factory: tpot_client(server, target_address, name=None, extra=()) -> Client."""
+    started = []
+
+    def start(server, target_address, name=None, extra=()):
+        client = start_client(server, target_address, tmp_path, name, extra)
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        client.stop()
+
+
+@pytest.fixture
+def tunnel(server, target, tpot_client):
+    """A connected client named `demo` exposing the target through `server`."""
+    client = tpot_client(server, target.address, name="demo")
+    assert client.url == f"http://demo.{DOMAIN}:{server.port}"
+    return client
