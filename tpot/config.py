@@ -44,6 +44,6 @@ def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None):
 
 def parse_port(value):
     text = str(value).strip()
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise ConfigError(f"PORT must be a number from 1 to 65535, not {text!r}.")
     return int(text)

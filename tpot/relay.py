@@ -111,7 +111,7 @@ class VisitorProtocol(Protocol):
     def remote_closed(self):
         """The client's side is gone: write what we have, then close."""
         self._remote_closed = True
-        self.transport.loseConnection()
+        self._close()
 
     def no_connect(self):
         self._remote_closed = True
@@ -126,6 +126,13 @@ class VisitorProtocol(Protocol):
         if not self.answered:
             self.answered = True
             self.transport.write(error_response(status, message))
+        self._close()
+
+    def _close(self):
+        # A transport with a registered producer that is paused (the visitor read slowly)
+        # does not close once its buffer drains: it resumes the producer instead.  So stop
+        # being its producer first, or the visitor's connection stays open for ever.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     # IPushProducer, for the visitor's transport: its write buffer filled or drained.

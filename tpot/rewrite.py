@@ -13,7 +13,13 @@ import re
 MAX_HEAD_SIZE = 65536
 MAX_LINE_SIZE = 4096
 
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ \S+ HTTP/1\.[0-9]")
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_REQUEST_LINE = re.compile(_TOKEN + rb"+ \S+ HTTP/1\.[0-9]")
+# What the start of a request line may look like before its CRLF has arrived.
+_REQUEST_LINE_START = re.compile(
+    _TOKEN + rb"*|" + _TOKEN + rb"+ \S*|"
+    + _TOKEN + rb"+ \S+ (?:H(?:T(?:T(?:P(?:/(?:1(?:\.(?:[0-9]\r?)?)?)?)?)?)?)?)?"
+)
 _CHUNK_SIZE = re.compile(rb"([0-9a-fA-F]{1,16})[ \t]*(;.*)?")
 
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER, PASSTHROUGH = range(7)
@@ -60,7 +66,8 @@ class HostRewriter:
         head, rest = self._buffer[: end + 4], self._buffer[end + 4:]
         self._buffer = b""
         lines = head[:-4].split(b"\r\n")
-        if _REQUEST_LINE.fullmatch(lines[0]) is None:
+        # The size limits give the verdict a split stream would get (see _could_be_request).
+        if end + 4 > MAX_HEAD_SIZE or not _is_request_line(lines[0]):
             out.append(head)
             self.state = PASSTHROUGH
             return rest
@@ -72,8 +79,8 @@ class HostRewriter:
         """An early verdict so a non-HTTP stream is not held back waiting for a head."""
         first_line = self._buffer.split(b"\r\n", 1)[0]
         if b"\r\n" in self._buffer:
-            return _REQUEST_LINE.fullmatch(first_line) is not None
-        return len(first_line) <= MAX_LINE_SIZE and not self._buffer[:1].isspace()
+            return _is_request_line(first_line)
+        return len(first_line) <= MAX_LINE_SIZE and _REQUEST_LINE_START.fullmatch(first_line) is not None
 
     def _rewritten(self, lines):
         for index in range(1, len(lines)):
@@ -111,6 +118,9 @@ class HostRewriter:
             if len(self._buffer) > MAX_LINE_SIZE:
                 self._give_up(out)
             return b""
+        if end >= MAX_LINE_SIZE:  # what a split stream would get: see _is_request_line
+            self._give_up(out)
+            return b""
         line, rest = self._buffer[:end], self._buffer[end + 2:]
         self._buffer = b""
         out.append(line + b"\r\n")
@@ -134,3 +144,11 @@ class HostRewriter:
         out.append(self._buffer)
         self._buffer = b""
         self.state = PASSTHROUGH
+
+
+def _is_request_line(line):
+    """A whole request line.  An unterminated line is given up on once it exceeds
+    MAX_LINE_SIZE bytes, which may include the CR of its CRLF, so a complete line of
+    MAX_LINE_SIZE bytes or more must be refused too for the verdict not to depend on
+    where the stream was split."""
+    return len(line) < MAX_LINE_SIZE and _REQUEST_LINE.fullmatch(line) is not None

@@ -91,11 +91,13 @@ class RouterProtocol(Protocol):
     def _hand_over(self, protocol):
         """Give the live transport to `protocol` and replay what was read (as Autobahn's resource does)."""
         transport = self.transport
+        # Resume first: the new protocol may pause reading itself (a visitor of a backed-up
+        # tunnel), and no bytes can arrive before this call returns.
+        transport.resumeProducing()
         transport.protocol = protocol
         protocol.makeConnection(transport)
         protocol.dataReceived(self._reader.buffered)
         self._reader = None
-        transport.resumeProducing()
 
     def _refuse_failure(self, failure):
         if failure.check(HeadError):

@@ -80,9 +80,15 @@ class Conversation:
     def remote_closed(self):
         self._ended = True
         if self.transport is not None:
-            self.transport.loseConnection()
+            self._close()
         else:
             self._close_when_connected = True
+
+    def _close(self):
+        # A transport whose registered producer is paused (the target read slowly) resumes
+        # the producer when its buffer drains instead of closing, so unregister first.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     # From the target connection.
 
@@ -97,20 +103,24 @@ class Conversation:
             self._paused_server = False
             self.session.send_resume(self.id)
         if self._close_when_connected:
-            transport.loseConnection()
+            self._close()
 
     def from_target(self, data):
         if not self._ended:
             self.session.send_data(self.id, data)
 
-    def target_lost(self):
-        self.session.conversation_ended(self.id, notify=not self._ended)
-        self._ended = True
+    # Once ended by the server, the session has already dropped this conversation, and its
+    # id may belong to a new one: only a conversation that is still live reports its end.
 
-    def _could_not_connect(self):
-        self.session.conversation_ended(self.id, notify=False)
+    def target_lost(self):
         if not self._ended:
             self._ended = True
+            self.session.conversation_ended(self.id, notify=True)
+
+    def _could_not_connect(self):
+        if not self._ended:
+            self._ended = True
+            self.session.conversation_ended(self.id, notify=False)
             self.session.send_no_connect(self.id)
 
     # IPushProducer for the target's transport: its write buffer filled or drained.
