@@ -5,6 +5,7 @@ bounded thread pool; `TunnelProtocol` is the Autobahn protocol of one open tunne
 owns that tunnel's conversations.
 """
 
+import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import defer
@@ -15,7 +16,7 @@ from zope.interface import implementer
 from tpot import auth, codec
 from tpot.head import HeadError
 from tpot.registry import valid_name
-from tpot.relay import CLIENT, TUNNEL, ConversationIds
+from tpot.relay import CLIENT, TOO_MANY, TUNNEL, TUNNEL_GONE, ConversationIds, ConversationRefused
 
 CREATE_PATH = "/create-tpot"
 CLOSE_PROTOCOL_ERROR = 4180
@@ -116,7 +117,9 @@ class _TunnelBackpressure:
 class TunnelProtocol(WebSocketServerProtocol):
     """One open tunnel: the WebSocket of a client and the conversations relayed over it."""
 
-    log = Logger()
+    # Autobahn logs every frame through self.log at debug level; a txaio logger honours
+    # txaio.set_global_log_level (tpot.tap sets "info"), a plain twisted Logger does not.
+    log = txaio.make_logger()
 
     def __init__(self, name, registry, clock):
         super().__init__()
@@ -175,9 +178,11 @@ class TunnelProtocol(WebSocketServerProtocol):
     # What visitors ask of their tunnel.
 
     def open_conversation(self, visitor, host, port):
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            raise ConversationRefused(TUNNEL_GONE)
         conversation_id = self.ids.allocate()
-        if conversation_id is None or self.state != WebSocketProtocol.STATE_OPEN:
-            return None
+        if conversation_id is None:
+            raise ConversationRefused(TOO_MANY)
         self.conversations[conversation_id] = visitor
         self._send(codec.encode(codec.OpenHTTP(conversation_id, host, port)))
         if self.backed_up:

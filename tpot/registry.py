@@ -52,7 +52,8 @@ class ITunnelRegistry(Interface):
     def lookup(name):
         """A Deferred firing with the tunnel serving `name`, or None.
 
-        The tunnel provides `open_conversation(visitor, host, port)`; a multi-node registry
+        The tunnel provides `open_conversation(visitor, host, port)` (returning the
+        conversation id or raising ConversationRefused); a multi-node registry
         may return a proxy to a tunnel on another node.
         """
 

@@ -27,6 +27,10 @@ TUNNEL_GONE = "The tunnel closed before answering this request."
 TOO_MANY = "This tunnel has too many open connections; try again shortly."
 
 
+class ConversationRefused(Exception):
+    """The tunnel cannot take this visitor; the message is for the visitor's error page."""
+
+
 class ConversationIds:
     """Ids 1..maximum, handed out round-robin so a freed id is reused as late as possible.
 
@@ -71,9 +75,10 @@ class VisitorProtocol(Protocol):
 
     def connectionMade(self):
         peer = self.transport.getPeer()
-        self.id = self.tunnel.open_conversation(self, getattr(peer, "host", ""), getattr(peer, "port", 0))
-        if self.id is None:
-            self.refuse(503, TOO_MANY)
+        try:
+            self.id = self.tunnel.open_conversation(self, getattr(peer, "host", ""), getattr(peer, "port", 0))
+        except ConversationRefused as refusal:
+            self.refuse(503, str(refusal))
             return
         self.transport.registerProducer(self, True)
 

@@ -45,7 +45,7 @@ class Conversation:
         self.transport = None
         self._pending = []
         self._pending_size = 0
-        self._paused_server = False
+        self._server_paused = False
         self._pauses = set()
         self._close_when_connected = False
         self._ended = False
@@ -63,9 +63,8 @@ class Conversation:
             return
         self._pending.append(data)
         self._pending_size += len(data)
-        if self._pending_size > MAX_PENDING_BYTES and not self._paused_server:
-            self._paused_server = True
-            self.session.send_pause(self.id)
+        if self._pending_size > MAX_PENDING_BYTES:
+            self._ask_server(pause=True)
 
     def pause_reading(self, why):
         if not self._pauses and self.transport is not None:
@@ -97,11 +96,10 @@ class Conversation:
         transport.registerProducer(self, True)
         if self._pauses:
             transport.pauseProducing()
+        # Lift the pending-data pause first: writing may fill the buffer and pause again.
+        self._ask_server(pause=False)
         transport.writeSequence(self._pending)
         self._pending = None
-        if self._paused_server:
-            self._paused_server = False
-            self.session.send_resume(self.id)
         if self._close_when_connected:
             self._close()
 
@@ -126,11 +124,19 @@ class Conversation:
     # IPushProducer for the target's transport: its write buffer filled or drained.
 
     def pauseProducing(self):
-        if not self._ended:
-            self.session.send_pause(self.id)
+        self._ask_server(pause=True)
 
     def resumeProducing(self):
-        if not self._ended:
+        self._ask_server(pause=False)
+
+    def _ask_server(self, pause):
+        # Twisted calls pauseProducing on every write while the buffer is full; say it once.
+        if self._ended or self._server_paused == pause:
+            return
+        self._server_paused = pause
+        if pause:
+            self.session.send_pause(self.id)
+        else:
             self.session.send_resume(self.id)
 
     def stopProducing(self):
