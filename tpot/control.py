@@ -9,14 +9,13 @@ import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from tpot import auth, codec
 from tpot.head import HeadError
+from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.registry import valid_name
-from tpot.relay import CLIENT, TOO_MANY, TUNNEL, TUNNEL_GONE, ConversationIds, ConversationRefused
+from tpot.relay import TOO_MANY, TUNNEL_GONE, ConversationIds, ConversationRefused
 
 CREATE_PATH = "/create-tpot"
 CLOSE_PROTOCOL_ERROR = 4180
@@ -97,24 +96,7 @@ class Authenticator:
         return HeadError(401, "Authentication failed: check the client's auth key and clock.")
 
 
-@implementer(IPushProducer)
-class _TunnelBackpressure:
-    """Registered on the tunnel's TCP transport: stop reading visitors while it is full."""
-
-    def __init__(self, tunnel):
-        self.tunnel = tunnel
-
-    def pauseProducing(self):
-        self.tunnel.set_backed_up(True)
-
-    def resumeProducing(self):
-        self.tunnel.set_backed_up(False)
-
-    def stopProducing(self):
-        pass
-
-
-class TunnelProtocol(WebSocketServerProtocol):
+class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
     """One open tunnel: the WebSocket of a client and the conversations relayed over it."""
 
     # Autobahn logs every frame through self.log at debug level; a txaio logger honours
@@ -128,13 +110,13 @@ class TunnelProtocol(WebSocketServerProtocol):
         self.clock = clock
         self.conversations = {}
         self.ids = ConversationIds()
-        self.backed_up = False
+        self.backpressure = WebSocketBackpressure(self.conversations)
         self._last_heard = None
         self._liveness = None
         self._handlers = {
             codec.Data: self._on_data,
-            codec.Pause: lambda visitor, _: visitor.pause_reading(CLIENT),
-            codec.Resume: lambda visitor, _: visitor.resume_reading(CLIENT),
+            codec.Pause: lambda visitor, _: visitor.pause_reading(PEER),
+            codec.Resume: lambda visitor, _: visitor.resume_reading(PEER),
             codec.Close: lambda visitor, _: visitor.remote_closed(),
             codec.NoConnect: lambda visitor, _: visitor.no_connect(),
         }
@@ -143,7 +125,7 @@ class TunnelProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         self.registry.attach(self.name, self)
-        self.transport.registerProducer(_TunnelBackpressure(self), True)
+        self.transport.registerProducer(self.backpressure, True)
         self._heard()
         self._liveness = self.clock.callLater(LIVENESS_TIMEOUT, self._check_liveness)
         self._send(codec.encode(codec.Greeting(self.name)))
@@ -185,8 +167,7 @@ class TunnelProtocol(WebSocketServerProtocol):
             raise ConversationRefused(TOO_MANY)
         self.conversations[conversation_id] = visitor
         self._send(codec.encode(codec.OpenHTTP(conversation_id, host, port)))
-        if self.backed_up:
-            visitor.pause_reading(TUNNEL)
+        self.backpressure.admit(visitor)
         return conversation_id
 
     def send_data(self, conversation_id, data):
@@ -204,14 +185,6 @@ class TunnelProtocol(WebSocketServerProtocol):
         self.ids.release(conversation_id)
         if notify:
             self._send(codec.encode(codec.Close(conversation_id)))
-
-    def set_backed_up(self, backed_up):
-        self.backed_up = backed_up
-        for visitor in list(self.conversations.values()):
-            if backed_up:
-                visitor.pause_reading(TUNNEL)
-            else:
-                visitor.resume_reading(TUNNEL)
 
     def shutdown(self):
         self.sendClose(code=1001, reason="server shutting down")

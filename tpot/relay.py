@@ -13,14 +13,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tpot.codec import MAX_CONVERSATION_ID
+from tpot.flow import ReadPauses
 from tpot.responses import error_response
 
 # What a client may still send after we asked it to pause (messages in flight); a client
 # that goes on beyond this ignores pause, and its conversation is cut.
 MAX_UNACKED_BYTES = 4 * 1024 * 1024
-
-CLIENT = "client"
-TUNNEL = "tunnel"
 
 NOT_CONNECTED = "The tunnel's client could not reach its local service."
 TUNNEL_GONE = "The tunnel closed before answering this request."
@@ -69,7 +67,7 @@ class VisitorProtocol(Protocol):
         self.tunnel = tunnel
         self.id = None
         self.answered = False
-        self._pauses = set()
+        self.reading = ReadPauses()
         self._remote_closed = False
         self._unacked = None
 
@@ -81,6 +79,7 @@ class VisitorProtocol(Protocol):
             self.refuse(503, str(refusal))
             return
         self.transport.registerProducer(self, True)
+        self.reading.attach(self.transport)
 
     def dataReceived(self, data):
         if self.id is not None and not self._remote_closed:
@@ -104,14 +103,10 @@ class VisitorProtocol(Protocol):
         self.transport.write(payload)
 
     def pause_reading(self, why):
-        if not self._pauses:
-            self.transport.pauseProducing()
-        self._pauses.add(why)
+        self.reading.pause(why)
 
     def resume_reading(self, why):
-        self._pauses.discard(why)
-        if not self._pauses:
-            self.transport.resumeProducing()
+        self.reading.resume(why)
 
     def remote_closed(self):
         """The client's side is gone: write what we have, then close."""

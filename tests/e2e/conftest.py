@@ -178,7 +178,16 @@ class TargetHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _read_body(self):
+    def finish(self):
+        """The connection is over (the client closed it, or we did)."""
+        try:
+            super().finish()
+        finally:
+            token = getattr(self, "token", None)
+            if token is not None:
+                self.server.connection_closed(token).set()
+
+    def _read_body(self, pace=0.0):
         """The request body, following Content-Length or (decoded by hand) chunked."""
         codings = [t.strip().lower() for t in self.headers.get("Transfer-Encoding", "").split(",") if t.strip()]
         if codings:
@@ -196,7 +205,17 @@ class TargetHandler(BaseHTTPRequestHandler):
                 if self.rfile.read(2) != b"\r\n":
                     raise ValueError("chunk not followed by CRLF")
         length = int(self.headers.get("Content-Length", "0"))
-        return self.rfile.read(length)
+        if not pace:
+            return self.rfile.read(length)
+        parts = []
+        while length > 0:  # a slow reader: the tunnel has to hold the rest back
+            time.sleep(pace)
+            part = self.rfile.read(min(length, 65536))
+            if not part:
+                break
+            parts.append(part)
+            length -= len(part)
+        return b"".join(parts)
 
     def do_GET(self):
         self.server.record(self)
@@ -207,13 +226,20 @@ class TargetHandler(BaseHTTPRequestHandler):
             self._answer(expected_bytes(n, seed), content_type="application/octet-stream")
         elif url.path == "/host":
             self._answer(self.headers.get("Host", ""))
+        elif url.path == "/sleep":
+            time.sleep(float(parse_qs(url.query).get("s", ["1"])[0]))
+            self._answer("slept")
         else:
             self._answer("ok")
 
     def do_POST(self):
         self.server.record(self)
-        body = self._read_body()
-        if urlsplit(self.path).path == "/sha256":
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if "token" in query:
+            self.token = query["token"][0]
+        body = self._read_body(float(query.get("pace", ["0"])[0]))
+        if url.path == "/sha256":
             self._answer(f"{hashlib.sha256(body).hexdigest()} {len(body)}")
         else:
             self._answer("ok")
@@ -227,6 +253,17 @@ class Target(ThreadingHTTPServer):
         super().__init__((HOST, 0), TargetHandler)
         self.hosts = []
         self.lock = threading.Lock()
+        self._closed = {}
+
+    def handle_error(self, request, client_address):
+        # A client killed at teardown resets its target connections; that is not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+    def connection_closed(self, token):
+        """An Event set when the connection that sent `?token=TOKEN` is closed."""
+        with self.lock:
+            return self._closed.setdefault(token, threading.Event())
 
     @property
     def port(self):

@@ -12,14 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.conftest import (
+from .conftest import (
     AUTH_KEY,
     DOMAIN,
     HOST,
     TWISTD,
     clean_env,
     expected_bytes,
-    pick_free_port,
     run_tpot,
 )
 
@@ -115,6 +114,55 @@ def test_large_download_and_upload(server, tunnel):
     status, _, body = visit(server, "demo", "POST", "/sha256", body=upload)
     assert status == 200
     assert body.decode() == f"{sha(upload)} {len(upload)}"
+
+
+def test_server_log_does_not_grow_with_traffic(server, tunnel):
+    """Autobahn's per-frame debug messages stay out of twistd's log (tpot.tap sets info)."""
+    for seed in range(3):
+        assert visit(server, "demo", "GET", f"/bytes/{2 * 1024 * 1024}?seed={seed}")[0] == 200
+    log = server.log()
+    assert "#debug]" not in log, log[-2000:]
+    assert log.count("\n") < 40, log[-2000:]
+
+
+def test_slow_visitor_download_is_flow_controlled(server, tunnel):
+    """A visitor that does not read for a while still gets every byte, in order."""
+    size, seed = 5 * 1024 * 1024, 9
+    with socket.create_connection((HOST, server.port), timeout=IO_TIMEOUT) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        sock.sendall(
+            f"GET /bytes/{size}?seed={seed} HTTP/1.1\r\nHost: {server.host_for('demo')}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        time.sleep(1.5)  # let every buffer on the way fill up
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    answer = b"".join(chunks)
+    assert status_of(answer) == 200
+    body = body_of(answer)
+    assert len(body) == size and sha(body) == sha(expected_bytes(size, seed))
+    # And the tunnel still works afterwards.
+    assert visit(server, "demo", "GET", "/host")[0] == 200
+
+
+def test_visitor_close_reaches_a_slow_target(server, target, tunnel):
+    """A visitor that sends a big body to a slow target and leaves: the target still gets
+    every byte, then sees its connection closed (not left open for ever)."""
+    size = 3 * 1024 * 1024
+    data = expected_bytes(size, 21)
+    token = f"slow-{time.monotonic_ns()}"
+    closed = target.connection_closed(token)
+    with socket.create_connection((HOST, server.port), timeout=IO_TIMEOUT) as sock:
+        sock.sendall(
+            f"POST /sha256?pace=0.01&token={token} HTTP/1.1\r\nHost: {server.host_for('demo')}\r\n"
+            f"Content-Length: {size}\r\n\r\n".encode() + data
+        )
+    assert closed.wait(15), "the target's connection was never closed after the visitor left"
+    assert visit(server, "demo", "GET", "/host")[0] == 200
 
 
 # ---------------------------------------------------------------------------------------
@@ -265,8 +313,8 @@ def test_503_unknown_tunnel(server):
     assert b"not connected" in body_of(answer)
 
 
-def test_503_when_target_not_listening(server, tpot_client):
-    dead = pick_free_port()
+def test_503_when_target_not_listening(server, tpot_client, free_port):
+    dead = free_port()
     tpot_client(server, f"{HOST}:{dead}", name="deadtarget")
     for _ in range(2):  # and the tunnel survives it
         status, _, body = visit(server, "deadtarget", "GET", "/")
@@ -274,8 +322,8 @@ def test_503_when_target_not_listening(server, tpot_client):
         assert b"could not reach" in body
 
 
-def test_client_exits_when_server_unreachable(tmp_path, target):
-    dead = pick_free_port()
+def test_client_exits_when_server_unreachable(tmp_path, target, free_port):
+    dead = free_port()
     result = run_tpot(["http", target.address, "-t", f"http://localhost:{dead}"], tmp_path)
     assert result.returncode != 0
     assert result.stdout == ""
@@ -316,6 +364,26 @@ def test_killed_client_means_503(server, target, tpot_client, sig):
     # The name is free again.
     tpot_client(server, target.address, name="gone")
     assert visit(server, "gone", "GET", "/host")[0] == 200
+
+
+def test_killed_client_answers_waiting_visitor_with_503(server, target, tpot_client):
+    """A visitor whose request is in flight when the client dies gets a 503, not a hang."""
+    client = tpot_client(server, target.address, name="midway")
+    with socket.create_connection((HOST, server.port), timeout=IO_TIMEOUT) as sock:
+        sock.sendall(f"GET /sleep?s=3 HTTP/1.1\r\nHost: {server.host_for('midway')}\r\n\r\n".encode())
+        time.sleep(0.5)  # the request has reached the target, which is still sleeping
+        started = time.monotonic()
+        client.proc.kill()
+        client.proc.wait(5)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    answer = b"".join(chunks)
+    assert status_of(answer) == 503, answer
+    assert time.monotonic() - started < 2.0
 
 
 # ---------------------------------------------------------------------------------------

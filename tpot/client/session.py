@@ -4,47 +4,32 @@
 factory reports the outcome (greeting, refusal, loss) to whoever runs the client.
 """
 
+import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
-from zope.interface import implementer
 
 from tpot import codec
-from tpot.client.target import SERVER, WEBSOCKET, Conversation
+from tpot.client.target import Conversation
+from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 
 PING_INTERVAL = 15
 PING_TIMEOUT = 30
 MAX_MESSAGE_SIZE = 1024 * 1024
 
 
-@implementer(IPushProducer)
-class _WebSocketBackpressure:
-    def __init__(self, session):
-        self.session = session
-
-    def pauseProducing(self):
-        self.session.set_backed_up(True)
-
-    def resumeProducing(self):
-        self.session.set_backed_up(False)
-
-    def stopProducing(self):
-        pass
-
-
-class TunnelClientProtocol(WebSocketClientProtocol):
-    log = Logger()
+class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
+    # txaio's logger, so that the level set in cli.main also silences Autobahn's per-frame debug.
+    log = txaio.make_logger()
 
     def __init__(self):
         super().__init__()
         self.conversations = {}
-        self.backed_up = False
+        self.backpressure = WebSocketBackpressure(self.conversations)
         self.refused_status = None
 
     def onOpen(self):
-        self.transport.registerProducer(_WebSocketBackpressure(self), True)
+        self.transport.registerProducer(self.backpressure, True)
 
     def failHandshake(self, reason):
         status = self.http_status_line.split() if getattr(self, "http_status_line", None) else []
@@ -76,9 +61,9 @@ class TunnelClientProtocol(WebSocketClientProtocol):
         if kind is codec.Data:
             conversation.from_tunnel(message.payload)
         elif kind is codec.Pause:
-            conversation.pause_reading(SERVER)
+            conversation.pause_reading(PEER)
         elif kind is codec.Resume:
-            conversation.resume_reading(SERVER)
+            conversation.resume_reading(PEER)
         elif kind is codec.Close:
             self.conversations.pop(message.id, None)
             conversation.remote_closed()
@@ -89,8 +74,7 @@ class TunnelClientProtocol(WebSocketClientProtocol):
             stale.remote_closed()
         conversation = Conversation(self, message.id, self.factory.settings.host_rewrite)
         self.conversations[message.id] = conversation
-        if self.backed_up:
-            conversation.pause_reading(WEBSOCKET)
+        self.backpressure.admit(conversation)
         target = self.factory.settings.target
         self.log.debug("conversation {id} from {host}:{port}", id=message.id, host=message.host, port=message.port)
         conversation.connect(HostnameEndpoint(self.factory.reactor, target.host, target.port))
@@ -118,14 +102,6 @@ class TunnelClientProtocol(WebSocketClientProtocol):
     def conversation_ended(self, conversation_id, notify):
         if self.conversations.pop(conversation_id, None) is not None and notify:
             self._send(codec.encode(codec.Close(conversation_id)))
-
-    def set_backed_up(self, backed_up):
-        self.backed_up = backed_up
-        for conversation in list(self.conversations.values()):
-            if backed_up:
-                conversation.pause_reading(WEBSOCKET)
-            else:
-                conversation.resume_reading(WEBSOCKET)
 
     def _send(self, payload):
         if self.state == WebSocketProtocol.STATE_OPEN:

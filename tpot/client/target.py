@@ -10,14 +10,12 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from tpot.flow import ReadPauses
 from tpot.rewrite import HostRewriter
 
 # Data held while the target connection is being made; past this the server is asked to
 # pause this conversation until the connection is up.
 MAX_PENDING_BYTES = 256 * 1024
-
-SERVER = "server"
-WEBSOCKET = "websocket"
 
 
 class TargetProtocol(Protocol):
@@ -46,7 +44,7 @@ class Conversation:
         self._pending = []
         self._pending_size = 0
         self._server_paused = False
-        self._pauses = set()
+        self.reading = ReadPauses()
         self._close_when_connected = False
         self._ended = False
 
@@ -67,14 +65,10 @@ class Conversation:
             self._ask_server(pause=True)
 
     def pause_reading(self, why):
-        if not self._pauses and self.transport is not None:
-            self.transport.pauseProducing()
-        self._pauses.add(why)
+        self.reading.pause(why)
 
     def resume_reading(self, why):
-        self._pauses.discard(why)
-        if not self._pauses and self.transport is not None:
-            self.transport.resumeProducing()
+        self.reading.resume(why)
 
     def remote_closed(self):
         self._ended = True
@@ -94,8 +88,7 @@ class Conversation:
     def connected(self, transport):
         self.transport = transport
         transport.registerProducer(self, True)
-        if self._pauses:
-            transport.pauseProducing()
+        self.reading.attach(transport)
         # Lift the pending-data pause first: writing may fill the buffer and pause again.
         self._ask_server(pause=False)
         transport.writeSequence(self._pending)
