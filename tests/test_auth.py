@@ -2,8 +2,6 @@
 
 import base64
 import hashlib
-import json
-from pathlib import Path
 
 import pytest
 from twisted.internet import defer
@@ -13,10 +11,9 @@ from tpot import auth
 from tpot.auth import AuthError, Credentials, ReplayCache, WINDOW_MS
 from tpot.control import Authenticator
 from tpot.head import HeadError
+from shared_fixtures import AUTH_VECTORS, SESSION
 
-FIXTURES = Path("/work/shared/fixtures")
-VECTORS = json.loads((FIXTURES / "tpot1-auth-vectors.json").read_text())["vectors"]
-SESSION = json.loads((FIXTURES / "tpot1-node-session.json").read_text())
+VECTORS = AUTH_VECTORS
 vector_ids = pytest.mark.parametrize("vector", VECTORS, ids=[str(v["timestamp_ms"]) for v in VECTORS])
 
 KEY = "k" * 32

@@ -1,10 +1,8 @@
 """The TPoT/1 message codec, against hand-written bytes and the captured reference session."""
 
-import json
-from pathlib import Path
-
 import pytest
 
+from shared_fixtures import SESSION
 from tpot import codec
 from tpot.codec import (
     FROM_CLIENT,
@@ -19,8 +17,6 @@ from tpot.codec import (
     Resume,
 )
 
-FIXTURES = Path("/work/shared/fixtures")
-SESSION = json.loads((FIXTURES / "tpot1-node-session.json").read_text())
 BINARY_EVENTS = [event for event in SESSION["events"] if event.get("ws_opcode") == 2]
 ALL_MESSAGES = frozenset(FROM_CLIENT | FROM_SERVER)
 

@@ -1,15 +1,13 @@
 """The request-head parser, plus the pure decisions taken on a head (route, create request)."""
 
-import json
-from pathlib import Path
 
 import pytest
 
 from tpot.control import check_create_request
 from tpot.head import MAX_HEAD_SIZE, HeadError, HeadReader, RequestHead, parse_head, parse_host
 from tpot.router import CONTROL, route
+from shared_fixtures import SESSION
 
-SESSION = json.loads(Path("/work/shared/fixtures/tpot1-node-session.json").read_text())
 REFERENCE_CREATE = SESSION["events"][0]["http_head"].encode("latin-1") + b"\r\n\r\n"
 
 SIMPLE = b"GET /path?a=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nUser-Agent: t\r\n\r\n"

@@ -7,23 +7,20 @@ server, and check that it answers the reference client exactly as the reference 
 """
 
 import base64
-import json
-import os
 import struct
 
 import pytest
 
+import copy
+
 from memory import BINARY, PING, PONG, MemoryServer, WebSocketPeer, settle, use_clock
+from shared_fixtures import SESSION
 from tpot import codec
 
-FIXTURE = os.environ.get("TPOT_FIXTURES", "/work/shared/fixtures") + "/tpot1-node-session.json"
-
-pytestmark = pytest.mark.skipif(not os.path.exists(FIXTURE), reason="session fixture not available")
 
 
 def load_session():
-    with open(FIXTURE, encoding="utf-8") as handle:
-        return json.load(handle)
+    return copy.deepcopy(SESSION)
 
 
 def header_of(head, name):

@@ -8,7 +8,6 @@ from twisted.internet import task
 from memory import (
     BINARY,
     CLOSE,
-    PING,
     PONG,
     TEXT,
     MemoryServer,
