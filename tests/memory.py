@@ -396,7 +396,13 @@ class WebSocketPeer:
 
     @property
     def protocol(self):
-        return self.transport.protocol
+        return handed_over(self.transport)
+
+
+def handed_over(transport):
+    """The protocol the router handed a connection to (the router stays as a forwarder)."""
+    protocol = transport.protocol
+    return getattr(protocol, "_next", None) or protocol
 
 
 class MemoryServer:

@@ -394,7 +394,7 @@ def test_our_client_against_our_server(clock):
     pipe.pump()
     client.refuse_target()
     pipe.pump()
-    assert refused.value().startswith(b"HTTP/1.1 503 ") and refused.lost
+    assert refused.value().startswith(b"HTTP/1.1 502 ") and refused.lost
 
 
 def test_id_reused_right_after_a_close_belongs_to_the_new_conversation(client):

@@ -155,26 +155,26 @@ def test_head_of_exactly_the_limit_is_accepted():
 
 
 @pytest.mark.parametrize("chunks", [1, 2, 100], ids=lambda n: f"{n}-chunks")
-def test_head_one_byte_over_the_limit_is_413(chunks):
+def test_head_one_byte_over_the_limit_is_431(chunks):
     stream = padded_head(MAX_HEAD_SIZE + 1)
     size = -(-len(stream) // chunks)
     with pytest.raises(HeadError) as error:
         read(*(stream[i:i + size] for i in range(0, len(stream), size)))
-    assert error.value.status == 413
+    assert error.value.status == 431
 
 
-def test_endless_head_is_413_without_waiting_for_its_end():
+def test_endless_head_is_431_without_waiting_for_its_end():
     reader = HeadReader()
     assert reader.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_HEAD_SIZE - 30)) is None
     with pytest.raises(HeadError) as error:
         reader.feed(b"a" * 100)
-    assert error.value.status == 413
+    assert error.value.status == 431
 
 
 def test_custom_limit():
     with pytest.raises(HeadError) as error:
         read(SIMPLE, max_size=len(SIMPLE) - 1)
-    assert error.value.status == 413
+    assert error.value.status == 431
     assert read(SIMPLE, max_size=len(SIMPLE))[0] is not None
 
 

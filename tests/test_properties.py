@@ -45,7 +45,7 @@ def read_head(chunks):
             if head is not None:
                 return head
     except HeadError as error:
-        assert error.status in (400, 413)
+        assert error.status in (400, 431)
         return error.status
     return None
 
@@ -54,7 +54,7 @@ def read_head(chunks):
 @given(any_bytes, cut_lists)
 def test_head_reader_returns_none_a_head_or_raises_head_error(data, cuts):
     result = read_head([data])
-    assert result is None or result in (400, 413) or isinstance(result, RequestHead)
+    assert result is None or result in (400, 431) or isinstance(result, RequestHead)
     if isinstance(result, RequestHead):
         assert isinstance(result.host, str)
         result.query("subdomain")

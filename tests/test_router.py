@@ -3,6 +3,7 @@
 import pytest
 
 from memory import (
+    handed_over,
     MemoryServer,
     WebSocketPeer,
     parse_response,
@@ -13,6 +14,8 @@ from memory import (
 )
 from tpot import auth
 from tpot.head import MAX_HEAD_SIZE
+from tpot.control import TunnelProtocol
+from tpot.relay import VisitorProtocol
 from tpot.router import HEADER_TIMEOUT, RouterProtocol
 
 KEY = "k" * 40
@@ -151,15 +154,15 @@ def test_no_subdomain_gets_a_random_name(server):
     assert first.name != second.name
 
 
-def test_head_without_end_beyond_limit_is_413(server):
+def test_head_without_end_beyond_limit_is_431(server):
     transport = server.connect(b"GET / HTTP/1.1\r\nHost: wire.localhost\r\nX-Big: " + b"a" * MAX_HEAD_SIZE)
-    refused(server, transport, 413)
+    refused(server, transport, 431)
 
 
-def test_complete_head_beyond_limit_is_413(server):
+def test_complete_head_beyond_limit_is_431(server):
     head = b"GET / HTTP/1.1\r\nHost: wire.localhost\r\nX-Big: " + b"a" * MAX_HEAD_SIZE + b"\r\n\r\n"
     transport = server.connect(head)
-    refused(server, transport, 413)
+    refused(server, transport, 431)
 
 
 def test_head_just_under_limit_is_routed(server):
@@ -272,11 +275,12 @@ def test_bytes_after_the_head_in_the_same_read_are_relayed(server):
     assert peer.new_messages()[1] == b"\x12\x01\x00D" + request
 
 
-def test_router_protocol_is_replaced_on_hand_over(server):
+def test_router_hands_over_and_forwards_straight_to_the_new_protocol(server):
     peer = server.open_tunnel("wire")
-    assert not isinstance(peer.transport.protocol, RouterProtocol)
+    assert isinstance(peer.protocol, TunnelProtocol)
     visitor = server.visit("wire")
-    assert not isinstance(visitor.protocol, RouterProtocol)
+    assert isinstance(handed_over(visitor), VisitorProtocol)
+    assert visitor.protocol.dataReceived == handed_over(visitor).dataReceived
 
 
 # Authentication, when the server has a key.

@@ -152,12 +152,15 @@ def test_visitor_close_sends_x(server):
     assert peer.new_messages() == [] and not peer.transport.lost
 
 
-def test_no_connect_gives_a_fresh_visitor_503(server):
+def test_no_connect_gives_a_fresh_visitor_502(server):
     peer = server.open_tunnel("wire")
     visitor, cid = visit(server, peer, 40001)
     peer.send(signal(cid, b"N"))
     settle(server.clock)
-    assert_503(visitor)
+    response = parse_response(visitor.value())
+    assert response.status == 502
+    assert b"could not connect to its local service" in response.body
+    assert visitor.lost
     assert peer.new_messages() == []
 
 

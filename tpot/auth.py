@@ -112,3 +112,38 @@ class ReplayCache:
             if expiry >= now:
                 break
             del self._expiry[nonce]
+
+
+class FailureLimiter:
+    """Failed attempts per source address, in fixed windows, bounded in memory.
+
+    After `max_failures` failures within `window_ms`, `retry_after(source, now)` gives the
+    seconds until the window ends; until then the source is refused without a KDF run.
+    """
+
+    def __init__(self, max_failures=5, window_ms=60_000, max_sources=10_000):
+        self.max_failures = max_failures
+        self.window_ms = window_ms
+        self.max_sources = max_sources
+        self._windows = OrderedDict()  # source -> [window start, failures]
+
+    def __len__(self):
+        return len(self._windows)
+
+    def retry_after(self, source, now):
+        """Seconds to wait if `source` is blocked, else None."""
+        window = self._windows.get(source)
+        if window is None or now - window[0] >= self.window_ms:
+            return None
+        if window[1] < self.max_failures:
+            return None
+        return max(1, -(-(window[0] + self.window_ms - now) // 1000))
+
+    def failed(self, source, now):
+        window = self._windows.get(source)
+        if window is None or now - window[0] >= self.window_ms:
+            window = self._windows[source] = [now, 0]
+        window[1] += 1
+        self._windows.move_to_end(source)
+        while len(self._windows) > self.max_sources:
+            self._windows.popitem(last=False)

@@ -15,10 +15,21 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one party may cost the server; None means no limit."""
+
+    header_timeout: float = 10.0
+    idle_timeout: float = 3600.0
+    max_tunnels: int = None
+    max_connections_per_ip: int = None
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     domain: str
     auth_key: str = None
     listen: list = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
 
 
 def environment(dotenv_path=".env"):
@@ -28,8 +39,11 @@ def environment(dotenv_path=".env"):
     return values
 
 
-def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None):
-    """Merge command-line values (None when not given) with `env`; raise ConfigError."""
+def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, limits=None):
+    """Merge command-line values (None when not given) with `env`; raise ConfigError.
+
+    `limits` maps Limits field names to command-line strings (None when not given).
+    """
     env = environment() if env is None else env
     domain = (domain or env.get("DOMAIN") or "").strip().lower().rstrip(".")
     if not domain:
@@ -39,7 +53,24 @@ def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None):
         raise ConfigError(f"AUTH_KEY is too short: it needs at least {MIN_KEY_LENGTH} characters.")
     if not listen:
         listen = [f"tcp:{parse_port(port if port is not None else env.get('PORT', DEFAULT_PORT))}"]
-    return ServerSettings(domain, auth_key, list(listen))
+    return ServerSettings(domain, auth_key, list(listen), parse_limits(limits or {}))
+
+
+def parse_limits(values):
+    parsed = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        kind = int if name.startswith("max_") else float
+        option = "--" + name.replace("_", "-")
+        try:
+            number = kind(value)
+        except ValueError:
+            number = 0
+        if number <= 0:
+            raise ConfigError(f"{option} must be a positive {'whole ' if kind is int else ''}number, not {value!r}.")
+        parsed[name] = number
+    return Limits(**parsed)
 
 
 def parse_port(value):

@@ -12,12 +12,21 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tpot import auth, codec
-from tpot.head import HeadError
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
+from tpot.head import HeadError
 from tpot.registry import valid_name
 from tpot.relay import TOO_MANY, TUNNEL_GONE, ConversationIds, ConversationRefused
+from tpot.timers import SilenceTimer
 
 CREATE_PATH = "/create-tpot"
+
+# Negotiated additions to TPoT/1 (docs/PROTOCOL.md, "Extensions"): the client lists what it
+# wants in EXTENSIONS_HEADER; the server answers with what it grants in the 101 response.
+EXTENSIONS_HEADER = "TPoT-Extensions"
+RECLAIM = "reclaim"
+RECLAIM_HEADER = "TPoT-Reclaim"
+RECLAIM_TOKEN_HEADER = "TPoT-Reclaim-Token"
+SUPPORTED_EXTENSIONS = frozenset({RECLAIM})
 CLOSE_PROTOCOL_ERROR = 4180
 LIVENESS_TIMEOUT = 30.0
 MAX_MESSAGE_SIZE = 1024 * 1024
@@ -48,6 +57,11 @@ def check_create_request(head):
     return name
 
 
+def requested_extensions(head):
+    """The extensions of ours that the client asked for and we support."""
+    return frozenset(head.header_tokens(EXTENSIONS_HEADER) & SUPPORTED_EXTENSIONS)
+
+
 class Authenticator:
     """Checks TPoT-1 headers against the server's key, refusing replays.
 
@@ -63,36 +77,44 @@ class Authenticator:
         self.clock_ms = clock_ms
         self.max_pending = max_pending
         self.replays = auth.ReplayCache()
+        self.failures = auth.FailureLimiter()
         self._pending = 0
 
-    def check(self, header):
+    def check(self, header, source=""):
         """A Deferred firing if the header authorises a tunnel, failing with HeadError if not."""
         if self.key is None:
             return defer.succeed(None)
+        retry_after = self.failures.retry_after(source, self.clock_ms())
+        if retry_after is not None:
+            return defer.fail(HeadError(
+                429, "Too many failed authentication attempts; wait before retrying.",
+                [("Retry-After", str(retry_after))],
+            ))
         try:
             credentials = auth.parse_authorization(header)
             auth.check_fresh(credentials, self.clock_ms())
         except auth.AuthError as error:
-            return defer.fail(self._refusal(error))
+            return defer.fail(self._refusal(error, source))
         if self._pending >= self.max_pending:
             return defer.fail(HeadError(503, "The server is busy checking credentials; retry shortly."))
         self._pending += 1
         d = self.run_kdf(auth.verify_token, self.key, credentials)
         d.addBoth(self._done)
         d.addCallback(lambda _: self.replays.remember(credentials, self.clock_ms()))
-        d.addErrback(self._refuse_auth_failure)
+        d.addErrback(self._refuse_auth_failure, source)
         return d
 
     def _done(self, result):
         self._pending -= 1
         return result
 
-    def _refuse_auth_failure(self, failure):
+    def _refuse_auth_failure(self, failure, source):
         failure.trap(auth.AuthError)
-        raise self._refusal(failure.value)
+        raise self._refusal(failure.value, source)
 
-    def _refusal(self, error):
-        self.log.info("authentication refused: {reason}", reason=str(error))
+    def _refusal(self, error, source):
+        self.failures.failed(source, self.clock_ms())
+        self.log.info("authentication refused for {source}: {reason}", source=source, reason=str(error))
         return HeadError(401, "Authentication failed: check the client's auth key and clock.")
 
 
@@ -103,16 +125,17 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
     # txaio.set_global_log_level (tpot.tap sets "info"), a plain twisted Logger does not.
     log = txaio.make_logger()
 
-    def __init__(self, name, registry, clock):
+    def __init__(self, name, registry, clock, extensions=frozenset()):
         super().__init__()
         self.name = name
         self.registry = registry
         self.clock = clock
+        self.extensions = extensions
         self.conversations = {}
         self.ids = ConversationIds()
         self.backpressure = WebSocketBackpressure(self.conversations)
-        self._last_heard = None
-        self._liveness = None
+        self.liveness = SilenceTimer(clock, LIVENESS_TIMEOUT, self._silent)
+        self._opened = False
         self._handlers = {
             codec.Data: self._on_data,
             codec.Pause: lambda visitor, _: visitor.pause_reading(PEER),
@@ -123,16 +146,24 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
 
     # Autobahn callbacks.
 
+    def onConnect(self, request):
+        if not self.extensions:
+            return None
+        headers = {EXTENSIONS_HEADER: ", ".join(sorted(self.extensions))}
+        if RECLAIM in self.extensions:
+            headers[RECLAIM_TOKEN_HEADER] = self.registry.reclaim_token(self.name)
+        return None, headers
+
     def onOpen(self):
         self.registry.attach(self.name, self)
         self.transport.registerProducer(self.backpressure, True)
-        self._heard()
-        self._liveness = self.clock.callLater(LIVENESS_TIMEOUT, self._check_liveness)
+        self._opened = True
+        self.liveness.start()
         self._send(codec.encode(codec.Greeting(self.name)))
         self.log.info("tunnel {name} opened from {peer}", name=self.name, peer=self.peer)
 
     def onMessage(self, payload, isBinary):
-        self._heard()
+        self.liveness.touch()
         try:
             if not isBinary:
                 raise codec.ProtocolError("text message")
@@ -145,16 +176,15 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
             self._handlers[type(message)](visitor, message)
 
     def onPing(self, payload):
-        self._heard()
+        self.liveness.touch()
         super().onPing(payload)
 
     def onClose(self, wasClean, code, reason):
-        self.registry.release(self.name, self)
-        if self._liveness is not None and self._liveness.active():
-            self._liveness.cancel()
+        self.registry.release(self.name, self, reserve=RECLAIM in self.extensions)
+        self.liveness.stop()
         for visitor in list(self.conversations.values()):
             visitor.tunnel_lost()
-        if self._liveness is not None:
+        if self._opened:
             self.log.info("tunnel {name} closed ({code})", name=self.name, code=code)
 
     # What visitors ask of their tunnel.
@@ -191,6 +221,10 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
 
     # Internals.
 
+    def _max_message_size_exceeded(self, msg_size, max_msg_size, reason):
+        # Autobahn's hook for oversized frames: one malformed-message rule, one close code.
+        self._fail_connection(CLOSE_PROTOCOL_ERROR, f"message larger than {max_msg_size} bytes")
+
     def _on_data(self, visitor, message):
         visitor.deliver(message.payload)
 
@@ -203,17 +237,9 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
         if self.state == WebSocketProtocol.STATE_OPEN:
             self.sendClose(code=CLOSE_PROTOCOL_ERROR, reason=reason[:120])
 
-    def _heard(self):
-        self._last_heard = self.clock.seconds()
-
-    def _check_liveness(self):
-        silent_for = self.clock.seconds() - self._last_heard
-        if silent_for >= LIVENESS_TIMEOUT:
-            self.log.info("tunnel {name} silent for {s:.0f} s; dropping it", name=self.name, s=silent_for)
-            self._liveness = None
-            self.dropConnection(abort=True)
-        else:
-            self._liveness = self.clock.callLater(LIVENESS_TIMEOUT - silent_for, self._check_liveness)
+    def _silent(self, silent_for):
+        self.log.info("tunnel {name} silent for {s:.0f} s; dropping it", name=self.name, s=silent_for)
+        self.dropConnection(abort=True)
 
 
 class TunnelFactory(WebSocketServerFactory):
@@ -230,9 +256,11 @@ class TunnelFactory(WebSocketServerFactory):
             openHandshakeTimeout=10,
             closeHandshakeTimeout=5,
             tcpNoDelay=True,
+            # Send the close frame (4180 and its reason) before closing, rather than just dropping.
+            failByDrop=False,
         )
 
-    def build_tunnel(self, name, peer):
-        protocol = TunnelProtocol(name, self.registry, self.clock)
+    def build_tunnel(self, name, extensions=frozenset()):
+        protocol = TunnelProtocol(name, self.registry, self.clock, extensions)
         protocol.factory = self
         return protocol

@@ -20,10 +20,11 @@ _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[^:\[\]]*)(?::([0-9]*))?")
 class HeadError(Exception):
     """The head cannot be served; `status` is the HTTP status to answer with."""
 
-    def __init__(self, status, reason):
+    def __init__(self, status, reason, headers=()):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = tuple(headers)
 
 
 @dataclass
@@ -104,8 +105,8 @@ class HeadReader:
         end = self.buffered.find(b"\r\n\r\n", searched_from)
         if end < 0:
             if len(self.buffered) > self.max_size:
-                raise HeadError(413, "The request head is too large.")
+                raise HeadError(431, "The request head is larger than 8 KiB.")
             return None
         if end + 4 > self.max_size:
-            raise HeadError(413, "The request head is too large.")
+            raise HeadError(431, "The request head is larger than 8 KiB.")
         return parse_head(self.buffered[:end])

@@ -15,12 +15,13 @@ from zope.interface import implementer
 from tpot.codec import MAX_CONVERSATION_ID
 from tpot.flow import ReadPauses
 from tpot.responses import error_response
+from tpot.timers import SilenceTimer
 
 # What a client may still send after we asked it to pause (messages in flight); a client
 # that goes on beyond this ignores pause, and its conversation is cut.
 MAX_UNACKED_BYTES = 4 * 1024 * 1024
 
-NOT_CONNECTED = "The tunnel's client could not reach its local service."
+NOT_CONNECTED = "The tunnel's client could not connect to its local service (connection refused or unreachable)."
 TUNNEL_GONE = "The tunnel closed before answering this request."
 TOO_MANY = "This tunnel has too many open connections; try again shortly."
 
@@ -63,8 +64,9 @@ class ConversationIds:
 class VisitorProtocol(Protocol):
     log = Logger()
 
-    def __init__(self, tunnel):
+    def __init__(self, tunnel, clock, idle_timeout=None):
         self.tunnel = tunnel
+        self.idle = SilenceTimer(clock, idle_timeout, self._idle_too_long)
         self.id = None
         self.answered = False
         self.reading = ReadPauses()
@@ -80,12 +82,15 @@ class VisitorProtocol(Protocol):
             return
         self.transport.registerProducer(self, True)
         self.reading.attach(self.transport)
+        self.idle.start()
 
     def dataReceived(self, data):
         if self.id is not None and not self._remote_closed:
+            self.idle.touch()
             self.tunnel.send_data(self.id, data)
 
     def connectionLost(self, reason=None):
+        self.idle.stop()
         if self.id is not None:
             self.tunnel.conversation_ended(self.id, notify=not self._remote_closed)
             self.id = None
@@ -94,6 +99,7 @@ class VisitorProtocol(Protocol):
 
     def deliver(self, payload):
         self.answered = True
+        self.idle.touch()
         if self._unacked is not None:
             self._unacked += len(payload)
             if self._unacked > MAX_UNACKED_BYTES:
@@ -115,11 +121,15 @@ class VisitorProtocol(Protocol):
 
     def no_connect(self):
         self._remote_closed = True
-        self.refuse(503, NOT_CONNECTED)
+        self.refuse(502, NOT_CONNECTED)
 
     def tunnel_lost(self):
         self._remote_closed = True
         self.refuse(503, TUNNEL_GONE)
+
+    def _idle_too_long(self, idle_for):
+        self.log.info("closing visitor idle for {s:.0f} s", s=idle_for)
+        self._close()
 
     def refuse(self, status, message):
         """An error page if the visitor has seen nothing yet, otherwise just a close."""

@@ -10,13 +10,17 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from tpot.control import check_create_request
+from tpot import endpoints
+from tpot.control import RECLAIM_HEADER, check_create_request, requested_extensions
 from tpot.head import HeadError, HeadReader
 from tpot.registry import NameTaken, RegistryFull
 from tpot.relay import VisitorProtocol
 from tpot.responses import error_response
 
 HEADER_TIMEOUT = 10.0
+# Visitor connections with no traffic either way for this long are closed; generous, so
+# that WebSockets and long polls through a tunnel survive.
+IDLE_TIMEOUT = 3600.0
 CONTROL = "control"
 
 
@@ -31,15 +35,26 @@ def route(host, domain):
 
 
 class RouterProtocol(Protocol):
+    """Reads the first head, then stays the transport's protocol as a thin forwarder.
+
+    Staying in place (rather than replacing `transport.protocol`) lets the factory see
+    every connection end, which the per-address limit needs.
+    """
+
     log = Logger()
 
     def __init__(self, factory):
         self.factory = factory
         self._reader = HeadReader()
         self._timeout = None
+        self._next = None
         self._gone = False
 
     def connectionMade(self):
+        self.source = getattr(self.transport.getPeer(), "host", "")
+        if not self.factory.admit(self.source):
+            self.refuse(429, "Too many connections from your address.")
+            return
         self._timeout = self.factory.clock.callLater(self.factory.header_timeout, self._too_slow)
 
     def dataReceived(self, data):
@@ -57,21 +72,32 @@ class RouterProtocol(Protocol):
     def connectionLost(self, reason=None):
         self._gone = True
         self._cancel_timeout()
+        self.factory.release(self.source)
+        if self._next is not None:
+            self._next.connectionLost(reason)
 
     def _dispatch(self, head):
         target = route(head.host, self.factory.domain)
         if target is None:
             raise HeadError(404, f"No tunnel is served at {head.host or 'this address'}.")
         if target == CONTROL:
-            return self._create_tunnel(head)
+            return self._control(head)
         return self.factory.registry.lookup(target).addCallback(self._visit, target)
+
+    def _control(self, head):
+        response = endpoints.respond(head, self.factory.registry, self.factory.uptime())
+        if response is None:
+            return self._create_tunnel(head)
+        self.transport.write(response)
+        self.transport.loseConnection()
 
     @defer.inlineCallbacks
     def _create_tunnel(self, head):
         requested = check_create_request(head)
-        yield self.factory.authenticator.check(head.header("authorization"))
+        yield self.factory.authenticator.check(head.header("authorization"), self.source)
+        extensions = requested_extensions(head)
         try:
-            name = yield self.factory.registry.claim(requested)
+            name = yield self.factory.registry.claim(requested, head.header(RECLAIM_HEADER))
         except NameTaken:
             raise HeadError(409, f"The subdomain {requested} is already in use.") from None
         except RegistryFull:
@@ -79,14 +105,13 @@ class RouterProtocol(Protocol):
         if self._gone:
             self.factory.registry.release(name)
             return
-        peer = self.transport.getPeer()
-        self._hand_over(self.factory.tunnels.build_tunnel(name, peer))
+        self._hand_over(self.factory.tunnels.build_tunnel(name, extensions))
 
     def _visit(self, tunnel, name):
         if tunnel is None:
             raise HeadError(503, f"Tunnel {name} is not connected.")
         if not self._gone:
-            self._hand_over(VisitorProtocol(tunnel))
+            self._hand_over(VisitorProtocol(tunnel, self.factory.clock, self.factory.idle_timeout))
 
     def _hand_over(self, protocol):
         """Give the live transport to `protocol` and replay what was read (as Autobahn's resource does)."""
@@ -94,23 +119,28 @@ class RouterProtocol(Protocol):
         # Resume first: the new protocol may pause reading itself (a visitor of a backed-up
         # tunnel), and no bytes can arrive before this call returns.
         transport.resumeProducing()
-        transport.protocol = protocol
+        self._next = protocol
+        # The reactor calls transport.protocol.dataReceived: go straight to the new one.
+        self.dataReceived = protocol.dataReceived
         protocol.makeConnection(transport)
-        protocol.dataReceived(self._reader.buffered)
-        self._reader = None
+        buffered, self._reader = self._reader.buffered, None
+        protocol.dataReceived(buffered)
 
     def _refuse_failure(self, failure):
         if failure.check(HeadError):
-            self.refuse(failure.value.status, failure.value.reason)
+            error = failure.value
+            self.refuse(error.status, error.reason, error.headers)
             return
         self.log.failure("routing a request failed", failure)
         self.refuse(500, "The server failed to route this request.")
 
-    def refuse(self, status, reason):
+    def refuse(self, status, reason, headers=()):
         self._cancel_timeout()
         self.log.info("refused {status}: {reason}", status=status, reason=reason)
         if not self._gone:
-            extra = [("Allow", "GET")] if status == 405 else []
+            extra = list(headers)
+            if status == 405:
+                extra.append(("Allow", "GET"))
             if status == 401:
                 extra.append(("WWW-Authenticate", "TPoT-1"))
             self.transport.write(error_response(status, reason, extra))
@@ -129,13 +159,36 @@ class RouterProtocol(Protocol):
 class RouterFactory(Factory):
     """Shared state for every connection on the listening port(s)."""
 
-    def __init__(self, domain, registry, authenticator, tunnels, clock, header_timeout=HEADER_TIMEOUT):
+    def __init__(self, domain, registry, authenticator, tunnels, clock,
+                 header_timeout=HEADER_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_per_source=None):
         self.domain = domain
         self.registry = registry
         self.authenticator = authenticator
         self.tunnels = tunnels
         self.clock = clock
         self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.max_per_source = max_per_source
+        self.started = clock.seconds()
+        self._per_source = {}
 
     def buildProtocol(self, addr):
         return RouterProtocol(self)
+
+    def uptime(self):
+        return self.clock.seconds() - self.started
+
+    def admit(self, source):
+        """Count a new connection from `source`; False if it is over the per-address cap."""
+        if self.max_per_source is None:
+            return True
+        count = self._per_source.get(source, 0) + 1
+        self._per_source[source] = count
+        return count <= self.max_per_source
+
+    def release(self, source):
+        if self.max_per_source is None:
+            return
+        count = self._per_source.pop(source, 1) - 1
+        if count > 0:
+            self._per_source[source] = count

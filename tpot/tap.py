@@ -19,6 +19,7 @@ from tpot.router import RouterFactory
 log = Logger()
 
 KDF_THREADS = 2
+LIMIT_OPTIONS = ("header-timeout", "idle-timeout", "max-tunnels", "max-connections-per-ip")
 
 
 class Options(usage.Options):
@@ -32,6 +33,10 @@ class Options(usage.Options):
         ["domain", "d", None, "The domain tunnels live under (env DOMAIN)."],
         ["port", "p", None, "TCP port to listen on (env PORT, default 3000)."],
         ["auth-key", "k", None, "Shared key clients must prove, at least 32 characters (env AUTH_KEY)."],
+        ["header-timeout", None, None, "Seconds a connection may take to send its first request head (default 10)."],
+        ["idle-timeout", None, None, "Seconds of silence after which a visitor connection is closed (default 3600)."],
+        ["max-tunnels", None, None, "Most tunnels open at once (default: no limit)."],
+        ["max-connections-per-ip", None, None, "Most open connections from one address (default: no limit)."],
     ]
 
     def __init__(self):
@@ -45,7 +50,8 @@ class Options(usage.Options):
     def postOptions(self):
         try:
             self["settings"] = server_settings(
-                self["domain"], self["auth-key"], self["port"], self["listen"]
+                self["domain"], self["auth-key"], self["port"], self["listen"],
+                limits={name.replace("-", "_"): self[name] for name in LIMIT_OPTIONS},
             )
         except ConfigError as error:
             # One sentence, not twistd's usage dump followed by it.
@@ -97,7 +103,8 @@ def makeService(config, reactor=default_reactor):
     txaio.set_global_log_level("info")
     settings = config["settings"]
     top = MultiService()
-    registry = TunnelRegistry()
+    limits = settings.limits
+    registry = TunnelRegistry(max_tunnels=limits.max_tunnels, clock=reactor)
     registry.setServiceParent(top)
     pool = threadpool.ThreadPool(minthreads=0, maxthreads=KDF_THREADS, name="tpot-kdf")
     ThreadPoolService(pool).setServiceParent(top)
@@ -105,7 +112,11 @@ def makeService(config, reactor=default_reactor):
         settings.auth_key, lambda f, *args: deferToThreadPool(reactor, pool, f, *args)
     )
     tunnels = TunnelFactory(registry, reactor)
-    router = RouterFactory(settings.domain, registry, authenticator, tunnels, reactor)
+    router = RouterFactory(
+        settings.domain, registry, authenticator, tunnels, reactor,
+        header_timeout=limits.header_timeout, idle_timeout=limits.idle_timeout,
+        max_per_source=limits.max_connections_per_ip,
+    )
     for description in settings.listen:
         ListeningService(description, _endpoint(reactor, description), router).setServiceParent(top)
     log.info(

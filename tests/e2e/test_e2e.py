@@ -313,13 +313,13 @@ def test_503_unknown_tunnel(server):
     assert b"not connected" in body_of(answer)
 
 
-def test_503_when_target_not_listening(server, tpot_client, free_port):
+def test_502_when_target_not_listening(server, tpot_client, free_port):
     dead = free_port()
     tpot_client(server, f"{HOST}:{dead}", name="deadtarget")
     for _ in range(2):  # and the tunnel survives it
         status, _, body = visit(server, "deadtarget", "GET", "/")
-        assert status == 503
-        assert b"could not reach" in body
+        assert status == 502
+        assert b"could not connect to its local service" in body
 
 
 def test_client_exits_when_server_unreachable(tmp_path, target, free_port):
