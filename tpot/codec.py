@@ -16,6 +16,13 @@ GREETING_PREFIX = b"TPoT/1 "
 # integer, so ids above this break it.
 MAX_CONVERSATION_ID = 32767
 
+# Negotiated additions (docs/PROTOCOL.md, "Extensions"): the client lists the ones it wants
+# in EXTENSIONS_HEADER of its upgrade; the server names those it grants in the 101 response.
+EXTENSIONS_HEADER = "TPoT-Extensions"
+RECLAIM = "reclaim"
+RECLAIM_HEADER = "TPoT-Reclaim"
+RECLAIM_TOKEN_HEADER = "TPoT-Reclaim-Token"
+
 _CONVERSATION_HEAD = struct.Struct("<BHc")
 _HTTP_OPEN = struct.Struct("<BcH4sH")
 

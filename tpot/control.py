@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tpot import auth, codec
+from tpot.codec import EXTENSIONS_HEADER, RECLAIM, RECLAIM_TOKEN_HEADER
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.head import HeadError
 from tpot.registry import valid_name
@@ -19,13 +20,6 @@ from tpot.relay import TOO_MANY, TUNNEL_GONE, ConversationIds, ConversationRefus
 from tpot.timers import SilenceTimer
 
 CREATE_PATH = "/create-tpot"
-
-# Negotiated additions to TPoT/1 (docs/PROTOCOL.md, "Extensions"): the client lists what it
-# wants in EXTENSIONS_HEADER; the server answers with what it grants in the 101 response.
-EXTENSIONS_HEADER = "TPoT-Extensions"
-RECLAIM = "reclaim"
-RECLAIM_HEADER = "TPoT-Reclaim"
-RECLAIM_TOKEN_HEADER = "TPoT-Reclaim-Token"
 SUPPORTED_EXTENSIONS = frozenset({RECLAIM})
 CLOSE_PROTOCOL_ERROR = 4180
 LIVENESS_TIMEOUT = 30.0
@@ -180,7 +174,9 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
         super().onPing(payload)
 
     def onClose(self, wasClean, code, reason):
-        self.registry.release(self.name, self, reserve=RECLAIM in self.extensions)
+        # A client that closed normally has left; any other end may be a drop it comes back from.
+        left = getattr(self, "remoteCloseCode", None) == 1000
+        self.registry.release(self.name, self, reserve=RECLAIM in self.extensions and not left)
         self.liveness.stop()
         for visitor in list(self.conversations.values()):
             visitor.tunnel_lost()

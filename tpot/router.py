@@ -11,7 +11,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from tpot import endpoints
-from tpot.control import RECLAIM_HEADER, check_create_request, requested_extensions
+from tpot.codec import RECLAIM_HEADER
+from tpot.control import check_create_request, requested_extensions
 from tpot.head import HeadError, HeadReader
 from tpot.registry import NameTaken, RegistryFull
 from tpot.relay import VisitorProtocol

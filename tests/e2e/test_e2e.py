@@ -361,9 +361,15 @@ def test_killed_client_means_503(server, target, tpot_client, sig):
             break
         assert time.monotonic() < deadline, f"still not 503 after the client died: {answer[:300]!r}"
         time.sleep(0.05)
-    # The name is free again.
-    tpot_client(server, target.address, name="gone")
-    assert visit(server, "gone", "GET", "/host")[0] == 200
+    if sig == signal.SIGTERM:
+        # A client that stopped cleanly left: the name is free again at once.
+        tpot_client(server, target.address, name="gone")
+        assert visit(server, "gone", "GET", "/host")[0] == 200
+    else:
+        # A client that vanished may come back: its name stays reserved for it.
+        result = run_tpot(["http", target.address, "-t", server.url, "-s", "gone"], server.workdir)
+        assert result.returncode != 0
+        assert "already in use" in one_line(result.stderr)
 
 
 def test_killed_client_answers_waiting_visitor_with_503(server, target, tpot_client):

@@ -10,6 +10,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.endpoints import HostnameEndpoint
 
 from tpot import codec
+from tpot.codec import RECLAIM_TOKEN_HEADER
 from tpot.client.target import Conversation
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 
@@ -27,9 +28,18 @@ class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
         self.conversations = {}
         self.backpressure = WebSocketBackpressure(self.conversations)
         self.refused_status = None
+        self.on_lost = None
+
+    def onConnect(self, response):
+        token = response.headers.get(RECLAIM_TOKEN_HEADER.lower())
+        if token:
+            self.factory.on_token(token)
 
     def onOpen(self):
         self.transport.registerProducer(self.backpressure, True)
+
+    def tunnel_open(self):
+        return self.state == WebSocketProtocol.STATE_OPEN
 
     def failHandshake(self, reason):
         status = self.http_status_line.split() if getattr(self, "http_status_line", None) else []
@@ -84,6 +94,8 @@ class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
             conversation.remote_closed()
         self.conversations.clear()
         self.factory.closed(self.refused_status, code, reason)
+        if self.on_lost is not None:
+            self.on_lost()
 
     # What conversations ask of the tunnel.
 
@@ -109,15 +121,23 @@ class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
 
 
 class TunnelClientFactory(WebSocketClientFactory):
-    """`on_greeting(name)` once the tunnel is up; `on_closed(status, code, reason)` at the end."""
+    """One connection attempt.
+
+    Reports `on_greeting(name)` once the tunnel is up, `on_token(token)` when the server
+    grants a reclaim token, and `on_closed(status, code, reason)` at the end.
+    """
 
     protocol = TunnelClientProtocol
 
-    def __init__(self, settings, reactor, headers, on_greeting, on_closed):
-        super().__init__(settings.websocket_url, headers=headers, reactor=reactor)
+    def __init__(self, settings, reactor, headers, on_greeting, on_closed, subdomain=None, on_token=None):
+        url = settings.websocket_url_for(subdomain if subdomain is not None else settings.subdomain)
+        super().__init__(url, headers=headers, reactor=reactor)
         self.settings = settings
         self.on_greeting = on_greeting
         self.on_closed = on_closed
+        self.on_token = on_token or (lambda token: None)
+        self.greeted_here = False
+        self.current = None
         self.setProtocolOptions(
             maxFramePayloadSize=MAX_MESSAGE_SIZE,
             maxMessagePayloadSize=MAX_MESSAGE_SIZE,
@@ -130,7 +150,12 @@ class TunnelClientFactory(WebSocketClientFactory):
             perMessageCompressionOffers=[],
         )
 
+    def buildProtocol(self, addr):
+        self.current = super().buildProtocol(addr)
+        return self.current
+
     def greeted(self, name):
+        self.greeted_here = True
         self.on_greeting(name)
 
     def closed(self, status, code, reason):

@@ -38,8 +38,11 @@ class ClientSettings:
 
     @property
     def websocket_url(self):
+        return self.websocket_url_for(self.subdomain)
+
+    def websocket_url_for(self, subdomain):
         scheme = "wss" if self.server.scheme == "https" else "ws"
-        query = f"?subdomain={self.subdomain}" if self.subdomain else ""
+        query = f"?subdomain={subdomain}" if subdomain else ""
         return f"{scheme}://{self.server.host_with_port}/create-tpot{query}"
 
     def public_url(self, name):

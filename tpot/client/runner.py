@@ -1,0 +1,140 @@
+"""Running the client: connect, print the public URL, reconnect after drops, stop cleanly.
+
+The first connection must succeed: any failure then is final (the user is there to fix
+it).  Once a tunnel has been up, drops and server restarts are retried with exponential
+backoff and jitter from 1 s up to 30 s, asking for the same name with the reclaim token the
+server gave us; only refusals that retrying cannot fix (400, 401) end the run.
+"""
+
+import random
+import sys
+
+from autobahn.twisted.websocket import connectWS
+from twisted.internet import defer, ssl
+
+from tpot.auth import make_authorization
+from tpot.client.session import TunnelClientFactory
+from tpot.codec import EXTENSIONS_HEADER, RECLAIM, RECLAIM_HEADER
+
+EXIT_FAILURE = 1
+INITIAL_DELAY = 1.0
+MAX_DELAY = 30.0
+CLOSE_WAIT = 2.0
+FINAL_STATUSES = frozenset({400, 401})
+
+REFUSALS = {
+    400: "The server refused the request as invalid (400); check the subdomain.",
+    401: "The server did not authorize the request (401); check your auth key.",
+    404: "The server answered 404 Not Found; check the server URL.",
+    409: "The subdomain is already in use (409); pick another with -s.",
+    429: "The server refused after too many failed attempts (429); wait a minute and check your auth key.",
+    503: "The server cannot take another tunnel right now (503); try again later.",
+}
+
+
+def backoff_delay(attempt, rand=random.random):
+    """Seconds before retry number `attempt` (0-based): 1, 2, 4 ... 30, each stretched by up to half."""
+    base = min(MAX_DELAY, INITIAL_DELAY * 2 ** attempt)
+    return min(MAX_DELAY, base * (1 + rand() / 2))
+
+
+class ClientRun:
+    def __init__(self, settings, reactor, out=sys.stdout, err=sys.stderr, rand=random.random):
+        self.settings = settings
+        self.reactor = reactor
+        self.out = out
+        self.err = err
+        self.rand = rand
+        self.exit_code = 0
+        self.name = None
+        self.token = None
+        self.factory = None
+        self.failed_attempts = 0
+        self.stopping = False
+
+    def start(self):
+        self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+        self.connect()
+
+    def connect(self):
+        if self.stopping:
+            return
+        self.factory = TunnelClientFactory(
+            self.settings, self.reactor, self._headers(), self.on_greeting, self.on_closed,
+            subdomain=self.name or self.settings.subdomain, on_token=self.on_token,
+        )
+        self.factory.clientConnectionFailed = lambda connector, reason: self.on_closed(None, None, None, reached=False)
+        context = None
+        if self.settings.server.scheme == "https":
+            context = ssl.optionsForClientTLS(self.settings.server.host)
+        connectWS(self.factory, context)
+
+    def _headers(self):
+        headers = {EXTENSIONS_HEADER: RECLAIM}
+        if self.settings.auth_key:
+            # A fresh nonce and timestamp for every attempt: the server refuses replays.
+            headers["Authorization"] = make_authorization(self.settings.auth_key)
+        if self.token:
+            headers[RECLAIM_HEADER] = self.token
+        return headers
+
+    def on_token(self, token):
+        self.token = token
+
+    def on_greeting(self, name):
+        url = self.settings.public_url(name)
+        if self.name is None:
+            self.out.write(f"tpot connected\n{url}\n")
+        else:
+            self.out.write(f"tpot reconnected: {url}\n")
+        self.out.flush()
+        self.name = name
+        self.failed_attempts = 0
+
+    def on_closed(self, status, code, reason, reached=True):
+        if self.stopping:
+            return
+        message = self._explain(status, code, reason, reached)
+        if self.name is None or status in FINAL_STATUSES:
+            self.fail(message)
+            return
+        delay = backoff_delay(self.failed_attempts, self.rand)
+        self.failed_attempts += 1
+        self.err.write(f"tpot: {message} Reconnecting in {delay:.0f} s.\n")
+        self.err.flush()
+        self.reactor.callLater(delay, self.connect)
+
+    def _explain(self, status, code, reason, reached):
+        server = self.settings.server.host_with_port
+        if not reached:
+            return f"The server {server} could not be reached."
+        if status in REFUSALS:
+            return REFUSALS[status]
+        if status is not None:
+            return f"The server refused the tunnel with HTTP status {status}."
+        if self.factory is None or not self.factory.greeted_here:
+            return f"The server {server} closed the connection before the tunnel opened."
+        reason_text = f": {reason}" if reason else ""
+        return f"The connection to the server was lost (code {code}){reason_text}."
+
+    def fail(self, message):
+        if self.exit_code == 0:
+            self.err.write(message + "\n")
+            self.err.flush()
+            self.exit_code = EXIT_FAILURE
+        self.stopping = True
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def stop(self):
+        """Ctrl-C or SIGTERM: close the tunnel cleanly (briefly), then let the reactor stop."""
+        self.stopping = True
+        protocol = self.factory.current if self.factory is not None else None
+        if protocol is None or not protocol.tunnel_open():
+            return None
+        done = defer.Deferred()
+        protocol.on_lost = lambda: done.called or done.callback(None)
+        protocol.sendClose(code=1000, reason="client stopped")
+        timeout = self.reactor.callLater(CLOSE_WAIT, lambda: done.called or done.callback(None))
+        done.addBoth(lambda _: timeout.active() and timeout.cancel())
+        return done
