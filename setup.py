@@ -11,6 +11,7 @@ setup(
         "twisted[tls]>=23.10",
         "autobahn>=23.1",
         "python-dotenv>=1.0",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2", "hypothesis>=6"],

@@ -47,6 +47,8 @@ class Client:
 
     def __init__(self, clock, target="8080", **options):
         self.clock = clock
+        # Byte-exact expectations below assume no X-Forwarded-* unless a test asks for them.
+        options.setdefault("no_forwarded_headers", True)
         self.settings = client_settings(
             target, server="http://localhost:3000", subdomain="wire", env={}, config={}, **options
         )
@@ -168,6 +170,21 @@ def test_data_before_the_target_connects_is_held_then_written_with_host_rewritte
     client.server_sends(data(1, b"dy"))
     assert target.value().endswith(b"\r\n\r\nbody")
     assert client.messages() == []
+
+
+def test_forwarded_headers_carry_the_visitor_on_every_keep_alive_request(clock):
+    client = Client(clock, no_forwarded_headers=False)
+    client.answer_upgrade()
+    client.server_sends(opened(1))
+    target = client.connect_target()
+    client.server_sends(data(1, b"GET /a HTTP/1.1\r\nHost: wire.localhost:3000\r\nX-Forwarded-Proto: spoofed\r\n\r\n"))
+    client.server_sends(data(1, b"GET /b HTTP/1.1\r\nHost: wire.localhost:3000\r\nX-Forwarded-For: 10.1.2.3\r\n\r\n"))
+    first, second = target.value().split(b"\r\n\r\n")[:2]
+    assert first.split(b"\r\n") == [
+        b"GET /a HTTP/1.1", b"Host: localhost:8080", b"X-Forwarded-For: 127.0.0.1",
+        b"X-Forwarded-Proto: http", b"X-Forwarded-Host: wire.localhost:3000",
+    ]
+    assert b"X-Forwarded-For: 10.1.2.3, 127.0.0.1" in second.split(b"\r\n")
 
 
 def test_http_host_option_and_no_rewrite(clock):

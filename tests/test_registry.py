@@ -114,15 +114,23 @@ def test_release_of_an_unknown_name_is_harmless():
     assert registry.active_tunnels() == 0
 
 
-def test_stop_service_shuts_attached_tunnels_down():
+def test_shutdown_tunnels_closes_attached_tunnels_only():
     registry, first, second = TunnelRegistry(), FakeTunnel(), FakeTunnel()
     for name, tunnel in (("a", first), ("b", second)):
         claim(registry, name)
         registry.attach(name, tunnel)
     claim(registry, "pending")
+    registry.shutdown_tunnels()
+    assert first.shut_down and second.shut_down
+
+
+def test_stop_service_leaves_tunnels_to_the_drain():
+    registry, tunnel = TunnelRegistry(), FakeTunnel()
+    claim(registry, "a")
+    registry.attach("a", tunnel)
     registry.startService()
     registry.stopService()
-    assert first.shut_down and second.shut_down
+    assert not tunnel.shut_down
 
 
 # Names.

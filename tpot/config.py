@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from dotenv import dotenv_values
 
 from tpot.auth import MIN_KEY_LENGTH
+from tpot.forwarded import parse_networks
 
 DEFAULT_PORT = 3000
 
@@ -20,6 +21,7 @@ class Limits:
 
     header_timeout: float = 10.0
     idle_timeout: float = 3600.0
+    drain_timeout: float = 30.0
     max_tunnels: int = None
     max_connections_per_ip: int = None
 
@@ -30,6 +32,8 @@ class ServerSettings:
     auth_key: str = None
     listen: list = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
+    metrics_token: str = None
+    trusted_proxies: tuple = ()
 
 
 def environment(dotenv_path=".env"):
@@ -39,7 +43,8 @@ def environment(dotenv_path=".env"):
     return values
 
 
-def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, limits=None):
+def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, limits=None,
+                    metrics_token=None, trusted_proxies=()):
     """Merge command-line values (None when not given) with `env`; raise ConfigError.
 
     `limits` maps Limits field names to command-line strings (None when not given).
@@ -53,7 +58,12 @@ def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, 
         raise ConfigError(f"AUTH_KEY is too short: it needs at least {MIN_KEY_LENGTH} characters.")
     if not listen:
         listen = [f"tcp:{parse_port(port if port is not None else env.get('PORT', DEFAULT_PORT))}"]
-    return ServerSettings(domain, auth_key, list(listen), parse_limits(limits or {}))
+    try:
+        networks = parse_networks(trusted_proxies)
+    except ValueError as error:
+        raise ConfigError(f"{error}.") from None
+    metrics_token = metrics_token if metrics_token is not None else env.get("METRICS_TOKEN") or None
+    return ServerSettings(domain, auth_key, list(listen), parse_limits(limits or {}), metrics_token, networks)
 
 
 def parse_limits(values):

@@ -15,6 +15,7 @@ from tpot import auth, codec
 from tpot.codec import EXTENSIONS_HEADER, RECLAIM, RECLAIM_TOKEN_HEADER
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.head import HeadError
+from tpot.metrics import Stats
 from tpot.registry import valid_name
 from tpot.relay import TOO_MANY, TUNNEL_GONE, ConversationIds, ConversationRefused
 from tpot.timers import SilenceTimer
@@ -22,6 +23,8 @@ from tpot.timers import SilenceTimer
 CREATE_PATH = "/create-tpot"
 SUPPORTED_EXTENSIONS = frozenset({RECLAIM})
 CLOSE_PROTOCOL_ERROR = 4180
+# Like 1012 (Service Restart), which Autobahn will not send: come back in a moment.
+CLOSE_SERVER_RESTARTING = 4012
 LIVENESS_TIMEOUT = 30.0
 MAX_MESSAGE_SIZE = 1024 * 1024
 MAX_PENDING_AUTH = 64
@@ -119,17 +122,20 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
     # txaio.set_global_log_level (tpot.tap sets "info"), a plain twisted Logger does not.
     log = txaio.make_logger()
 
-    def __init__(self, name, registry, clock, extensions=frozenset()):
+    def __init__(self, name, registry, clock, extensions=frozenset(), stats=None):
         super().__init__()
         self.name = name
         self.registry = registry
         self.clock = clock
         self.extensions = extensions
+        self.stats = Stats() if stats is None else stats
+        self.bytes_upstream = 0
+        self.bytes_downstream = 0
+        self.opened_at = None
         self.conversations = {}
         self.ids = ConversationIds()
         self.backpressure = WebSocketBackpressure(self.conversations)
         self.liveness = SilenceTimer(clock, LIVENESS_TIMEOUT, self._silent)
-        self._opened = False
         self._handlers = {
             codec.Data: self._on_data,
             codec.Pause: lambda visitor, _: visitor.pause_reading(PEER),
@@ -151,7 +157,7 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
     def onOpen(self):
         self.registry.attach(self.name, self)
         self.transport.registerProducer(self.backpressure, True)
-        self._opened = True
+        self.opened_at = self.clock.seconds()
         self.liveness.start()
         self._send(codec.encode(codec.Greeting(self.name)))
         self.log.info("tunnel {name} opened from {peer}", name=self.name, peer=self.peer)
@@ -180,8 +186,13 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
         self.liveness.stop()
         for visitor in list(self.conversations.values()):
             visitor.tunnel_lost()
-        if self._opened:
-            self.log.info("tunnel {name} closed ({code})", name=self.name, code=code)
+        if self.opened_at is not None:
+            self.log.info(
+                "tunnel {name} closed ({code}) from {peer} after {duration:.1f} s,"
+                " {up} bytes up, {down} bytes down",
+                name=self.name, code=code, peer=self.peer, duration=self.clock.seconds() - self.opened_at,
+                up=self.bytes_upstream, down=self.bytes_downstream,
+            )
 
     # What visitors ask of their tunnel.
 
@@ -192,11 +203,14 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
         if conversation_id is None:
             raise ConversationRefused(TOO_MANY)
         self.conversations[conversation_id] = visitor
+        self.stats.conversations_total += 1
         self._send(codec.encode(codec.OpenHTTP(conversation_id, host, port)))
         self.backpressure.admit(visitor)
         return conversation_id
 
     def send_data(self, conversation_id, data):
+        self.bytes_upstream += len(data)
+        self.stats.bytes_upstream += len(data)
         self._send(codec.encode_data(conversation_id, data))
 
     def send_pause(self, conversation_id):
@@ -213,7 +227,7 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
             self._send(codec.encode(codec.Close(conversation_id)))
 
     def shutdown(self):
-        self.sendClose(code=1001, reason="server shutting down")
+        self.sendClose(code=CLOSE_SERVER_RESTARTING, reason="server restarting; reconnect")
 
     # Internals.
 
@@ -222,6 +236,8 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
         self._fail_connection(CLOSE_PROTOCOL_ERROR, f"message larger than {max_msg_size} bytes")
 
     def _on_data(self, visitor, message):
+        self.bytes_downstream += len(message.payload)
+        self.stats.bytes_downstream += len(message.payload)
         visitor.deliver(message.payload)
 
     def _send(self, payload):
@@ -230,8 +246,10 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
 
     def _protocol_error(self, reason):
         self.log.warn("tunnel {name} sent a malformed message: {reason}", name=self.name, reason=reason)
-        if self.state == WebSocketProtocol.STATE_OPEN:
-            self.sendClose(code=CLOSE_PROTOCOL_ERROR, reason=reason[:120])
+        # Fail the connection (RFC 6455, 7.1.7) rather than just closing it: Autobahn then
+        # sends the 4180 close frame and stops delivering the client's later messages, so
+        # nothing more from a misbehaving client reaches its visitors.
+        self._fail_connection(CLOSE_PROTOCOL_ERROR, reason[:120])
 
     def _silent(self, silent_for):
         self.log.info("tunnel {name} silent for {s:.0f} s; dropping it", name=self.name, s=silent_for)
@@ -241,10 +259,11 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
 class TunnelFactory(WebSocketServerFactory):
     """Builds tunnel protocols for connections the router has already accepted."""
 
-    def __init__(self, registry, clock, url="ws://localhost/create-tpot"):
+    def __init__(self, registry, clock, stats=None, url="ws://localhost/create-tpot"):
         super().__init__(url)
         self.registry = registry
         self.clock = clock
+        self.stats = Stats() if stats is None else stats
         self.setProtocolOptions(
             maxFramePayloadSize=MAX_MESSAGE_SIZE,
             maxMessagePayloadSize=MAX_MESSAGE_SIZE,
@@ -257,6 +276,6 @@ class TunnelFactory(WebSocketServerFactory):
         )
 
     def build_tunnel(self, name, extensions=frozenset()):
-        protocol = TunnelProtocol(name, self.registry, self.clock, extensions)
+        protocol = TunnelProtocol(name, self.registry, self.clock, extensions, self.stats)
         protocol.factory = self
         return protocol

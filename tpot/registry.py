@@ -74,6 +74,9 @@ class ITunnelRegistry(Interface):
     def active_conversations():
         """How many conversations the tunnels attached here have open."""
 
+    def shutdown_tunnels():
+        """Close every tunnel attached here, telling clients the server is restarting."""
+
 
 class _Entry:
     """One name: claimed (tunnel None), attached, or reserved after a drop (until set)."""
@@ -175,10 +178,13 @@ class TunnelRegistry(Service):
     def _tunnels(self):
         return [entry.tunnel for entry in self._entries.values() if entry.tunnel is not None]
 
+    def shutdown_tunnels(self):
+        for tunnel in self._tunnels():
+            tunnel.shutdown()
+
     def stopService(self):
+        # Tunnels are closed by the draining listeners (tpot.drain), before this matters.
         for entry in self._entries.values():
             if entry.expiry is not None and entry.expiry.active():
                 entry.expiry.cancel()
-        for tunnel in self._tunnels():
-            tunnel.shutdown()
         return super().stopService()

@@ -18,8 +18,10 @@ from tpot.responses import error_response
 from tpot.timers import SilenceTimer
 
 # What a client may still send after we asked it to pause (messages in flight); a client
-# that goes on beyond this ignores pause, and its conversation is cut.
-MAX_UNACKED_BYTES = 4 * 1024 * 1024
+# that goes on beyond this ignores pause, and its conversation is cut.  An honest client
+# can have a whole kernel send buffer (Linux tcp_wmem max, 4 MiB by default) plus what sits
+# in our receive buffer in flight when the pause is sent, so this must be well above 4 MiB.
+MAX_UNACKED_BYTES = 16 * 1024 * 1024
 
 NOT_CONNECTED = "The tunnel's client could not connect to its local service (connection refused or unreachable)."
 TUNNEL_GONE = "The tunnel closed before answering this request."
@@ -64,8 +66,10 @@ class ConversationIds:
 class VisitorProtocol(Protocol):
     log = Logger()
 
-    def __init__(self, tunnel, clock, idle_timeout=None):
+    def __init__(self, tunnel, clock, idle_timeout=None, stats=None, address=None):
         self.tunnel = tunnel
+        self.stats = stats
+        self.address = address
         self.idle = SilenceTimer(clock, idle_timeout, self._idle_too_long)
         self.id = None
         self.answered = False
@@ -74,9 +78,11 @@ class VisitorProtocol(Protocol):
         self._unacked = None
 
     def connectionMade(self):
-        peer = self.transport.getPeer()
+        if self.address is None:
+            peer = self.transport.getPeer()
+            self.address = (getattr(peer, "host", ""), getattr(peer, "port", 0))
         try:
-            self.id = self.tunnel.open_conversation(self, getattr(peer, "host", ""), getattr(peer, "port", 0))
+            self.id = self.tunnel.open_conversation(self, *self.address)
         except ConversationRefused as refusal:
             self.refuse(503, str(refusal))
             return
@@ -135,6 +141,8 @@ class VisitorProtocol(Protocol):
         """An error page if the visitor has seen nothing yet, otherwise just a close."""
         if not self.answered:
             self.answered = True
+            if self.stats is not None:
+                self.stats.count_refusal(status)
             self.transport.write(error_response(status, message))
         self._close()
 

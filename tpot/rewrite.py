@@ -25,9 +25,41 @@ _CHUNK_SIZE = re.compile(rb"([0-9a-fA-F]{1,16})[ \t]*(;.*)?")
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER, PASSTHROUGH = range(7)
 
 
+class Forwarded:
+    """X-Forwarded-* values to put in every request head: the visitor's address and scheme."""
+
+    def __init__(self, client, proto):
+        self.client = client.encode("latin-1")
+        self.proto = proto.encode("latin-1")
+
+    def apply(self, lines):
+        """Append the client to X-Forwarded-For; set Proto and Host (a visitor's own are dropped)."""
+        host = None
+        kept = [lines[0]]
+        chain = []
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"host" and host is None:
+                host = value.strip()
+            if name == b"x-forwarded-for":
+                chain.append(value.strip())
+            elif name not in (b"x-forwarded-proto", b"x-forwarded-host"):
+                kept.append(line)
+        chain.append(self.client)
+        kept.append(b"X-Forwarded-For: " + b", ".join(part for part in chain if part))
+        kept.append(b"X-Forwarded-Proto: " + self.proto)
+        if host:
+            kept.append(b"X-Forwarded-Host: " + host)
+        return kept
+
+
 class HostRewriter:
-    def __init__(self, host):
-        self.host = host.encode("latin-1")
+    """`host`: the Host value to set (None leaves Host alone); `forwarded`: a Forwarded or None."""
+
+    def __init__(self, host, forwarded=None):
+        self.host = host.encode("latin-1") if host is not None else None
+        self.forwarded = forwarded
         self.state = HEAD
         self._buffer = b""
         self._remaining = 0
@@ -83,10 +115,13 @@ class HostRewriter:
         return len(first_line) <= MAX_LINE_SIZE and _REQUEST_LINE_START.fullmatch(first_line) is not None
 
     def _rewritten(self, lines):
-        for index in range(1, len(lines)):
-            name, colon, _ = lines[index].partition(b":")
-            if colon and name.strip().lower() == b"host":
-                lines[index] = b"Host: " + self.host
+        if self.forwarded is not None:
+            lines = self.forwarded.apply(lines)  # before Host changes: it records the original
+        if self.host is not None:
+            for index in range(1, len(lines)):
+                name, colon, _ = lines[index].partition(b":")
+                if colon and name.strip().lower() == b"host":
+                    lines[index] = b"Host: " + self.host
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     def _enter_body(self, lines):

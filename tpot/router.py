@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from tpot import endpoints
 from tpot.codec import RECLAIM_HEADER
 from tpot.control import check_create_request, requested_extensions
+from tpot.forwarded import forwarded_client
 from tpot.head import HeadError, HeadReader
 from tpot.registry import NameTaken, RegistryFull
 from tpot.relay import VisitorProtocol
@@ -83,10 +84,16 @@ class RouterProtocol(Protocol):
             raise HeadError(404, f"No tunnel is served at {head.host or 'this address'}.")
         if target == CONTROL:
             return self._control(head)
+        self._refuse_while_draining()
+        self.visitor_address = self.factory.visitor_address(self.transport.getPeer(), head)
         return self.factory.registry.lookup(target).addCallback(self._visit, target)
 
+    def _refuse_while_draining(self):
+        if self.factory.draining:
+            raise HeadError(503, "The server is restarting; try again in a moment.")
+
     def _control(self, head):
-        response = endpoints.respond(head, self.factory.registry, self.factory.uptime())
+        response = endpoints.respond(head, self.factory)
         if response is None:
             return self._create_tunnel(head)
         self.transport.write(response)
@@ -95,6 +102,7 @@ class RouterProtocol(Protocol):
     @defer.inlineCallbacks
     def _create_tunnel(self, head):
         requested = check_create_request(head)
+        self._refuse_while_draining()
         yield self.factory.authenticator.check(head.header("authorization"), self.source)
         extensions = requested_extensions(head)
         try:
@@ -112,7 +120,9 @@ class RouterProtocol(Protocol):
         if tunnel is None:
             raise HeadError(503, f"Tunnel {name} is not connected.")
         if not self._gone:
-            self._hand_over(VisitorProtocol(tunnel, self.factory.clock, self.factory.idle_timeout))
+            self._hand_over(VisitorProtocol(
+                tunnel, self.factory.clock, self.factory.idle_timeout, self.factory.stats, self.visitor_address
+            ))
 
     def _hand_over(self, protocol):
         """Give the live transport to `protocol` and replay what was read (as Autobahn's resource does)."""
@@ -137,6 +147,7 @@ class RouterProtocol(Protocol):
 
     def refuse(self, status, reason, headers=()):
         self._cancel_timeout()
+        self.factory.stats.count_refusal(status)
         self.log.info("refused {status}: {reason}", status=status, reason=reason)
         if not self._gone:
             extra = list(headers)
@@ -161,7 +172,12 @@ class RouterFactory(Factory):
     """Shared state for every connection on the listening port(s)."""
 
     def __init__(self, domain, registry, authenticator, tunnels, clock,
-                 header_timeout=HEADER_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_per_source=None):
+                 header_timeout=HEADER_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_per_source=None,
+                 stats=None, metrics_token=None, trusted_proxies=()):
+        self.stats = tunnels.stats if stats is None else stats
+        self.metrics_token = metrics_token
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.draining = False
         self.domain = domain
         self.registry = registry
         self.authenticator = authenticator
@@ -175,6 +191,12 @@ class RouterFactory(Factory):
 
     def buildProtocol(self, addr):
         return RouterProtocol(self)
+
+    def visitor_address(self, peer, head):
+        """(host, port) of the visitor: the peer, or what a trusted proxy in front reports."""
+        host, port = getattr(peer, "host", ""), getattr(peer, "port", 0)
+        forwarded = forwarded_client(host, head.header("x-forwarded-for"), self.trusted_proxies)
+        return (host, port) if forwarded is None else (forwarded, 0)
 
     def uptime(self):
         return self.clock.seconds() - self.started

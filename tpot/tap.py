@@ -13,13 +13,15 @@ from twisted.python import threadpool, usage
 from tpot import __version__
 from tpot.config import ConfigError, server_settings
 from tpot.control import Authenticator, TunnelFactory
+from tpot.drain import DrainingListeners
 from tpot.registry import TunnelRegistry
 from tpot.router import RouterFactory
 
 log = Logger()
 
 KDF_THREADS = 2
-LIMIT_OPTIONS = ("header-timeout", "idle-timeout", "max-tunnels", "max-connections-per-ip")
+LIMIT_OPTIONS = ("header-timeout", "idle-timeout", "drain-timeout", "max-tunnels", "max-connections-per-ip")
+LOG_FORMATS = {"text": None, "json": "tpot.logs.json_observer"}
 
 
 class Options(usage.Options):
@@ -37,25 +39,43 @@ class Options(usage.Options):
         ["idle-timeout", None, None, "Seconds of silence after which a visitor connection is closed (default 3600)."],
         ["max-tunnels", None, None, "Most tunnels open at once (default: no limit)."],
         ["max-connections-per-ip", None, None, "Most open connections from one address (default: no limit)."],
+        ["drain-timeout", None, None, "Seconds open conversations get to finish after SIGTERM (default 30)."],
+        ["metrics-token", None, None, "Require Authorization: Bearer TOKEN for /metrics (env METRICS_TOKEN)."],
+        ["log-format", None, "text", "text, or json: one JSON object per line on stdout."],
     ]
 
     def __init__(self):
         super().__init__()
         self["listen"] = []
+        self["trusted-proxy"] = []
 
     def opt_listen(self, description):
         """A Twisted endpoint to listen on, e.g. tcp:3000 (repeatable; replaces --port)."""
         self["listen"].append(description)
+
+    def opt_trusted_proxy(self, cidr):
+        """Take the visitor address from X-Forwarded-For when the peer is in CIDR (repeatable)."""
+        self["trusted-proxy"].append(cidr)
 
     def postOptions(self):
         try:
             self["settings"] = server_settings(
                 self["domain"], self["auth-key"], self["port"], self["listen"],
                 limits={name.replace("-", "_"): self[name] for name in LIMIT_OPTIONS},
+                metrics_token=self["metrics-token"], trusted_proxies=self["trusted-proxy"],
             )
+            self._choose_log_format()
         except ConfigError as error:
             # One sentence, not twistd's usage dump followed by it.
             raise SystemExit(f"tpot: {error}") from None
+
+    def _choose_log_format(self):
+        if self["log-format"] not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {self['log-format']!r}.")
+        # twistd builds its logger from its own options, which are our parent's.
+        observer = LOG_FORMATS[self["log-format"]]
+        if observer is not None and getattr(self, "parent", None) is not None:
+            self.parent["logger"] = observer
 
 
 class ListeningService(StreamServerEndpointService):
@@ -116,9 +136,12 @@ def makeService(config, reactor=default_reactor):
         settings.domain, registry, authenticator, tunnels, reactor,
         header_timeout=limits.header_timeout, idle_timeout=limits.idle_timeout,
         max_per_source=limits.max_connections_per_ip,
+        metrics_token=settings.metrics_token, trusted_proxies=settings.trusted_proxies,
     )
+    listeners = DrainingListeners(router, registry, reactor, limits.drain_timeout)
+    listeners.setServiceParent(top)
     for description in settings.listen:
-        ListeningService(description, _endpoint(reactor, description), router).setServiceParent(top)
+        ListeningService(description, _endpoint(reactor, description), router).setServiceParent(listeners)
     log.info(
         "tpot {version} serving {domain} on {listen} (auth {auth})",
         version=__version__,

@@ -25,6 +25,8 @@ def _parser():
     http.add_argument("-s", "--subdomain", help="ask for this subdomain")
     http.add_argument("--http-host", help="rewrite Host to this instead of the target's host:port")
     http.add_argument("--no-host-rewrite", action="store_true", help="pass Host through untouched")
+    http.add_argument("--no-forwarded-headers", action="store_true",
+                      help="do not add X-Forwarded-For/-Proto/-Host to requests")
     http.add_argument("-d", "--debug", action="store_true", help="log protocol details to stderr")
     return parser
 
@@ -36,6 +38,7 @@ def parse_command_line(argv):
     return client_settings(
         args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
         http_host=args.http_host, no_host_rewrite=args.no_host_rewrite, debug=args.debug,
+        no_forwarded_headers=args.no_forwarded_headers,
     )
 
 

@@ -108,6 +108,8 @@ class ClientRun:
         server = self.settings.server.host_with_port
         if not reached:
             return f"The server {server} could not be reached."
+        if status == 409 and self.name is not None:
+            return "The server still holds the name for the old connection (409) until it times out."
         if status in REFUSALS:
             return REFUSALS[status]
         if status is not None:

@@ -13,6 +13,7 @@ from tpot import codec
 from tpot.codec import RECLAIM_TOKEN_HEADER
 from tpot.client.target import Conversation
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
+from tpot.rewrite import Forwarded
 
 PING_INTERVAL = 15
 PING_TIMEOUT = 30
@@ -82,7 +83,9 @@ class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
         stale = self.conversations.pop(message.id, None)
         if stale is not None:
             stale.remote_closed()
-        conversation = Conversation(self, message.id, self.factory.settings.host_rewrite)
+        settings = self.factory.settings
+        forwarded = Forwarded(message.host, settings.server.scheme) if settings.forwarded_headers else None
+        conversation = Conversation(self, message.id, settings.host_rewrite, forwarded)
         self.conversations[message.id] = conversation
         self.backpressure.admit(conversation)
         target = self.factory.settings.target

@@ -34,6 +34,7 @@ class ClientSettings:
     auth_key: str = None
     subdomain: str = None
     host_rewrite: str = None  # None: pass Host through untouched
+    forwarded_headers: bool = True
     debug: bool = False
 
     @property
@@ -80,7 +81,7 @@ def read_config_file(path=CONFIG_PATH):
 
 
 def client_settings(target, server=None, auth_key=None, subdomain=None, http_host=None,
-                    no_host_rewrite=False, debug=False, env=None, config=None):
+                    no_host_rewrite=False, debug=False, env=None, config=None, no_forwarded_headers=False):
     """Merge command-line values (None when not given) with `env` and `config`."""
     env = os.environ if env is None else env
     config = read_config_file() if config is None else config
@@ -101,5 +102,6 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         auth_key=auth_key or env.get("TPOT_AUTH_KEY") or config.get("authKey") or None,
         subdomain=subdomain.lower() if subdomain else None,
         host_rewrite=host_rewrite,
+        forwarded_headers=not (no_forwarded_headers or config.get("noForwardedHeaders")),
         debug=debug,
     )

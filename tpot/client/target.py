@@ -36,10 +36,11 @@ class TargetProtocol(Protocol):
 class Conversation:
     """One visitor, relayed between the tunnel (`session`) and a target connection."""
 
-    def __init__(self, session, conversation_id, host_rewrite):
+    def __init__(self, session, conversation_id, host_rewrite, forwarded=None):
         self.session = session
         self.id = conversation_id
-        self.rewriter = HostRewriter(host_rewrite) if host_rewrite else None
+        rewriting = host_rewrite or forwarded is not None
+        self.rewriter = HostRewriter(host_rewrite or None, forwarded) if rewriting else None
         self.transport = None
         self._pending = []
         self._pending_size = 0

@@ -1,0 +1,43 @@
+"""Graceful shutdown: what happens between SIGTERM and exit.
+
+The listening ports are stopped last.  First the router refuses new tunnels and visitors
+(503, and /healthz says 503 so load balancers stop sending), open conversations get up to
+`drain_timeout` seconds to finish, then every tunnel is closed with a code that tells our
+client the server is restarting, and only then do the ports close.
+"""
+
+from twisted.application.service import MultiService
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+POLL = 0.2
+CLOSE_WAIT = 2.0
+
+
+class DrainingListeners(MultiService):
+    log = Logger()
+
+    def __init__(self, router, registry, clock, drain_timeout):
+        super().__init__()
+        self.router = router
+        self.registry = registry
+        self.clock = clock
+        self.drain_timeout = drain_timeout
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        self.router.draining = True
+        self.log.info(
+            "draining: {n} conversations, up to {t:.0f} s",
+            n=self.registry.active_conversations(), t=self.drain_timeout,
+        )
+        yield self._until(lambda: self.registry.active_conversations() == 0, self.drain_timeout)
+        self.registry.shutdown_tunnels()
+        yield self._until(lambda: self.registry.active_tunnels() == 0, CLOSE_WAIT)
+        yield super().stopService()
+
+    @defer.inlineCallbacks
+    def _until(self, done, timeout):
+        deadline = self.clock.seconds() + timeout
+        while not done() and self.clock.seconds() < deadline:
+            yield task.deferLater(self.clock, POLL, lambda: None)

@@ -1,0 +1,42 @@
+"""Who the visitor really is when the server sits behind a proxy it trusts.
+
+Pure functions: `forwarded_client` reads X-Forwarded-For the way proxies append to it
+(right-most entries were added by the proxies nearest to us) and returns the first
+address, from the right, that is not a trusted proxy.
+"""
+
+import ipaddress
+
+
+def parse_networks(cidrs):
+    """CIDR strings to networks; ValueError names the one that is not valid."""
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"--trusted-proxy {cidr!r} is not an address or CIDR range") from None
+    return tuple(networks)
+
+
+def _trusted(address, networks):
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
+def forwarded_client(peer, header, networks):
+    """The visitor's address per X-Forwarded-For, or None to use `peer` itself."""
+    if not networks or not header or not _trusted(peer, networks):
+        return None
+    for entry in reversed([part.strip() for part in header.split(",") if part.strip()]):
+        if not _trusted(entry, networks):
+            try:
+                return str(ipaddress.ip_address(entry.strip("[]")))
+            except ValueError:
+                return None
+    return None

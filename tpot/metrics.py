@@ -1,0 +1,64 @@
+"""Counters the server keeps, and their Prometheus rendering for /metrics.
+
+The hot paths only add to plain integers on `Stats`; prometheus-client sees them through
+a collector at scrape time, so counting costs nothing measurable per message.  Counts
+only: no tunnel names, no addresses.
+"""
+
+from collections import Counter
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Stats:
+    def __init__(self):
+        self.conversations_total = 0
+        self.bytes_upstream = 0  # visitor -> tunnel client
+        self.bytes_downstream = 0  # tunnel client -> visitor
+        self.auth_failures = 0
+        self.http_errors = Counter()
+
+    def count_refusal(self, status):
+        self.http_errors[status] += 1
+        if status == 401:
+            self.auth_failures += 1
+
+
+class _Collector:
+    def __init__(self, stats, registry):
+        self.stats = stats
+        self.registry = registry
+
+    def collect(self):
+        stats = self.stats
+        yield GaugeMetricFamily("tpot_tunnels_active", "Tunnels open now.", value=self.registry.active_tunnels())
+        yield GaugeMetricFamily(
+            "tpot_conversations_active", "Visitor connections relayed now.",
+            value=self.registry.active_conversations(),
+        )
+        yield CounterMetricFamily(
+            "tpot_conversations", "Visitor connections relayed since start.", value=stats.conversations_total
+        )
+        traffic = CounterMetricFamily(
+            "tpot_bytes", "Bytes relayed, by direction (upstream: visitor to client).", labels=["direction"]
+        )
+        traffic.add_metric(["upstream"], stats.bytes_upstream)
+        traffic.add_metric(["downstream"], stats.bytes_downstream)
+        yield traffic
+        yield CounterMetricFamily(
+            "tpot_auth_failures", "Tunnel requests refused for bad credentials.", value=stats.auth_failures
+        )
+        errors = CounterMetricFamily("tpot_http_errors", "Error responses sent, by status.", labels=["code"])
+        for code, count in sorted(stats.http_errors.items()):
+            errors.add_metric([str(code)], count)
+        yield errors
+
+
+def render(stats, registry):
+    """The exposition-format text for one scrape."""
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(_Collector(stats, registry))
+    return generate_latest(collectors)
