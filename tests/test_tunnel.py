@@ -20,6 +20,7 @@ from memory import (
     websocket_accept,
 )
 from tpot.control import CLOSE_PROTOCOL_ERROR, LIVENESS_TIMEOUT, Authenticator
+from tpot.flow import WEBSOCKET_BUFFER
 from tpot.relay import MAX_UNACKED_BYTES, ConversationIds
 
 
@@ -566,14 +567,18 @@ def test_full_tunnel_send_buffer_pauses_visitors_until_it_drains(server):
     first, one = visit(server, peer, 40001)
     second, _ = visit(server, peer, 40002)
     peer.transport.hold()
-    first.receive(b"u" * 70_000)
+    chunk = b"u" * 65536
+    first.receive(chunk)
+    assert first.producerState == second.producerState == "producing"  # one message is no backlog
+    for _ in range(WEBSOCKET_BUFFER // len(chunk)):
+        first.receive(chunk)
     assert first.producerState == second.producerState == "paused"
     third = server.visit("wire")
     assert third.producerState == "paused"
     peer.transport.drain()
     assert [v.producerState for v in (first, second, third)] == ["producing"] * 3
     messages = peer.new_messages()
-    assert messages[0] == data(one, b"u" * 70_000)
+    assert messages[0] == data(one, chunk)
 
 
 def test_visitor_of_a_closing_tunnel_gets_503(server):

@@ -156,7 +156,7 @@ class TunnelProtocol(UnregisterOnDrop, WebSocketServerProtocol):
 
     def onOpen(self):
         self.registry.attach(self.name, self)
-        self.transport.registerProducer(self.backpressure, True)
+        self.backpressure.register(self.transport)
         self.opened_at = self.clock.seconds()
         self.liveness.start()
         self._send(codec.encode(codec.Greeting(self.name)))

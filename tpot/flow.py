@@ -13,6 +13,24 @@ from zope.interface import implementer
 PEER = "peer"
 WEBSOCKET = "websocket"
 
+# What a tunnel's WebSocket may hold unsent before every conversation is paused.  Twisted's
+# default (its 64 KiB bufferSize) is less than one data message carrying a full 64 KiB
+# read, so the tunnel paused and resumed all its conversations after nearly every read.
+# Kept small: it adds to what a peer may still receive after asking for a pause
+# (relay.MAX_UNACKED_BYTES), most of which the kernel's socket buffers already hold.
+WEBSOCKET_BUFFER = 256 * 1024
+
+
+def no_delay(transport):
+    """Switch Nagle's algorithm off, where the transport has it (TCP, or TLS over TCP).
+
+    With it on, a small message written while an earlier small one is unacknowledged
+    waits for the peer's delayed ACK: 40 ms for a pause, a resume or a request.
+    """
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)
+
 
 class ReadPauses:
     def __init__(self):
@@ -44,6 +62,18 @@ class WebSocketBackpressure:
     def __init__(self, conversations):
         self.conversations = conversations
         self.backed_up = False
+        self._first = 0
+
+    def register(self, transport):
+        """Become the producer of the tunnel's WebSocket `transport`, tuned for relaying."""
+        # Autobahn's tcpNoDelay option never reaches the socket: Autobahn applies it before
+        # copying the factory's options to the protocol, and swallows the AttributeError.
+        no_delay(transport)
+        # Under TLS the write buffer that fills is the wrapped TCP transport's.
+        for layer in (transport, getattr(transport, "transport", None)):
+            if layer is not None:
+                layer.bufferSize = WEBSOCKET_BUFFER
+        transport.registerProducer(self, True)
 
     def admit(self, conversation):
         """A new conversation starts paused while the WebSocket is backed up."""
@@ -61,7 +91,14 @@ class WebSocketBackpressure:
 
     def _set(self, backed_up):
         self.backed_up = backed_up
-        for conversation in list(self.conversations.values()):
+        conversations = list(self.conversations.values())
+        if not backed_up and conversations:
+            # Sockets resumed together are read in the order they were resumed, and the
+            # WebSocket may fill again after the first few: a fixed order would let the
+            # oldest conversations starve the others for seconds.  Take turns instead.
+            self._first = (self._first + 1) % len(conversations)
+            conversations = conversations[self._first:] + conversations[:self._first]
+        for conversation in conversations:
             if backed_up:
                 conversation.pause_reading(WEBSOCKET)
             else:

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tpot.codec import MAX_CONVERSATION_ID
-from tpot.flow import ReadPauses
+from tpot.flow import ReadPauses, no_delay
 from tpot.responses import error_response
 from tpot.timers import SilenceTimer
 
@@ -87,6 +87,7 @@ class VisitorProtocol(Protocol):
             self.refuse(503, str(refusal))
             return
         self.transport.registerProducer(self, True)
+        no_delay(self.transport)
         self.reading.attach(self.transport)
         self.idle.start()
 

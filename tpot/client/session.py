@@ -37,7 +37,7 @@ class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
             self.factory.on_token(token)
 
     def onOpen(self):
-        self.transport.registerProducer(self.backpressure, True)
+        self.backpressure.register(self.transport)
 
     def tunnel_open(self):
         return self.state == WebSocketProtocol.STATE_OPEN

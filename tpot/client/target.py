@@ -10,7 +10,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from tpot.flow import ReadPauses
+from tpot.flow import ReadPauses, no_delay
 from tpot.rewrite import HostRewriter
 
 # Data held while the target connection is being made; past this the server is asked to
@@ -89,6 +89,7 @@ class Conversation:
     def connected(self, transport):
         self.transport = transport
         transport.registerProducer(self, True)
+        no_delay(transport)
         self.reading.attach(transport)
         # Lift the pending-data pause first: writing may fill the buffer and pause again.
         self._ask_server(pause=False)
