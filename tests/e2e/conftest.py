@@ -9,6 +9,7 @@ import hashlib
 import os
 import queue
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -53,6 +54,25 @@ def expected_bytes(n, seed):
     return random.Random(seed).randbytes(n)
 
 
+STREAM_CHUNK = 256 * 1024
+
+
+def stream_chunks(n, seed, chunk=STREAM_CHUNK):
+    """N deterministic pseudo-random bytes, generated piece by piece (never held at once)."""
+    rng = random.Random(seed)
+    while n > 0:
+        size = min(chunk, n)
+        yield rng.randbytes(size)
+        n -= size
+
+
+def stream_sha256(n, seed):
+    digest = hashlib.sha256()
+    for piece in stream_chunks(n, seed):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
 def clean_env(home):
     env = {k: v for k, v in os.environ.items() if k not in LEAKY}
     env["PYTHONUNBUFFERED"] = "1"
@@ -95,9 +115,10 @@ def run_tpot(args, home, timeout=CLIENT_TIMEOUT):
 
 
 class Server:
-    def __init__(self, workdir, auth_key=None):
+    def __init__(self, workdir, auth_key=None, extra_args=()):
         self.workdir = workdir
         self.auth_key = auth_key
+        self.extra_args = list(extra_args)
         self.port = pick_free_port()
         self.log_path = workdir / "twistd.log"
         self.proc = None
@@ -113,6 +134,7 @@ class Server:
         args = [TWISTD, "-n", "--pidfile=", "tpot", "--domain", DOMAIN, "--port", str(self.port)]
         if self.auth_key:
             args += ["--auth-key", self.auth_key]
+        args += self.extra_args
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             args, cwd=str(self.workdir), env=clean_env(self.workdir), stdout=self._log, stderr=subprocess.STDOUT
@@ -156,6 +178,32 @@ def auth_server(tmp_path_factory):
     s = _server(tmp_path_factory, AUTH_KEY)
     yield s
     s.stop()
+
+
+def raise_nofile_limit():
+    """Soft RLIMIT_NOFILE up to the hard limit (processes started afterwards inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return wanted
+
+
+@pytest.fixture
+def server_factory(tmp_path_factory):
+    """A factory: server_factory("--max-tunnels", "2", auth_key=None) -> a started Server."""
+    started = []
+
+    def start(*extra_args, auth_key=None):
+        s = Server(tmp_path_factory.mktemp("server"), auth_key, extra_args)
+        started.append(s)
+        s.start()
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
 
 
 # ---------------------------------------------------------------------------------------
@@ -217,6 +265,30 @@ class TargetHandler(BaseHTTPRequestHandler):
             length -= len(part)
         return b"".join(parts)
 
+    def _hash_stream(self, query):
+        """POST /hashstream?rate=BYTES_PER_S&slow=SECONDS: hash a Content-Length body as it
+        comes, reading at most `rate` bytes/s for the first `slow` seconds, then at full
+        speed; answers "SHA256 LENGTH"."""
+        rate = float(query.get("rate", ["0"])[0])
+        slow_until = time.monotonic() + float(query.get("slow", ["0"])[0])
+        length = int(self.headers.get("Content-Length", "0"))
+        digest = hashlib.sha256()
+        received = 0
+        started = time.monotonic()
+        while received < length:
+            if rate and time.monotonic() < slow_until:
+                part = self.rfile.read1(min(length - received, 16384))
+                ahead = started + (received + len(part)) / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+            else:
+                part = self.rfile.read1(min(length - received, 1 << 20))
+            if not part:
+                break
+            digest.update(part)
+            received += len(part)
+        self._answer(f"{digest.hexdigest()} {received}")
+
     def do_GET(self):
         self.server.record(self)
         url = urlsplit(self.path)
@@ -224,6 +296,16 @@ class TargetHandler(BaseHTTPRequestHandler):
             n = int(url.path[len("/bytes/"):])
             seed = int(parse_qs(url.query).get("seed", ["0"])[0])
             self._answer(expected_bytes(n, seed), content_type="application/octet-stream")
+        elif url.path.startswith("/stream/"):
+            # Like /bytes/, generated on the fly: large downloads without holding them.
+            n = int(url.path[len("/stream/"):])
+            seed = int(parse_qs(url.query).get("seed", ["0"])[0])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            for piece in stream_chunks(n, seed):
+                self.wfile.write(piece)
         elif url.path == "/host":
             self._answer(self.headers.get("Host", ""))
         elif url.path == "/sleep":
@@ -238,6 +320,9 @@ class TargetHandler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         if "token" in query:
             self.token = query["token"][0]
+        if url.path == "/hashstream":
+            self._hash_stream(query)
+            return
         body = self._read_body(float(query.get("pace", ["0"])[0]))
         if url.path == "/sha256":
             self._answer(f"{hashlib.sha256(body).hexdigest()} {len(body)}")
