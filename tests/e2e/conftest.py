@@ -306,6 +306,16 @@ class TargetHandler(BaseHTTPRequestHandler):
             self.end_headers()
             for piece in stream_chunks(n, seed):
                 self.wfile.write(piece)
+        elif url.path.startswith("/die/"):
+            # Promises N bytes, sends half, then the target "dies" mid-response.
+            n = int(url.path[len("/die/"):])
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            self.wfile.write(expected_bytes(n // 2, 7))
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
         elif url.path == "/host":
             self._answer(self.headers.get("Host", ""))
         elif url.path == "/sleep":
