@@ -35,6 +35,10 @@ class DrainingListeners(MultiService):
         self.registry.shutdown_tunnels()
         yield self._until(lambda: self.registry.active_tunnels() == 0, CLOSE_WAIT)
         yield super().stopService()
+        # Once the reactor stops, twistd kills itself with the signal that stopped it
+        # (status 143 for SIGTERM); a drained shutdown is a clean one: exit status 0.
+        if getattr(self.clock, "_exitSignal", None) is not None:
+            self.clock._exitSignal = None
 
     @defer.inlineCallbacks
     def _until(self, done, timeout):

@@ -21,9 +21,10 @@ class Stats:
         self.auth_failures = 0
         self.http_errors = Counter()
 
-    def count_refusal(self, status):
+    def count_refusal(self, status, tunnel_auth=True):
+        """An error response; a 401 is a tunnel auth failure unless `tunnel_auth` is false."""
         self.http_errors[status] += 1
-        if status == 401:
+        if status == 401 and tunnel_auth:
             self.auth_failures += 1
 
 

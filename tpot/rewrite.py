@@ -46,7 +46,9 @@ class Forwarded:
                 chain.append(value.strip())
             elif name not in (b"x-forwarded-proto", b"x-forwarded-host"):
                 kept.append(line)
-        chain.append(self.client)
+        # Behind a trusted proxy the server already took the visitor from the chain's end.
+        if not chain or chain[-1].rsplit(b",", 1)[-1].strip() != self.client:
+            chain.append(self.client)
         kept.append(b"X-Forwarded-For: " + b", ".join(part for part in chain if part))
         kept.append(b"X-Forwarded-Proto: " + self.proto)
         if host:

@@ -79,14 +79,25 @@ class RouterProtocol(Protocol):
             self._next.connectionLost(reason)
 
     def _dispatch(self, head):
+        self._identify(head)
         target = route(head.host, self.factory.domain)
         if target is None:
             raise HeadError(404, f"No tunnel is served at {head.host or 'this address'}.")
         if target == CONTROL:
             return self._control(head)
         self._refuse_while_draining()
-        self.visitor_address = self.factory.visitor_address(self.transport.getPeer(), head)
         return self.factory.registry.lookup(target).addCallback(self._visit, target)
+
+    def _identify(self, head):
+        """Who this really is, now that a PROXY header (read before the head) or a trusted
+        proxy's X-Forwarded-For can say; the per-address cap follows the real address."""
+        self.visitor_address = self.factory.visitor_address(self.transport.getPeer(), head)
+        source = self.visitor_address[0]
+        if source != self.source:
+            self.factory.release(self.source)
+            self.source = source
+            if not self.factory.admit(source):
+                raise HeadError(429, "Too many connections from your address.")
 
     def _refuse_while_draining(self):
         if self.factory.draining:
@@ -147,13 +158,15 @@ class RouterProtocol(Protocol):
 
     def refuse(self, status, reason, headers=()):
         self._cancel_timeout()
-        self.factory.stats.count_refusal(status)
+        # A refusal that brings its own challenge (/metrics: Bearer) is not a tunnel's.
+        challenged = any(name.lower() == "www-authenticate" for name, _ in headers)
+        self.factory.stats.count_refusal(status, tunnel_auth=not challenged)
         self.log.info("refused {status}: {reason}", status=status, reason=reason)
         if not self._gone:
             extra = list(headers)
             if status == 405:
                 extra.append(("Allow", "GET"))
-            if status == 401:
+            if status == 401 and not challenged:
                 extra.append(("WWW-Authenticate", "TPoT-1"))
             self.transport.write(error_response(status, reason, extra))
             self.transport.loseConnection()

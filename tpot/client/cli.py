@@ -57,7 +57,8 @@ def main(argv=None):
     if settings.debug:
         from twisted.logger import globalLogBeginner, textFileLogObserver
 
-        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+        # Keep stdout for "tpot connected" and the URL: by default the log would capture it.
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     from tpot.client.runner import ClientRun
 
     run = ClientRun(settings, reactor)
