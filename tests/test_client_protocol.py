@@ -409,9 +409,23 @@ def test_our_client_against_our_server(clock):
 
     refused = server.visit("wire")
     pipe.pump()
+    attempts = len(clock.tcpClients)
+    client.refuse_target()  # the address that worked before is tried first, directly
+    pipe.pump()
+    assert len(clock.tcpClients) == attempts + 1  # then the name is resolved again
     client.refuse_target()
     pipe.pump()
     assert refused.value().startswith(b"HTTP/1.1 502 ") and refused.lost
+
+
+def test_later_conversations_connect_to_the_address_that_worked(client):
+    client.server_sends(opened(1))
+    client.connect_target()
+    resolved_attempt = client.clock.tcpClients[-1]
+    client.server_sends(opened(2))
+    direct_attempt = client.clock.tcpClients[-1]
+    assert direct_attempt is not resolved_attempt
+    assert direct_attempt[:2] == ("127.0.0.1", 8080)
 
 
 def test_id_reused_right_after_a_close_belongs_to_the_new_conversation(client):

@@ -7,11 +7,10 @@ factory reports the outcome (greeting, refusal, loss) to whoever runs the client
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.endpoints import HostnameEndpoint
 
 from tpot import codec
 from tpot.codec import RECLAIM_TOKEN_HEADER
-from tpot.client.target import Conversation
+from tpot.client.target import Conversation, TargetConnector
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.rewrite import Forwarded
 
@@ -88,9 +87,8 @@ class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
         conversation = Conversation(self, message.id, settings.host_rewrite, forwarded)
         self.conversations[message.id] = conversation
         self.backpressure.admit(conversation)
-        target = self.factory.settings.target
         self.log.debug("conversation {id} from {host}:{port}", id=message.id, host=message.host, port=message.port)
-        conversation.connect(HostnameEndpoint(self.factory.reactor, target.host, target.port))
+        conversation.connect(self.factory.target)
 
     def onClose(self, wasClean, code, reason):
         for conversation in list(self.conversations.values()):
@@ -141,6 +139,7 @@ class TunnelClientFactory(WebSocketClientFactory):
         self.on_token = on_token or (lambda token: None)
         self.greeted_here = False
         self.current = None
+        self.target = TargetConnector(reactor, settings.target.host, settings.target.port)
         self.setProtocolOptions(
             maxFramePayloadSize=MAX_MESSAGE_SIZE,
             maxMessagePayloadSize=MAX_MESSAGE_SIZE,
