@@ -21,18 +21,18 @@ def assert_one_sentence(message):
 
 
 def test_defaults():
-    assert server_settings(domain="localhost", env={}) == ServerSettings("localhost", None, [f"tcp:{DEFAULT_PORT}"])
+    assert server_settings(domain="localhost", env={}) == ServerSettings("localhost", None, [f"tcp:{DEFAULT_PORT}:backlog=1024"])
 
 
 def test_everything_from_the_environment():
     env = {"DOMAIN": "tunnel.example", "AUTH_KEY": KEY, "PORT": "8080"}
-    assert server_settings(env=env) == ServerSettings("tunnel.example", KEY, ["tcp:8080"])
+    assert server_settings(env=env) == ServerSettings("tunnel.example", KEY, ["tcp:8080:backlog=1024"])
 
 
 def test_arguments_win_over_the_environment():
     env = {"DOMAIN": "env.example", "AUTH_KEY": "e" * 40, "PORT": "8080"}
     settings = server_settings(domain="arg.example", auth_key=KEY, port=9000, env=env)
-    assert settings == ServerSettings("arg.example", KEY, ["tcp:9000"])
+    assert settings == ServerSettings("arg.example", KEY, ["tcp:9000:backlog=1024"])
 
 
 @pytest.mark.parametrize("domain", ["Tunnel.Example", "tunnel.example.", "  tunnel.example  ", "TUNNEL.EXAMPLE."])
@@ -96,7 +96,7 @@ def test_dotenv_file_is_read_and_the_process_environment_wins(tmp_path, monkeypa
     assert env["DOMAIN"] == "file.example" and env["AUTH_KEY"] == KEY and env["TPOT_TEST_ONLY"] == "from-file"
     assert env["PORT"] == "5000"
     assert "BARE" not in env
-    assert server_settings(env=env) == ServerSettings("file.example", KEY, ["tcp:5000"])
+    assert server_settings(env=env) == ServerSettings("file.example", KEY, ["tcp:5000:backlog=1024"])
 
 
 def test_missing_dotenv_file_gives_the_process_environment(tmp_path, monkeypatch):
@@ -110,7 +110,7 @@ def test_server_settings_reads_dotenv_in_the_working_directory(tmp_path, monkeyp
     for name in ("DOMAIN", "AUTH_KEY", "PORT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-    assert server_settings() == ServerSettings("cwd.example", None, ["tcp:4321"])
+    assert server_settings() == ServerSettings("cwd.example", None, ["tcp:4321:backlog=1024"])
 
 
 # Client addresses.

@@ -57,7 +57,8 @@ def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, 
     if auth_key is not None and len(auth_key) < MIN_KEY_LENGTH:
         raise ConfigError(f"AUTH_KEY is too short: it needs at least {MIN_KEY_LENGTH} characters.")
     if not listen:
-        listen = [f"tcp:{parse_port(port if port is not None else env.get('PORT', DEFAULT_PORT))}"]
+        # A deeper accept queue than the default 50: bursts of connections are normal here.
+        listen = [f"tcp:{parse_port(port if port is not None else env.get('PORT', DEFAULT_PORT))}:backlog=1024"]
     try:
         networks = parse_networks(trusted_proxies)
     except ValueError as error:
