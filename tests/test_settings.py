@@ -168,10 +168,11 @@ def test_targets(target, host_with_port):
     assert result.host_rewrite == host_with_port
 
 
-def test_https_target_is_refused():
-    with pytest.raises(ClientError) as error:
-        settings("https://x", server=SERVER)
-    assert_one_sentence(str(error.value))
+def test_https_target_is_accepted():
+    # More on https targets in tests/test_https_target.py.
+    result = settings("https://x", server=SERVER)
+    assert result.target == Address("https", "x", 443, "x")
+    assert result.host_rewrite == "x"
 
 
 @pytest.mark.parametrize(
@@ -373,7 +374,7 @@ def test_command_line_falls_back_to_environment_and_config(home, monkeypatch):
         ["http", "8080", "-t"],
         ["http", "8080", "9090", "-t", SERVER],
         ["http", "8080"],  # no server anywhere
-        ["http", "https://x", "-t", SERVER],
+        ["http", "http://x", "--insecure", "-t", SERVER],
         ["http", "8080", "-t", "ftp://x"],
         ["http", "8080", "-t", SERVER, "-s", "-bad"],
         ["http", "not a target", "-t", SERVER],

@@ -19,7 +19,7 @@ def _parser():
     parser.add_argument("--version", action="version", version=f"tpot {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     http = commands.add_parser("http", help="expose a local HTTP service")
-    http.add_argument("target", metavar="TARGET", help="8080, localhost:8080 or http://host:port")
+    http.add_argument("target", metavar="TARGET", help="8080, localhost:8080, http://host:port or https://host[:port]")
     http.add_argument("-t", "--server", "--tpot-server", help="URL of the TPoT server (env TPOT_SERVER)")
     http.add_argument("-k", "--auth-key", help="the server's auth key (env TPOT_AUTH_KEY)")
     http.add_argument("-s", "--subdomain", help="ask for this subdomain")
@@ -27,6 +27,9 @@ def _parser():
     http.add_argument("--no-host-rewrite", action="store_true", help="pass Host through untouched")
     http.add_argument("--no-forwarded-headers", action="store_true",
                       help="do not add X-Forwarded-For/-Proto/-Host to requests")
+    http.add_argument("--insecure", action="store_true",
+                      help="https target: do not verify its certificate (self-signed development certificates)")
+    http.add_argument("--ca", metavar="FILE", help="https target: trust the CA certificate(s) in this PEM file")
     http.add_argument("-d", "--debug", action="store_true", help="log protocol details to stderr")
     return parser
 
@@ -38,7 +41,7 @@ def parse_command_line(argv):
     return client_settings(
         args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
         http_host=args.http_host, no_host_rewrite=args.no_host_rewrite, debug=args.debug,
-        no_forwarded_headers=args.no_forwarded_headers,
+        no_forwarded_headers=args.no_forwarded_headers, insecure=args.insecure, ca=args.ca,
     )
 
 

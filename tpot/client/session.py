@@ -139,7 +139,7 @@ class TunnelClientFactory(WebSocketClientFactory):
         self.on_token = on_token or (lambda token: None)
         self.greeted_here = False
         self.current = None
-        self.target = TargetConnector(reactor, settings.target.host, settings.target.port)
+        self.target = TargetConnector.for_settings(reactor, settings)
         self.setProtocolOptions(
             maxFramePayloadSize=MAX_MESSAGE_SIZE,
             maxMessagePayloadSize=MAX_MESSAGE_SIZE,

@@ -36,6 +36,10 @@ class ClientSettings:
     host_rewrite: str = None  # None: pass Host through untouched
     forwarded_headers: bool = True
     debug: bool = False
+    # For https targets: skip certificate verification, or trust these PEM certificates
+    # (from --ca) instead of the system's roots.
+    target_insecure: bool = False
+    target_ca: bytes = None
 
     @property
     def websocket_url(self):
@@ -65,6 +69,34 @@ def parse_address(text, what):
                    f"{host}:{port}" if port else host)
 
 
+def ca_certificates(pem):
+    """The certificates in PEM text `pem`, as twisted.internet.ssl.Certificate; ValueError if none or corrupt."""
+    from OpenSSL.crypto import Error as OpenSSLError
+    from twisted.internet.ssl import Certificate
+
+    blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL)
+    if not blocks:
+        raise ValueError("no PEM certificate")
+    try:
+        return [Certificate.loadPEM(block) for block in blocks]
+    except OpenSSLError as error:
+        raise ValueError(str(error)) from None
+
+
+def read_ca_file(path):
+    """The PEM text of --ca FILE, checked to hold at least one readable certificate."""
+    try:
+        with open(os.path.expanduser(path), "rb") as handle:
+            pem = handle.read()
+    except OSError as error:
+        raise ClientError(f"The CA file {path} cannot be read ({error.strerror or error}).") from None
+    try:
+        ca_certificates(pem)
+    except ValueError:
+        raise ClientError(f"The CA file {path} does not hold a valid PEM certificate.") from None
+    return pem
+
+
 def read_config_file(path=CONFIG_PATH):
     """The config file as a dict; a missing file is empty, a corrupt one an error."""
     path = os.path.expanduser(path)
@@ -81,8 +113,12 @@ def read_config_file(path=CONFIG_PATH):
 
 
 def client_settings(target, server=None, auth_key=None, subdomain=None, http_host=None,
-                    no_host_rewrite=False, debug=False, env=None, config=None, no_forwarded_headers=False):
-    """Merge command-line values (None when not given) with `env` and `config`."""
+                    no_host_rewrite=False, debug=False, env=None, config=None, no_forwarded_headers=False,
+                    insecure=False, ca=None):
+    """Merge command-line values (None when not given) with `env` and `config`.
+
+    `insecure` and `ca` (a PEM file) come from the command line only.
+    """
     env = os.environ if env is None else env
     config = read_config_file() if config is None else config
     server = server or env.get("TPOT_SERVER") or config.get("tpotServer")
@@ -92,8 +128,11 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     if subdomain is not None and not valid_name(subdomain.lower()):
         raise ClientError(f"The subdomain {subdomain!r} is not valid: use 1-24 of a-z, 0-9 and '-', not starting with '-'.")
     target_address = parse_address(target, "target")
-    if target_address.scheme == "https":
-        raise ClientError("HTTPS targets are not supported yet: expose the service over plain HTTP.")
+    if target_address.scheme != "https" and (insecure or ca):
+        raise ClientError("The options --insecure and --ca only apply to an https:// target.")
+    if insecure and ca:
+        raise ClientError("Use either --insecure or --ca, not both.")
+    target_ca = read_ca_file(ca) if ca else None
     no_host_rewrite = no_host_rewrite or bool(config.get("noHostRewrite"))
     host_rewrite = None if no_host_rewrite else (http_host or config.get("httpHost") or target_address.host_with_port)
     return ClientSettings(
@@ -104,4 +143,6 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         host_rewrite=host_rewrite,
         forwarded_headers=not (no_forwarded_headers or config.get("noForwardedHeaders")),
         debug=debug,
+        target_insecure=bool(insecure),
+        target_ca=target_ca,
     )

@@ -4,21 +4,87 @@ Bytes from the tunnel go through the Host rewriter to the target; bytes from the
 back as data messages.  Flow control mirrors the server's: a full target socket sends
 pause (resume when drained), a pause from the server stops reading from the target, and a
 backed-up WebSocket stops reading from every target.
+
+An https target is reached over TLS (verified against the system's roots, a --ca file, or
+not at all with --insecure).  Its conversation counts as connected only once the handshake
+is done: a handshake that fails is "could not connect", and the visitor gets 502.
 """
 
 import ipaddress
+import sys
 
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet import error
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tpot.client.settings import ca_certificates
 from tpot.flow import ReadPauses, no_delay
 from tpot.rewrite import HostRewriter
+
+log = Logger()
+
+# Seconds a TLS target gets to complete its handshake before the attempt counts as failed.
+HANDSHAKE_TIMEOUT = 30
 
 # Data held while the target connection is being made; past this the server is asked to
 # pause this conversation until the connection is up.
 MAX_PENDING_BYTES = 256 * 1024
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class InsecureClientTLS:
+    """--insecure: TLS without verifying the certificate, still sending the name (SNI)."""
+
+    def __init__(self, hostname):
+        from OpenSSL import SSL
+        from twisted.internet.abstract import isIPAddress, isIPv6Address
+        from twisted.internet.ssl import CertificateOptions
+
+        self._connection = SSL.Connection
+        self._context = CertificateOptions(verify=False).getContext()
+        # Literal addresses are not allowed in SNI.
+        self.server_name = None if isIPAddress(hostname) or isIPv6Address(hostname) else hostname.encode("idna")
+
+    def clientConnectionForTLS(self, tls_protocol):
+        connection = self._connection(self._context, None)
+        connection.set_app_data(tls_protocol)
+        if self.server_name:
+            connection.set_tlsext_host_name(self.server_name)
+        return connection
+
+
+def target_tls(settings):
+    """The TLS connection creator for the settings' target: None unless it is https."""
+    from twisted.internet.ssl import optionsForClientTLS, trustRootFromCertificates
+
+    host = settings.target.host
+    if settings.target.scheme != "https":
+        return None
+    if settings.target_insecure:
+        return InsecureClientTLS(host)
+    if settings.target_ca:
+        return optionsForClientTLS(host, trustRoot=trustRootFromCertificates(ca_certificates(settings.target_ca)))
+    return optionsForClientTLS(host)
+
+
+def describe_tls_failure(reason):
+    """A few words on why a TLS handshake with the target failed."""
+    from OpenSSL.SSL import Error as SSLError
+
+    value = reason.value if reason is not None else None
+    if isinstance(value, error.TimeoutError):
+        return f"no TLS handshake within {HANDSHAKE_TIMEOUT} s"
+    if isinstance(value, SSLError):
+        details = [part[-1] for part in (value.args[0] if value.args and isinstance(value.args[0], list) else [])
+                   if isinstance(part, tuple) and part and part[-1]]
+        return details[-1] if details else "TLS error"
+    if type(value).__name__ == "VerificationError":  # service_identity: the name does not match
+        return "certificate does not match the host name"
+    return "the connection closed during the TLS handshake"
 
 
 class TargetConnector:
@@ -26,19 +92,43 @@ class TargetConnector:
 
     HostnameEndpoint resolves in a thread on every connection, which made each new
     conversation cost the client three times the server's CPU.  The address that last
-    worked is tried directly; if that fails, the name is resolved again.
+    worked is tried directly; if that fails, the name is resolved again.  With `tls` (an
+    IOpenSSLClientConnectionCreator, made for the target's host name) every endpoint is
+    wrapped in TLS, so SNI and verification use the name even when the address is cached.
     """
 
-    def __init__(self, reactor, host, port):
+    def __init__(self, reactor, host, port, tls=None, err=None):
         self.reactor = reactor
         self.host = host
         self.port = port
+        self.tls = tls
         self.address = None
+        self.err = err
+        self._tls_failure_reported = False
+
+    @classmethod
+    def for_settings(cls, reactor, settings):
+        return cls(reactor, settings.target.host, settings.target.port, tls=target_tls(settings))
+
+    def _secured(self, endpoint):
+        return endpoint if self.tls is None else wrapClientTLS(self.tls, endpoint)
+
+    def tls_failed(self, reason):
+        """A handshake with the target failed: say why on stderr once, every time in the debug log."""
+        why = describe_tls_failure(reason)
+        log.debug("TLS to the target {host}:{port} failed: {why}", host=self.host, port=self.port, why=why)
+        if self._tls_failure_reported:
+            return
+        self._tls_failure_reported = True
+        hint = " (for a self-signed or private certificate use --insecure or --ca FILE)" if "certificate" in why else ""
+        err = self.err or sys.stderr
+        err.write(f"tpot: TLS to the target {self.host}:{self.port} failed: {why}{hint}; visitors get 502.\n")
+        err.flush()
 
     def connect(self, factory):
         if self.address is None:
             return self._resolve_and_connect(factory)
-        d = self._direct(self.address).connect(factory)
+        d = self._secured(self._direct(self.address)).connect(factory)
         d.addErrback(lambda _: self._resolve_and_connect(factory))
         return d
 
@@ -49,7 +139,7 @@ class TargetConnector:
 
     def _resolve_and_connect(self, factory):
         self.address = None
-        d = HostnameEndpoint(self.reactor, self.host, self.port).connect(factory)
+        d = self._secured(HostnameEndpoint(self.reactor, self.host, self.port)).connect(factory)
         d.addCallback(self._remember)
         return d
 
@@ -63,18 +153,50 @@ class TargetConnector:
         return protocol
 
 
+@implementer(IHandshakeListener)
 class TargetProtocol(Protocol):
-    def __init__(self, conversation):
+    """The target connection; over TLS (`connector.tls`) it is up once the handshake is done."""
+
+    def __init__(self, conversation, connector=None):
         self.conversation = conversation
+        self.connector = connector
+        self.up = False
+        self._handshake_timeout = None
+        self._timed_out = False
 
     def connectionMade(self):
+        if self.connector is None or self.connector.tls is None:
+            self._up()
+        else:
+            self._handshake_timeout = self.connector.reactor.callLater(HANDSHAKE_TIMEOUT, self._give_up)
+
+    def handshakeCompleted(self):
+        self._cancel_timeout()
+        self._up()
+
+    def _up(self):
+        self.up = True
         self.conversation.connected(self.transport)
+
+    def _give_up(self):
+        self._timed_out = True
+        self.transport.abortConnection()
+
+    def _cancel_timeout(self):
+        if self._handshake_timeout is not None and self._handshake_timeout.active():
+            self._handshake_timeout.cancel()
+        self._handshake_timeout = None
 
     def dataReceived(self, data):
         self.conversation.from_target(data)
 
     def connectionLost(self, reason=None):
-        self.conversation.target_lost()
+        self._cancel_timeout()
+        if self.up:
+            self.conversation.target_lost()
+        else:
+            self.connector.tls_failed(Failure(error.TimeoutError()) if self._timed_out else reason)
+            self.conversation.could_not_connect()
 
 
 @implementer(IPushProducer)
@@ -95,8 +217,8 @@ class Conversation:
         self._ended = False
 
     def connect(self, connector):
-        d = connector.connect(Factory.forProtocol(lambda: TargetProtocol(self)))
-        d.addErrback(lambda _: self._could_not_connect())
+        d = connector.connect(Factory.forProtocol(lambda: TargetProtocol(self, connector)))
+        d.addErrback(lambda _: self.could_not_connect())
 
     # From the tunnel.
 
@@ -155,7 +277,7 @@ class Conversation:
             self._ended = True
             self.session.conversation_ended(self.id, notify=True)
 
-    def _could_not_connect(self):
+    def could_not_connect(self):
         if not self._ended:
             self._ended = True
             self.session.conversation_ended(self.id, notify=False)
