@@ -4,6 +4,7 @@ Pure functions over bytes, shared by the server and the client.  See docs/PROTOC
 """
 
 import ipaddress
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -83,6 +84,11 @@ FROM_SERVER = frozenset({Greeting, OpenHTTP, Data, Pause, Resume, Close})
 def ipv4_for_wire(host):
     """The 4 address bytes for `host`; IPv6 visitors get their mapped IPv4 or 0.0.0.0."""
     try:
+        # The common case, a dotted quad from the transport, without ipaddress's parser.
+        return socket.inet_pton(socket.AF_INET, host)
+    except (OSError, TypeError, ValueError):
+        pass
+    try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return bytes(4)
@@ -93,9 +99,24 @@ def ipv4_for_wire(host):
     return address.packed
 
 
+DATA_HEAD_SIZE = _CONVERSATION_HEAD.size
+
+
+def data_head(conversation_id):
+    """The 4 bytes that start a data message, before its payload."""
+    return _CONVERSATION_HEAD.pack(CONVERSATION, conversation_id, b"D")
+
+
+def data_id(head):
+    """The conversation id if `head` (the first 4 bytes of a message) starts a data message, else None."""
+    if head[0] == CONVERSATION and head[3] == 0x44:  # 'D'
+        return head[1] | head[2] << 8
+    return None
+
+
 def encode_data(conversation_id, payload):
     """Hot path: one join, no intermediate message object."""
-    return b"".join((_CONVERSATION_HEAD.pack(CONVERSATION, conversation_id, b"D"), payload))
+    return b"".join((data_head(conversation_id), payload))
 
 
 def encode(message):

@@ -2,24 +2,26 @@
 
 Pure functions: `forwarded_client` reads X-Forwarded-For the way proxies append to it
 (right-most entries were added by the proxies nearest to us) and returns the first
-address, from the right, that is not a trusted proxy.
+address, from the right, that is not a trusted proxy.  `parse_networks` and `address_in`
+also serve the client's --allow-ip (tpot.client.policy).
 """
 
 import ipaddress
 
 
-def parse_networks(cidrs):
-    """CIDR strings to networks; ValueError names the one that is not valid."""
+def parse_networks(cidrs, option="--trusted-proxy"):
+    """CIDR strings to networks; ValueError names the one that is not valid (and `option`)."""
     networks = []
     for cidr in cidrs:
         try:
             networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
         except ValueError:
-            raise ValueError(f"--trusted-proxy {cidr!r} is not an address or CIDR range") from None
+            raise ValueError(f"{option} {cidr!r} is not an address or CIDR range") from None
     return tuple(networks)
 
 
-def _trusted(address, networks):
+def address_in(address, networks):
+    """Whether `address` (text; an IPv4-mapped IPv6 address counts as IPv4) is in one of `networks`."""
     try:
         ip = ipaddress.ip_address(address.strip().strip("[]"))
     except ValueError:
@@ -31,10 +33,10 @@ def _trusted(address, networks):
 
 def forwarded_client(peer, header, networks):
     """The visitor's address per X-Forwarded-For, or None to use `peer` itself."""
-    if not networks or not header or not _trusted(peer, networks):
+    if not networks or not header or not address_in(peer, networks):
         return None
     for entry in reversed([part.strip() for part in header.split(",") if part.strip()]):
-        if not _trusted(entry, networks):
+        if not address_in(entry, networks):
             try:
                 return str(ipaddress.ip_address(entry.strip("[]")))
             except ValueError:

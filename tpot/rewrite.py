@@ -5,13 +5,26 @@ connection (Content-Length and chunked bodies, trailers), rewrites the Host head
 request head and leaves every other byte alone.  Where it cannot follow the framing (an
 Upgrade, CONNECT, an unknown transfer coding, something that is not HTTP) it stops
 interpreting and passes everything through untouched from then on.  Input may be split
-anywhere; the output is the same as for the unsplit stream.
+anywhere; the output is the same as for the unsplit stream.  The framing itself is
+tpot.http_framing's, shared with the response side of the request log.
+
+`on_head`, when given, sees every request head before it is rewritten: the request log
+records it, a visitor policy may strip headers from it or refuse it (see HostRewriter).
 """
 
 import re
 
-MAX_HEAD_SIZE = 65536
-MAX_LINE_SIZE = 4096
+from tpot.http_framing import (
+    DISCARD,
+    MAX_HEAD_SIZE,
+    MAX_LINE_SIZE,
+    PASSTHROUGH,
+    MessageFraming,
+    header_tokens,
+    parse_headers,
+)
+
+__all__ = ["MAX_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter"]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _REQUEST_LINE = re.compile(_TOKEN + rb"+ \S+ HTTP/1\.[0-9]")
@@ -20,9 +33,6 @@ _REQUEST_LINE_START = re.compile(
     _TOKEN + rb"*|" + _TOKEN + rb"+ \S*|"
     + _TOKEN + rb"+ \S+ (?:H(?:T(?:T(?:P(?:/(?:1(?:\.(?:[0-9]\r?)?)?)?)?)?)?)?)?"
 )
-_CHUNK_SIZE = re.compile(rb"([0-9a-fA-F]{1,16})[ \t]*(;.*)?")
-
-HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILER, PASSTHROUGH = range(7)
 
 
 class Forwarded:
@@ -56,65 +66,56 @@ class Forwarded:
         return kept
 
 
-class HostRewriter:
-    """`host`: the Host value to set (None leaves Host alone); `forwarded`: a Forwarded or None."""
+class HostRewriter(MessageFraming):
+    """`host`: the Host value to set (None leaves Host alone); `forwarded`: a Forwarded or None.
 
-    def __init__(self, host, forwarded=None):
+    `on_head(lines)`, if given, is called with the lines of every request head (start line
+    first, without CRLFs) before it is rewritten, and returns the lines to forward, or None
+    to refuse the request: it and everything after it is then dropped.  Where a head should
+    be but cannot be read, it is called with None; None again drops the stream, anything
+    else lets it pass through untouched as without `on_head`.
+    """
+
+    def __init__(self, host, forwarded=None, on_head=None):
+        super().__init__()
         self.host = host.encode("latin-1") if host is not None else None
         self.forwarded = forwarded
-        self.state = HEAD
-        self._buffer = b""
-        self._remaining = 0
+        self.on_head = on_head
 
     def feed(self, data):
         out = []
-        data = bytes(data)
-        while data:
-            if self.state == PASSTHROUGH:
-                out.append(data)
-                break
-            if self.state in (BODY, CHUNK_DATA):
-                data = self._take_body(data, out)
-            elif self.state == HEAD:
-                data = self._take_head(data, out)
-            else:
-                data = self._take_line(data, out)
+        self._follow(bytes(data), out)
         return b"".join(out)
 
-    def _take_body(self, data, out):
-        piece = data[: self._remaining]
-        out.append(piece)
-        self._remaining -= len(piece)
-        if self._remaining == 0:
-            self.state = HEAD if self.state == BODY else CHUNK_END
-        return data[len(piece):]
+    def _is_start_line(self, line):
+        return _is_request_line(line)
 
-    def _take_head(self, data, out):
-        searched_from = max(0, len(self._buffer) - 3)
-        self._buffer += data
-        end = self._buffer.find(b"\r\n\r\n", searched_from)
-        if end < 0:
-            if len(self._buffer) > MAX_HEAD_SIZE or not self._could_be_request():
-                self._give_up(out)
-            return b""
-        head, rest = self._buffer[: end + 4], self._buffer[end + 4:]
-        self._buffer = b""
-        lines = head[:-4].split(b"\r\n")
-        # The size limits give the verdict a split stream would get (see _could_be_request).
-        if end + 4 > MAX_HEAD_SIZE or not _is_request_line(lines[0]):
-            out.append(head)
-            self.state = PASSTHROUGH
-            return rest
-        out.append(self._rewritten(lines))
-        self._enter_body(lines)
-        return rest
-
-    def _could_be_request(self):
+    def _could_be_start(self):
         """An early verdict so a non-HTTP stream is not held back waiting for a head."""
         first_line = self._buffer.split(b"\r\n", 1)[0]
         if b"\r\n" in self._buffer:
             return _is_request_line(first_line)
         return len(first_line) <= MAX_LINE_SIZE and _REQUEST_LINE_START.fullmatch(first_line) is not None
+
+    def _unreadable_head(self, data, out):
+        if self.on_head is not None and self.on_head(None) is None:
+            self.state = DISCARD
+            return
+        super()._unreadable_head(data, out)
+
+    def _head(self, lines, head, out):
+        if self.on_head is not None:
+            lines = self.on_head(lines)
+            if lines is None:
+                self.state = DISCARD
+                return
+        out.append(self._rewritten(lines))
+        headers = parse_headers(lines)
+        if lines[0][:8].upper() == b"CONNECT " or (
+                b"upgrade" in header_tokens(headers, b"connection") and b"upgrade" in headers):
+            self.state = PASSTHROUGH
+            return
+        self._frame_body(headers, until_close=False)
 
     def _rewritten(self, lines):
         if self.forwarded is not None:
@@ -125,62 +126,6 @@ class HostRewriter:
                 if colon and name.strip().lower() == b"host":
                     lines[index] = b"Host: " + self.host
         return b"\r\n".join(lines) + b"\r\n\r\n"
-
-    def _enter_body(self, lines):
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers.setdefault(name.strip().lower(), []).append(value.strip())
-        connection = {t.strip().lower() for v in headers.get(b"connection", ()) for t in v.split(b",")}
-        if lines[0].upper().startswith(b"CONNECT ") or (b"upgrade" in connection and b"upgrade" in headers):
-            self.state = PASSTHROUGH
-            return
-        codings = [t.strip().lower() for v in headers.get(b"transfer-encoding", ()) for t in v.split(b",")]
-        if codings:
-            self.state = CHUNK_SIZE if codings[-1] == b"chunked" else PASSTHROUGH
-            return
-        lengths = set(headers.get(b"content-length", [b"0"]))
-        length = lengths.pop() if len(lengths) == 1 else b""
-        if not length.isdigit():
-            self.state = PASSTHROUGH
-            return
-        self._remaining = int(length)
-        self.state = BODY if self._remaining else HEAD
-
-    def _take_line(self, data, out):
-        """CHUNK_SIZE, CHUNK_END and TRAILER are line-oriented; lines pass through as is."""
-        self._buffer += data
-        end = self._buffer.find(b"\r\n")
-        if end < 0:
-            if len(self._buffer) > MAX_LINE_SIZE:
-                self._give_up(out)
-            return b""
-        if end >= MAX_LINE_SIZE:  # what a split stream would get: see _is_request_line
-            self._give_up(out)
-            return b""
-        line, rest = self._buffer[:end], self._buffer[end + 2:]
-        self._buffer = b""
-        out.append(line + b"\r\n")
-        self._after_line(line)
-        return rest
-
-    def _after_line(self, line):
-        if self.state == CHUNK_SIZE:
-            match = _CHUNK_SIZE.fullmatch(line)
-            if match is None:
-                self.state = PASSTHROUGH
-                return
-            self._remaining = int(match.group(1), 16)
-            self.state = CHUNK_DATA if self._remaining else TRAILER
-        elif self.state == CHUNK_END:
-            self.state = CHUNK_SIZE if line == b"" else PASSTHROUGH
-        elif line == b"":  # TRAILER: an empty line ends the request
-            self.state = HEAD
-
-    def _give_up(self, out):
-        out.append(self._buffer)
-        self._buffer = b""
-        self.state = PASSTHROUGH
 
 
 def _is_request_line(line):

@@ -107,7 +107,8 @@ def clients(tmp_path):
     started = []
 
     def start(server_url, target_address, name=None, key=None):
-        args = ["http", target_address, "-t", server_url]
+        # --quiet: these tests await "tpot reconnected" as the next line, not request-log lines.
+        args = ["http", target_address, "-t", server_url, "--quiet"]
         if name:
             args += ["-s", name]
         if key:

@@ -30,6 +30,11 @@ def _parser():
     http.add_argument("--insecure", action="store_true",
                       help="https target: do not verify its certificate (self-signed development certificates)")
     http.add_argument("--ca", metavar="FILE", help="https target: trust the CA certificate(s) in this PEM file")
+    http.add_argument("-q", "--quiet", action="store_true", help="do not print a line per request on stdout")
+    http.add_argument("--basic-auth", metavar="USER:PASS",
+                      help="visitors must log in with these credentials (env TPOT_BASIC_AUTH)")
+    http.add_argument("--allow-ip", metavar="CIDR", action="append", default=[],
+                      help="only visitors from this address range (repeatable)")
     http.add_argument("-d", "--debug", action="store_true", help="log protocol details to stderr")
     return parser
 
@@ -42,6 +47,7 @@ def parse_command_line(argv):
         args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
         http_host=args.http_host, no_host_rewrite=args.no_host_rewrite, debug=args.debug,
         no_forwarded_headers=args.no_forwarded_headers, insecure=args.insecure, ca=args.ca,
+        quiet=args.quiet, basic_auth=args.basic_auth, allow_ip=args.allow_ip,
     )
 
 

@@ -14,6 +14,7 @@ from twisted.internet import defer, ssl
 
 from tpot.auth import make_authorization
 from tpot.client.session import TunnelClientFactory
+from tpot.client.target import VisitorOptions
 from tpot.codec import EXTENSIONS_HEADER, RECLAIM, RECLAIM_HEADER
 
 EXIT_FAILURE = 1
@@ -51,6 +52,8 @@ class ClientRun:
         self.factory = None
         self.failed_attempts = 0
         self.stopping = False
+        # The request log and visitor policy, shared by every connection of this run.
+        self.visitors = VisitorOptions.for_settings(settings, reactor, out)
 
     def start(self):
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
@@ -62,6 +65,7 @@ class ClientRun:
         self.factory = TunnelClientFactory(
             self.settings, self.reactor, self._headers(), self.on_greeting, self.on_closed,
             subdomain=self.name or self.settings.subdomain, on_token=self.on_token,
+            visitors=self.visitors,
         )
         self.factory.clientConnectionFailed = lambda connector, reason: self.on_closed(None, None, None, reached=False)
         context = None

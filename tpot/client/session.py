@@ -12,6 +12,7 @@ from tpot import codec
 from tpot.codec import RECLAIM_TOKEN_HEADER
 from tpot.client.target import Conversation, TargetConnector
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
+from tpot.frames import LeanFrames
 from tpot.rewrite import Forwarded
 
 PING_INTERVAL = 15
@@ -19,7 +20,7 @@ PING_TIMEOUT = 30
 MAX_MESSAGE_SIZE = 1024 * 1024
 
 
-class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
+class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol):
     # txaio's logger, so that the level set in cli.main also silences Autobahn's per-frame debug.
     log = txaio.make_logger()
 
@@ -36,6 +37,7 @@ class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
             self.factory.on_token(token)
 
     def onOpen(self):
+        self._lean_setup()
         self.backpressure.register(self.transport)
 
     def tunnel_open(self):
@@ -84,7 +86,8 @@ class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
             stale.remote_closed()
         settings = self.factory.settings
         forwarded = Forwarded(message.host, settings.server.scheme) if settings.forwarded_headers else None
-        conversation = Conversation(self, message.id, settings.host_rewrite, forwarded)
+        conversation = Conversation(self, message.id, settings.host_rewrite, forwarded,
+                                    self.factory.visitors, message.host)
         self.conversations[message.id] = conversation
         self.backpressure.admit(conversation)
         self.log.debug("conversation {id} from {host}:{port}", id=message.id, host=message.host, port=message.port)
@@ -101,7 +104,7 @@ class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
     # What conversations ask of the tunnel.
 
     def send_data(self, conversation_id, data):
-        self._send(codec.encode_data(conversation_id, data))
+        self._send_data(conversation_id, data)
 
     def send_pause(self, conversation_id):
         self._send(codec.encode(codec.Pause(conversation_id)))
@@ -117,8 +120,13 @@ class TunnelClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
             self._send(codec.encode(codec.Close(conversation_id)))
 
     def _send(self, payload):
-        if self.state == WebSocketProtocol.STATE_OPEN:
-            self.sendMessage(payload, isBinary=True)
+        self._send_message(payload)
+
+    def _deliver_data(self, conversation_id, data):
+        # LeanFrames' shortcut past onMessage for data messages.
+        conversation = self.conversations.get(conversation_id)
+        if conversation is not None:
+            conversation.from_tunnel(data)
 
 
 class TunnelClientFactory(WebSocketClientFactory):
@@ -130,13 +138,15 @@ class TunnelClientFactory(WebSocketClientFactory):
 
     protocol = TunnelClientProtocol
 
-    def __init__(self, settings, reactor, headers, on_greeting, on_closed, subdomain=None, on_token=None):
+    def __init__(self, settings, reactor, headers, on_greeting, on_closed, subdomain=None, on_token=None,
+                 visitors=None):
         url = settings.websocket_url_for(subdomain if subdomain is not None else settings.subdomain)
         super().__init__(url, headers=headers, reactor=reactor)
         self.settings = settings
         self.on_greeting = on_greeting
         self.on_closed = on_closed
         self.on_token = on_token or (lambda token: None)
+        self.visitors = visitors  # target.VisitorOptions: request log and visitor policy, or None
         self.greeted_here = False
         self.current = None
         self.target = TargetConnector.for_settings(reactor, settings)

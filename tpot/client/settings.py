@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from tpot.client.policy import parse_allowed, parse_credentials
 from tpot.registry import valid_name
 
 CONFIG_PATH = os.path.join("~", ".tpot", "config.json")
@@ -40,6 +41,10 @@ class ClientSettings:
     # (from --ca) instead of the system's roots.
     target_insecure: bool = False
     target_ca: bytes = None
+    # The live request log on stdout (off with --quiet); who may visit (tpot.client.policy).
+    quiet: bool = False
+    basic_auth: str = None  # "USER:PASS"
+    allow_ip: tuple = ()  # ip_network objects; empty: any address
 
     @property
     def websocket_url(self):
@@ -114,10 +119,11 @@ def read_config_file(path=CONFIG_PATH):
 
 def client_settings(target, server=None, auth_key=None, subdomain=None, http_host=None,
                     no_host_rewrite=False, debug=False, env=None, config=None, no_forwarded_headers=False,
-                    insecure=False, ca=None):
+                    insecure=False, ca=None, quiet=False, basic_auth=None, allow_ip=()):
     """Merge command-line values (None when not given) with `env` and `config`.
 
-    `insecure` and `ca` (a PEM file) come from the command line only.
+    `insecure`, `ca` (a PEM file), `quiet` and `allow_ip` (CIDR strings) come from the
+    command line only; `basic_auth` ("USER:PASS") also from TPOT_BASIC_AUTH.
     """
     env = os.environ if env is None else env
     config = read_config_file() if config is None else config
@@ -133,6 +139,13 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     if insecure and ca:
         raise ClientError("Use either --insecure or --ca, not both.")
     target_ca = read_ca_file(ca) if ca else None
+    basic_auth = basic_auth or env.get("TPOT_BASIC_AUTH") or None
+    try:
+        if basic_auth is not None:
+            parse_credentials(basic_auth)
+        allowed = parse_allowed(allow_ip or ())
+    except ValueError as error:
+        raise ClientError(f"{error}.") from None
     no_host_rewrite = no_host_rewrite or bool(config.get("noHostRewrite"))
     host_rewrite = None if no_host_rewrite else (http_host or config.get("httpHost") or target_address.host_with_port)
     return ClientSettings(
@@ -145,4 +158,7 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         debug=debug,
         target_insecure=bool(insecure),
         target_ca=target_ca,
+        quiet=bool(quiet),
+        basic_auth=basic_auth,
+        allow_ip=allowed,
     )

@@ -8,10 +8,16 @@ backed-up WebSocket stops reading from every target.
 An https target is reached over TLS (verified against the system's roots, a --ca file, or
 not at all with --insecure).  Its conversation counts as connected only once the handshake
 is done: a handshake that fails is "could not connect", and the visitor gets 502.
+
+With `VisitorOptions`, a conversation also tells the request log (tpot.client.requestlog)
+what it relays, and has its requests judged by a VisitorPolicy (tpot.client.policy): a
+judged conversation connects to the target only once a request is admitted, and answers a
+refused one itself after the target has answered every earlier request.
 """
 
 import ipaddress
 import sys
+from dataclasses import dataclass
 
 from twisted.internet import error
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
@@ -21,6 +27,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tpot.client.policy import VisitorPolicy, refusal_response
+from tpot.client.requestlog import Entry, RequestLogger, ResponseTracker, request_line
 from tpot.client.settings import ca_certificates
 from tpot.flow import ReadPauses, no_delay
 from tpot.rewrite import HostRewriter
@@ -153,6 +161,20 @@ class TargetConnector:
         return protocol
 
 
+class TargetFactory(Factory):
+    """Builds the one connection of a conversation; quiet, unlike Factory.forProtocol,
+    whose start and stop log lines cost more than the connection's own work."""
+
+    noisy = False
+
+    def __init__(self, conversation, connector):
+        self.conversation = conversation
+        self.connector = connector
+
+    def buildProtocol(self, addr):
+        return TargetProtocol(self.conversation, self.connector)
+
+
 @implementer(IHandshakeListener)
 class TargetProtocol(Protocol):
     """The target connection; over TLS (`connector.tls`) it is up once the handshake is done."""
@@ -199,15 +221,35 @@ class TargetProtocol(Protocol):
             self.conversation.could_not_connect()
 
 
+@dataclass(frozen=True)
+class VisitorOptions:
+    """What the client does besides relaying: `log` (None with --quiet), `policy` (None
+    without --basic-auth and --allow-ip), `clock` (an IReactorTime) for the log's timings."""
+
+    clock: object
+    log: RequestLogger = None
+    policy: VisitorPolicy = None
+
+    @classmethod
+    def for_settings(cls, settings, clock, out):
+        log = None if settings.quiet else RequestLogger(out)
+        policy = None
+        if settings.basic_auth or settings.allow_ip:
+            policy = VisitorPolicy(settings.basic_auth, settings.allow_ip)
+        return cls(clock, log, policy) if log is not None or policy is not None else None
+
+
 @implementer(IPushProducer)
 class Conversation:
-    """One visitor, relayed between the tunnel (`session`) and a target connection."""
+    """One visitor, relayed between the tunnel (`session`) and a target connection.
 
-    def __init__(self, session, conversation_id, host_rewrite, forwarded=None):
+    `visitors`: VisitorOptions or None; `address`: the visitor's address, as the server
+    reported it.
+    """
+
+    def __init__(self, session, conversation_id, host_rewrite, forwarded=None, visitors=None, address=None):
         self.session = session
         self.id = conversation_id
-        rewriting = host_rewrite or forwarded is not None
-        self.rewriter = HostRewriter(host_rewrite or None, forwarded) if rewriting else None
         self.transport = None
         self._pending = []
         self._pending_size = 0
@@ -215,9 +257,29 @@ class Conversation:
         self.reading = ReadPauses()
         self._close_when_connected = False
         self._ended = False
+        # Without a log or a policy (tpot --quiet) none of this is in the relay's way.
+        self._visitors = visitors
+        self._log = visitors.log if visitors is not None else None
+        self._policy = None  # set when this conversation's requests are judged
+        self._address_allowed = True
+        if visitors is not None and visitors.policy is not None:
+            self._address_allowed = visitors.policy.allows_address(address)
+            if visitors.policy.judges(self._address_allowed):
+                self._policy = visitors.policy
+        watched = self._log is not None or self._policy is not None
+        self.responses = ResponseTracker() if watched else None
+        self._connector = None  # held until a request is admitted
+        self._admitted = False
+        self._refusal = None  # (status, method, path, started) until earlier requests are answered
+        rewriting = host_rewrite or forwarded is not None or watched
+        on_head = self._on_head if watched else None
+        self.rewriter = HostRewriter(host_rewrite or None, forwarded, on_head) if rewriting else None
 
     def connect(self, connector):
-        d = connector.connect(Factory.forProtocol(lambda: TargetProtocol(self, connector)))
+        if self._policy is not None and not self._admitted:
+            self._connector = connector  # the target hears of this visitor once admitted
+            return
+        d = connector.connect(TargetFactory(self, connector))
         d.addErrback(lambda _: self.could_not_connect())
 
     # From the tunnel.
@@ -226,11 +288,56 @@ class Conversation:
         data = self.rewriter.feed(payload) if self.rewriter else payload
         if self.transport is not None:
             self.transport.write(data)
+        else:
+            self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size > MAX_PENDING_BYTES:
+                self._ask_server(pause=True)
+        if self._policy is not None:
+            self._after_judging()
+
+    def _on_head(self, lines):
+        """The rewriter's hook: a request head (None: unreadable) about to go to the target."""
+        now = self._visitors.clock.seconds()
+        method, path = request_line(lines) if lines is not None else ("-", "-")
+        if self._policy is not None:
+            status, lines = self._policy.judge(lines, self._address_allowed)
+            if status is not None:
+                self._refusal = (status, method, path, now)
+                return None
+            self._admitted = True
+        if lines is None:
+            return True  # not HTTP: passed through, and the log stops following it
+        self.responses.request(method, path, now)
+        return lines
+
+    def _after_judging(self):
+        if self._admitted and self._connector is not None:
+            connector, self._connector = self._connector, None
+            self.connect(connector)
+        if self._refusal is not None:
+            self._refuse_when_answered()
+
+    def _refuse_when_answered(self):
+        """Answer a refused request once every earlier one has its response, then end.
+
+        When the responses cannot be followed (or end with the connection) there is no
+        moment the answer could go: the conversation then ends when the target closes.
+        """
+        if self._ended or not self.responses.answered:
             return
-        self._pending.append(data)
-        self._pending_size += len(data)
-        if self._pending_size > MAX_PENDING_BYTES:
-            self._ask_server(pause=True)
+        status, method, path, started = self._refusal
+        self._refusal = None
+        self._connector = None
+        response = refusal_response(status, head_only=method == "HEAD")
+        self.session.send_data(self.id, response)
+        if self._log is not None:
+            size = len(response) - response.index(b"\r\n\r\n") - 4
+            self._log.write(Entry(method, path, status, size, self._visitors.clock.seconds() - started))
+        self._ended = True
+        self.session.conversation_ended(self.id, notify=True)
+        if self.transport is not None:
+            self._close()
 
     def pause_reading(self, why):
         self.reading.pause(why)
@@ -268,12 +375,25 @@ class Conversation:
     def from_target(self, data):
         if not self._ended:
             self.session.send_data(self.id, data)
+            if self.responses is not None:
+                self._responded(self.responses.feed(data, self._visitors.clock.seconds()))
+
+    def _responded(self, entries):
+        if self._log is not None:
+            for entry in entries:
+                self._log.write(entry)
+        if self._refusal is not None:
+            self._refuse_when_answered()
 
     # Once ended by the server, the session has already dropped this conversation, and its
     # id may belong to a new one: only a conversation that is still live reports its end.
 
     def target_lost(self):
         if not self._ended:
+            if self.responses is not None:
+                # Completes a response read until close; a refusal still waiting cannot
+                # follow such a response (it would read as part of its body): none is sent.
+                self._responded(self.responses.close(self._visitors.clock.seconds()))
             self._ended = True
             self.session.conversation_ended(self.id, notify=True)
 

@@ -1,0 +1,269 @@
+"""End-to-end: the client's live request log on stdout, --quiet, --basic-auth and --allow-ip,
+with a real twistd server, real `tpot` clients and a recording keep-alive target on 127.0.0.1.
+Every wait has a deadline; every process and thread started here is stopped at teardown."""
+
+import base64
+import http.client
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from .conftest import CLIENT_TIMEOUT, DOMAIN, HOST, STOP_TIMEOUT, TPOT, Target, TargetHandler, clean_env, stop_process
+
+pytestmark = pytest.mark.timeout(60)
+
+IO_TIMEOUT = 10.0
+LINE = re.compile(r"(\S+) (\S+) (?:→|->) (\d{3})  (\d+) B  (\d+) ms")
+CREDENTIALS = "visitor:open sesame"
+
+
+# ---------------------------------------------------------------------------------------
+# a target that records what reaches it
+
+
+class RecordingHandler(TargetHandler):
+    def do_GET(self):
+        if self.path == "/missing":
+            self.server.record(self)
+            self._answer("nothing here\n", status=404)
+        elif self.path == "/authorization":
+            self.server.record(self)
+            self._answer(self.headers.get("Authorization", "none"))
+        else:
+            super().do_GET()
+
+    def do_HEAD(self):
+        self.server.record(self)
+        self.send_response(200)
+        self.send_header("Content-Length", "1234")
+        self.end_headers()
+
+
+class RecordingTarget(Target):
+    def __init__(self):
+        super().__init__()
+        self.RequestHandlerClass = RecordingHandler
+        self.seen = []
+
+    def record(self, handler):
+        super().record(handler)
+        with self.lock:
+            self.seen.append((handler.command, handler.path, handler.headers.get("Authorization")))
+
+    def paths(self):
+        with self.lock:
+            return [path for _, path, _ in self.seen]
+
+
+@pytest.fixture(scope="module")
+def recording_target():
+    httpd = RecordingTarget()
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+# ---------------------------------------------------------------------------------------
+# a client whose every stdout line can be awaited
+
+
+class LoggingClient:
+    def __init__(self, args, home):
+        self.stderr_path = home / f"client-{time.monotonic_ns()}.err"
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [TPOT, *args], cwd=str(home), env=clean_env(home), stdout=subprocess.PIPE, stderr=err, text=True,
+                encoding="utf-8",
+            )
+        self.lines = queue.Queue()
+        self.seen = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def next_line(self, timeout=IO_TIMEOUT):
+        try:
+            line = self.lines.get(timeout=max(0.01, timeout))
+        except queue.Empty:
+            return None
+        if line is not None:
+            self.seen.append(line)
+        return line
+
+    def log_lines(self, count, timeout=IO_TIMEOUT):
+        """The next `count` lines (fewer if they do not come within `timeout` s)."""
+        got, deadline = [], time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            line = self.next_line(deadline - time.monotonic())
+            if line is None:
+                break
+            got.append(line)
+        return got
+
+    def describe(self):
+        return f"stdout={self.seen!r} rc={self.proc.poll()} stderr={self.stderr_path.read_text(errors='replace')!r}"
+
+    def stop(self, sig=signal.SIGTERM):
+        stop_process(self.proc, sig)
+        self.reader.join(STOP_TIMEOUT)
+        if not self.reader.is_alive():
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def logging_client(tmp_path):
+    """logging_client(server, target, name, *extra) -> a connected LoggingClient."""
+    started = []
+
+    def start(server, target, name, *extra):
+        client = LoggingClient(["http", target.address, "-t", server.url, "-s", name, *extra], tmp_path)
+        started.append(client)
+        assert client.next_line(CLIENT_TIMEOUT) == "tpot connected", client.describe()
+        assert client.next_line(CLIENT_TIMEOUT) == f"http://{name}.{DOMAIN}:{server.port}", client.describe()
+        return client
+
+    yield start
+    for client in started:
+        client.stop(signal.SIGKILL)
+
+
+def connect(server):
+    return http.client.HTTPConnection(HOST, server.port, timeout=IO_TIMEOUT)
+
+
+def request(conn, server, name, method, path, body=None, headers=None):
+    headers = {"Host": f"{name}.{DOMAIN}:{server.port}", **(headers or {})}
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.getheaders(), response.read()
+
+
+def basic(credentials=CREDENTIALS):
+    return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+
+def parsed(lines):
+    entries = []
+    for line in lines:
+        match = LINE.fullmatch(line)
+        assert match, f"not a request-log line: {line!r}"
+        entries.append((match[1], match[2], int(match[3]), int(match[4])))
+    return entries
+
+
+# ---------------------------------------------------------------------------------------
+# the log
+
+
+def test_each_request_of_a_keep_alive_connection_is_one_line(server, recording_target, logging_client):
+    client = logging_client(server, recording_target, "logged")
+    conn = connect(server)
+    expected = []
+    try:
+        for method, path, body in [
+            ("GET", "/bytes/1000?seed=3", None),
+            ("GET", "/missing", None),
+            ("POST", "/sha256", b"x" * 5000),
+            ("HEAD", "/head-only", None),
+            ("GET", "/", None),
+        ]:
+            status, _, content = request(conn, server, "logged", method, path, body)
+            expected.append((method, path, status, len(content)))
+        # One connection for all of them (keep-alive), answered in order.
+        assert [status for _, _, status, _ in expected] == [200, 404, 200, 200, 200]
+    finally:
+        conn.close()
+    assert parsed(client.log_lines(len(expected))) == expected, client.describe()
+    # And a request on a connection of its own.
+    conn = connect(server)
+    try:
+        assert request(conn, server, "logged", "GET", "/bytes/7?seed=1")[0] == 200
+    finally:
+        conn.close()
+    assert parsed(client.log_lines(1)) == [("GET", "/bytes/7?seed=1", 200, 7)]
+    assert client.proc.poll() is None
+
+
+def test_quiet_prints_only_the_two_start_up_lines(server, recording_target, logging_client):
+    client = logging_client(server, recording_target, "hushed", "--quiet")
+    conn = connect(server)
+    try:
+        for path in ("/", "/missing", "/bytes/10"):
+            request(conn, server, "hushed", "GET", path)
+    finally:
+        conn.close()
+    assert client.log_lines(1, timeout=1.0) == []
+    client.stop()
+    assert client.next_line(STOP_TIMEOUT) is None, client.describe()  # EOF, nothing more
+    assert client.seen == ["tpot connected", f"http://hushed.{DOMAIN}:{server.port}"]
+
+
+# ---------------------------------------------------------------------------------------
+# visitor protection
+
+
+def test_basic_auth_is_enforced_by_the_client(server, recording_target, logging_client):
+    client = logging_client(server, recording_target, "locked", "--basic-auth", CREDENTIALS)
+    before = len(recording_target.paths())
+
+    conn = connect(server)
+    try:
+        status, headers, body = request(conn, server, "locked", "GET", "/authorization")
+        assert status == 401
+        assert dict(headers)["WWW-Authenticate"] == 'Basic realm="tpot"'
+        assert dict(headers)["Connection"] == "close"
+    finally:
+        conn.close()
+    status, _, _ = request(connect(server), server, "locked", "GET", "/authorization",
+                           headers=basic("visitor:wrong"))
+    assert status == 401
+    assert recording_target.paths()[before:] == []  # the target heard of neither
+
+    conn = connect(server)
+    try:
+        # Several authorized requests on one connection, then one without credentials.
+        status, _, body = request(conn, server, "locked", "GET", "/authorization", headers=basic())
+        assert (status, body) == (200, b"none")  # the target never sees the Authorization header
+        status, _, body = request(conn, server, "locked", "GET", "/missing", headers=basic())
+        assert status == 404
+        status, headers, _ = request(conn, server, "locked", "GET", "/after", headers={})
+        assert status == 401 and dict(headers)["Connection"] == "close"
+    finally:
+        conn.close()
+    assert recording_target.paths()[before:] == ["/authorization", "/missing"]
+    assert all(auth is None for _, _, auth in recording_target.seen)
+    assert [entry[:3] for entry in parsed(client.log_lines(5))] == [
+        ("GET", "/authorization", 401), ("GET", "/authorization", 401),
+        ("GET", "/authorization", 200), ("GET", "/missing", 404), ("GET", "/after", 401),
+    ]
+
+
+def test_allow_ip(server, recording_target, logging_client):
+    logging_client(server, recording_target, "insiders", "--allow-ip", "127.0.0.0/8", "--quiet")
+    outsiders = logging_client(server, recording_target, "outsiders", "--allow-ip", "10.0.0.0/8",
+                               "--allow-ip", "192.168.0.0/16")
+
+    status, _, body = request(connect(server), server, "insiders", "GET", "/?from=inside")
+    assert (status, body) == (200, b"ok")
+    assert "/?from=inside" in recording_target.paths()
+
+    conn = connect(server)
+    try:
+        status, headers, body = request(conn, server, "outsiders", "GET", "/?from=outside")
+        assert status == 403 and dict(headers)["Connection"] == "close" and body
+    finally:
+        conn.close()
+    assert [entry[:3] for entry in parsed(outsiders.log_lines(1))] == [("GET", "/?from=outside", 403)]
+    assert "/?from=outside" not in recording_target.paths()

@@ -1,0 +1,223 @@
+"""The live request log: one line per request, like `GET /index.html → 200  6 B  3 ms`.
+
+`ResponseTracker` is sans-I/O.  It is told of each request head as it goes to the target
+(the request side's framing is tpot.rewrite.HostRewriter's, through its `on_head`), follows
+the target's responses with the same framing machinery (tpot.http_framing): Content-Length,
+chunked, no body (responses to HEAD; 1xx, 204, 304), or everything until the connection
+closes, and matches them first-in first-out to the requests, pipelined ones included.
+Interim responses (100 Continue, 103) are skipped.  An upgrade (101) or a CONNECT tunnel
+is the conversation's last entry; a response it cannot frame, or one with no request to
+match, ends the conversation's log (`lost`).  Times are whatever clock the caller passes.
+
+`format_entry` and `RequestLogger` turn entries into lines on stdout.
+"""
+
+import re
+from collections import deque
+from dataclasses import dataclass
+
+from tpot.http_framing import (
+    DISCARD,
+    HEAD,
+    MAX_LINE_SIZE,
+    PASSTHROUGH,
+    UNTIL_CLOSE,
+    MessageFraming,
+    parse_headers,
+)
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: [^\r\n]*)?")
+_STATUS_LINE_START = b"HTTP/1."
+MAX_PATH = 200
+# Requests waiting for their responses on one connection; a visitor pipelining more than
+# this (to a target that reads them all) is no longer logged, so memory stays bounded.
+MAX_PENDING = 1000
+
+
+@dataclass(frozen=True)
+class Entry:
+    method: str
+    path: str
+    status: int
+    size: int  # body bytes (chunk data without its framing); None for an upgrade or tunnel
+    duration: float  # seconds from the request head to the end of the response
+
+
+class _Discard:
+    """The tracker only observes: what the framing passes on goes nowhere."""
+
+    def append(self, piece):
+        pass
+
+
+_DISCARD = _Discard()
+
+
+def request_line(lines):
+    """(method, request target) of a request head's lines, as text."""
+    method, _, rest = lines[0].partition(b" ")
+    return method.decode("latin-1"), rest.rpartition(b" ")[0].decode("latin-1")
+
+
+class ResponseTracker(MessageFraming):
+    def __init__(self):
+        super().__init__()
+        self.pending = deque()  # (method, path, started) of requests not yet answered
+        self._entries = []
+        self._status = None
+        self._now = 0.0
+
+    def request(self, method, path, now):
+        """A request head went to the target at `now`."""
+        if self.lost:
+            return
+        if len(self.pending) >= MAX_PENDING:
+            self.pending.clear()
+            self.state = PASSTHROUGH
+            return
+        self.pending.append((method, path, now))
+
+    def feed(self, data, now):
+        """Bytes from the target, at `now`: the entries of the responses they complete."""
+        self._now = now
+        self._follow(data, _DISCARD)
+        return self._take_entries()
+
+    def close(self, now):
+        """The target closed its side at `now`: a response read until close is complete."""
+        if self.state == UNTIL_CLOSE:
+            self._now = now
+            self._message_done()
+        self.state = PASSTHROUGH
+        self._buffer = b""
+        return self._take_entries()
+
+    @property
+    def lost(self):
+        return self.state == PASSTHROUGH or self.state == DISCARD
+
+    @property
+    def answered(self):
+        """Every request so far has its whole response, and the stream is between responses."""
+        return self.state == HEAD and not self.pending and not self._buffer
+
+    def _take_entries(self):
+        entries = self._entries
+        if entries:
+            self._entries = []
+        return entries
+
+    def _is_start_line(self, line):
+        return len(line) < MAX_LINE_SIZE and _STATUS_LINE.fullmatch(line) is not None
+
+    def _could_be_start(self):
+        if not self.pending:  # nothing was asked: these bytes cannot be matched to a request
+            return False
+        first_line = self._buffer.split(b"\r\n", 1)[0]
+        if b"\r\n" in self._buffer:
+            return self._is_start_line(first_line)
+        return len(first_line) <= MAX_LINE_SIZE and first_line[:7] == _STATUS_LINE_START[: len(first_line)]
+
+    def _head(self, lines, head, out):
+        if not self.pending:
+            self.state = PASSTHROUGH
+            return
+        status = self._status = int(_STATUS_LINE.fullmatch(lines[0]).group(1))
+        method = self.pending[0][0]
+        if status == 101 or (method == "CONNECT" and 200 <= status < 300):
+            self._finish(None)  # the connection is no longer HTTP
+            self.state = PASSTHROUGH
+        elif status < 200:
+            pass  # interim (100 Continue, 103 Early Hints): the final response follows
+        elif method == "HEAD" or status == 204 or status == 304:
+            self.body_size = 0
+            self._message_done()
+        else:
+            self._frame_body(parse_headers(lines), until_close=True)
+
+    def _message_done(self):
+        self.state = HEAD
+        self._finish(self.body_size)
+
+    def _finish(self, size):
+        method, path, started = self.pending.popleft()
+        self._entries.append(Entry(method, path, self._status, size, max(0.0, self._now - started)))
+
+
+# ---------------------------------------------------------------------------------------
+# printing
+
+_COLOURS = {1: "35", 2: "32", 3: "36", 4: "33", 5: "31"}  # magenta green cyan yellow red
+
+
+def format_size(size):
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}"
+
+
+def format_duration(seconds):
+    milliseconds = round(seconds * 1000)
+    return f"{milliseconds} ms" if milliseconds < 10000 else f"{seconds:.1f} s"
+
+
+def printable(path):
+    """A request target safe to print: bytes outside visible ASCII (escape sequences a
+    visitor might send to the operator's terminal) shown as %XX; long ones shortened."""
+    if len(path) > MAX_PATH:
+        path = path[:MAX_PATH] + "..."
+    if path.isascii() and path.isprintable():
+        return path
+    return "".join(c if "!" <= c <= "~" else f"%{ord(c):02X}" for c in path)
+
+
+def format_entry(entry, colour=False, arrow="→"):
+    """`METHOD PATH → STATUS  SIZE  DURATION`; an upgrade has no size."""
+    status = str(entry.status)
+    if colour:
+        status = f"\x1b[{_COLOURS.get(entry.status // 100, '0')}m{status}\x1b[0m"
+    parts = [f"{printable(entry.method)} {printable(entry.path)} {arrow} {status}"]
+    if entry.size is not None:
+        parts.append(format_size(entry.size))
+    parts.append(format_duration(entry.duration))
+    return "  ".join(parts)
+
+
+class RequestLogger:
+    """Writes entries to `out`, coloured on a terminal, plain when piped.
+
+    A stdout that can no longer be written to (a closed pipe) ends the log, not the tunnel.
+    """
+
+    def __init__(self, out, colour=None):
+        self.out = out
+        if colour is None:
+            isatty = getattr(out, "isatty", None)
+            colour = bool(isatty and isatty())
+        self.colour = colour
+        self.arrow = "→" if _can_encode(out, "→") else "->"
+        self.broken = False
+
+    def write(self, entry):
+        if self.broken:
+            return
+        try:
+            self.out.write(format_entry(entry, self.colour, self.arrow) + "\n")
+            self.out.flush()
+        except (OSError, ValueError):
+            self.broken = True
+
+
+def _can_encode(out, text):
+    encoding = getattr(out, "encoding", None)
+    if encoding is None:  # a text buffer such as StringIO takes anything
+        return True
+    try:
+        text.encode(encoding)
+    except (LookupError, UnicodeEncodeError):
+        return False
+    return True
