@@ -338,7 +338,8 @@ class Tunnel:
         self.name = name
         self.client = self.processes.start(
             [str(self.bin / "tpot"), "http", f"{HOST}:{target_port}", "-t", f"http://{DOMAIN}:{self.port}",
-             "-s", name],
+             # --quiet: measure the tunnel, not a console line per request (set BENCH_REQUEST_LOG=1 to include it)
+             "-s", name, *([] if os.environ.get("BENCH_REQUEST_LOG") == "1" else ["--quiet"])],
             self.dir / "client.log", self.dir, clean_env(self.dir),
         )
         deadline = time.monotonic() + START_TIMEOUT
