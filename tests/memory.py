@@ -454,3 +454,30 @@ class MemoryServer:
 
 def new_clock():
     return MemoryReactorClock()
+
+
+# TPoT/1 messages as the server sends them, and a checked visit.
+
+
+def opened(conversation_id, port, address=b"\x7f\x00\x00\x01"):
+    return b"\x11H" + struct.pack("<H", conversation_id) + address + struct.pack("<H", port)
+
+
+def data(conversation_id, payload):
+    return b"\x12" + struct.pack("<H", conversation_id) + b"D" + payload
+
+
+def signal(conversation_id, code):
+    return b"\x12" + struct.pack("<H", conversation_id) + code
+
+
+def visit(server, peer, port, request=None):
+    """A visitor of `peer`'s tunnel from 127.0.0.1:`port`: checks the server announced it
+    and relayed its request; (transport, conversation id)."""
+    request = request or visitor_request(peer.name, path=f"/from-{port}")
+    transport = server.visit(peer.name, request, peer=("127.0.0.1", port))
+    messages = peer.new_messages()
+    assert len(messages) == 2, messages
+    conversation_id = struct.unpack("<H", messages[0][2:4])[0]
+    assert messages == [opened(conversation_id, port), data(conversation_id, request)]
+    return transport, conversation_id

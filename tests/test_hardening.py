@@ -8,13 +8,15 @@ that nothing was logged as an error (no exception escaped into Twisted's log).
 """
 
 import json
-import struct
 
 import pytest
 from twisted.internet import task
 from twisted.logger import globalLogPublisher
 
 from memory import (
+    data,
+    signal,
+    visit,
     BINARY,
     CLOSE,
     TEXT,
@@ -100,29 +102,6 @@ def servers():
 @pytest.fixture
 def server(servers):
     return servers()
-
-
-def open_conv(conversation_id, port, address=b"\x7f\x00\x00\x01"):
-    return b"\x11H" + struct.pack("<H", conversation_id) + address + struct.pack("<H", port)
-
-
-def data(conversation_id, payload):
-    return b"\x12" + struct.pack("<H", conversation_id) + b"D" + payload
-
-
-def signal(conversation_id, code):
-    return b"\x12" + struct.pack("<H", conversation_id) + code
-
-
-def visit(server, peer, port, request=None):
-    """A visitor of `peer`'s tunnel from 127.0.0.1:`port`; (transport, conversation id)."""
-    request = request or visitor_request(peer.name, path=f"/from-{port}")
-    transport = server.visit(peer.name, request, peer=("127.0.0.1", port))
-    messages = peer.new_messages()
-    assert len(messages) == 2, messages
-    conversation_id = struct.unpack("<H", messages[0][2:4])[0]
-    assert messages == [open_conv(conversation_id, port), data(conversation_id, request)]
-    return transport, conversation_id
 
 
 def response_of(server, transport, status):

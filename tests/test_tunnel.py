@@ -1,11 +1,13 @@
 """A tunnel's WebSocket in memory: greeting, conversations, errors, liveness, flow control."""
 
-import struct
-
 import pytest
 from twisted.internet import task
 
 from memory import (
+    data,
+    opened,
+    signal,
+    visit,
     BINARY,
     CLOSE,
     PONG,
@@ -30,29 +32,6 @@ def server():
     restore = use_clock(server.clock)
     yield server
     restore()
-
-
-def opened(conversation_id, port, address=b"\x7f\x00\x00\x01"):
-    return b"\x11H" + struct.pack("<H", conversation_id) + address + struct.pack("<H", port)
-
-
-def data(conversation_id, payload):
-    return b"\x12" + struct.pack("<H", conversation_id) + b"D" + payload
-
-
-def signal(conversation_id, code):
-    return b"\x12" + struct.pack("<H", conversation_id) + code
-
-
-def visit(server, peer, port, request=None):
-    """A visitor on `port`; checks the open message and returns (transport, id)."""
-    request = request or visitor_request(peer.name, path=f"/from-{port}")
-    transport = server.visit(peer.name, request, peer=("127.0.0.1", port))
-    messages = peer.new_messages()
-    assert len(messages) == 2, messages
-    conversation_id = struct.unpack("<H", messages[0][2:4])[0]
-    assert messages == [opened(conversation_id, port), data(conversation_id, request)]
-    return transport, conversation_id
 
 
 def assert_503(transport):
