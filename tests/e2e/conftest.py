@@ -31,6 +31,7 @@ HOST = "127.0.0.1"
 DOMAIN = "localhost"
 AUTH_KEY = "e2e-test-key-0123456789abcdefghijklmnop"
 START_TIMEOUT = 15.0
+IO_TIMEOUT = 10.0  # one awaited line or response
 CLIENT_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 
@@ -389,14 +390,63 @@ def target():
 
 
 class Client:
-    def __init__(self, proc, reader, stderr_path):
-        self.proc = proc
-        self.reader = reader
-        self.stderr_path = stderr_path
+    """A running `tpot` whose stdout lines are read by a thread and can be awaited."""
+
+    def __init__(self, args, home):
+        self.stderr_path = home / f"client-{time.monotonic_ns()}.err"
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [TPOT, *args], cwd=str(home), env=clean_env(home), stdout=subprocess.PIPE, stderr=err,
+                text=True, encoding="utf-8",
+            )
+        self.lines = queue.Queue()
+        self.seen = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         self.url = None
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
 
     def stderr(self):
         return self.stderr_path.read_text(errors="replace")
+
+    def next_line(self, timeout):
+        """The next stdout line within `timeout` s, or None (also at EOF)."""
+        try:
+            line = self.lines.get(timeout=max(0.01, timeout))
+        except queue.Empty:
+            return None
+        if line is not None:
+            self.seen.append(line)
+        return line
+
+    def log_lines(self, count, timeout=IO_TIMEOUT):
+        """The next `count` lines (fewer if they do not come within `timeout` s)."""
+        got, deadline = [], time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            line = self.next_line(deadline - time.monotonic())
+            if line is None:
+                break
+            got.append(line)
+        return got
+
+    def new_lines(self, within):
+        """Every stdout line printed during the next `within` seconds."""
+        return self.log_lines(float("inf"), within)
+
+    def wait_stderr(self, words, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if words in self.stderr():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def describe(self):
+        return f"stdout={self.seen!r} rc={self.proc.poll()} stderr={self.stderr()!r}"
 
     def stop(self, sig=signal.SIGTERM):
         stop_process(self.proc, sig)
@@ -405,47 +455,23 @@ class Client:
             self.proc.stdout.close()
 
 
-def start_client(server, target_address, home, name=None, extra=(), timeout=CLIENT_TIMEOUT):
-    """Start `tpot http` and wait (bounded) for "tpot connected" and the URL on stdout."""
-    args = [TPOT, "http", target_address, "-t", server.url]
-    if name:
-        args += ["-s", name]
-    args += list(extra)
-    stderr_path = home / f"client-{time.monotonic_ns()}.err"
-    err = open(stderr_path, "wb")
-    proc = subprocess.Popen(
-        args, cwd=str(home), env=clean_env(home), stdout=subprocess.PIPE, stderr=err, text=True
-    )
-    err.close()
-    lines = queue.Queue()
-
-    def read():
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    client = Client(proc, reader, stderr_path)
-    got = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(got) < 2:
-            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            if line is None:
-                break
-            got.append(line)
-    except queue.Empty:
-        pass
-    if len(got) < 2:
+def start_connected(args, home, timeout=CLIENT_TIMEOUT, server=None):
+    """Start `tpot ARGS` and wait (bounded) for "tpot connected" and the URL on stdout."""
+    client = Client(args, home)
+    got = client.log_lines(2, timeout)
+    if len(got) < 2 or got[0] != "tpot connected":
         client.stop(signal.SIGKILL)
-        raise RuntimeError(
-            f"client did not connect: stdout={got!r} rc={proc.returncode} "
-            f"stderr={stderr_path.read_text(errors='replace')!r}\nserver log:\n{server.log()}"
-        )
-    assert got[0] == "tpot connected", got
+        server_log = f"\nserver log:\n{server.log()}" if server is not None else ""
+        raise RuntimeError(f"client did not connect: {client.describe()}{server_log}")
     client.url = got[1]
     return client
+
+
+def start_client(server, target_address, home, name=None, extra=(), timeout=CLIENT_TIMEOUT):
+    args = ["http", target_address, "-t", server.url]
+    if name:
+        args += ["-s", name]
+    return start_connected([*args, *extra], home, timeout, server)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ Every wait has a deadline; every process and thread started here is stopped at t
 """
 
 import http.client
-import queue
 import signal
 import socket
 import subprocess
@@ -18,14 +17,11 @@ import pytest
 
 from .conftest import (
     AUTH_KEY,
-    CLIENT_TIMEOUT,
     DOMAIN,
     HOST,
-    STOP_TIMEOUT,
-    TPOT,
     Server,
-    clean_env,
     run_tpot,
+    start_connected,
     stop_process,
 )
 
@@ -40,70 +36,9 @@ OTHER_KEY = "another-e2e-key-abcdefghijklmnopqrstuvwxyz"
 # helpers
 
 
-class LiveClient:
-    """A running `tpot http` whose stdout lines can be awaited after "connected" and the URL."""
-
-    def __init__(self, args, home):
-        self.stderr_path = home / f"client-{time.monotonic_ns()}.err"
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [TPOT, *args], cwd=str(home), env=clean_env(home), stdout=subprocess.PIPE, stderr=err, text=True
-            )
-        self.lines = queue.Queue()
-        self.seen = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.url = None
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def stderr(self):
-        return self.stderr_path.read_text(errors="replace")
-
-    def next_line(self, timeout):
-        """The next stdout line within `timeout` s, or None (also at EOF)."""
-        try:
-            line = self.lines.get(timeout=max(0.01, timeout))
-        except queue.Empty:
-            return None
-        if line is not None:
-            self.seen.append(line)
-        return line
-
-    def new_lines(self, within):
-        """Every stdout line printed during the next `within` seconds."""
-        got, deadline = [], time.monotonic() + within
-        while time.monotonic() < deadline:
-            line = self.next_line(deadline - time.monotonic())
-            if line is None:
-                break
-            got.append(line)
-        return got
-
-    def wait_stderr(self, words, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if words in self.stderr():
-                return True
-            time.sleep(0.05)
-        return False
-
-    def describe(self):
-        return f"stdout={self.seen!r} rc={self.proc.poll()} stderr={self.stderr()!r}"
-
-    def stop(self, sig=signal.SIGTERM):
-        stop_process(self.proc, sig)
-        self.reader.join(STOP_TIMEOUT)
-        if not self.reader.is_alive():
-            self.proc.stdout.close()
-
-
 @pytest.fixture
 def clients(tmp_path):
-    """clients(server_url, target, name=None, key=None) -> a connected LiveClient."""
+    """clients(server_url, target, name=None, key=None) -> a connected conftest Client."""
     started = []
 
     def start(server_url, target_address, name=None, key=None):
@@ -113,12 +48,7 @@ def clients(tmp_path):
             args += ["-s", name]
         if key:
             args += ["-k", key]
-        client = LiveClient(args, tmp_path)
-        started.append(client)
-        first = client.next_line(CLIENT_TIMEOUT)
-        second = client.next_line(CLIENT_TIMEOUT) if first is not None else None
-        assert first == "tpot connected" and second is not None, f"client did not connect: {client.describe()}"
-        client.url = second
+        client = start_connected(args, tmp_path)
         return client
 
     yield start

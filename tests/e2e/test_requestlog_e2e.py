@@ -4,16 +4,13 @@ Every wait has a deadline; every process and thread started here is stopped at t
 
 import base64
 import http.client
-import queue
 import re
 import signal
-import subprocess
 import threading
-import time
 
 import pytest
 
-from .conftest import CLIENT_TIMEOUT, DOMAIN, HOST, STOP_TIMEOUT, TPOT, Target, TargetHandler, clean_env, stop_process
+from .conftest import DOMAIN, HOST, STOP_TIMEOUT, Target, TargetHandler, start_connected
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -71,67 +68,15 @@ def recording_target():
     thread.join(5)
 
 
-# ---------------------------------------------------------------------------------------
-# a client whose every stdout line can be awaited
-
-
-class LoggingClient:
-    def __init__(self, args, home):
-        self.stderr_path = home / f"client-{time.monotonic_ns()}.err"
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [TPOT, *args], cwd=str(home), env=clean_env(home), stdout=subprocess.PIPE, stderr=err, text=True,
-                encoding="utf-8",
-            )
-        self.lines = queue.Queue()
-        self.seen = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def next_line(self, timeout=IO_TIMEOUT):
-        try:
-            line = self.lines.get(timeout=max(0.01, timeout))
-        except queue.Empty:
-            return None
-        if line is not None:
-            self.seen.append(line)
-        return line
-
-    def log_lines(self, count, timeout=IO_TIMEOUT):
-        """The next `count` lines (fewer if they do not come within `timeout` s)."""
-        got, deadline = [], time.monotonic() + timeout
-        while len(got) < count and time.monotonic() < deadline:
-            line = self.next_line(deadline - time.monotonic())
-            if line is None:
-                break
-            got.append(line)
-        return got
-
-    def describe(self):
-        return f"stdout={self.seen!r} rc={self.proc.poll()} stderr={self.stderr_path.read_text(errors='replace')!r}"
-
-    def stop(self, sig=signal.SIGTERM):
-        stop_process(self.proc, sig)
-        self.reader.join(STOP_TIMEOUT)
-        if not self.reader.is_alive():
-            self.proc.stdout.close()
-
-
 @pytest.fixture
 def logging_client(tmp_path):
-    """logging_client(server, target, name, *extra) -> a connected LoggingClient."""
+    """logging_client(server, target, name, *extra) -> a connected conftest Client."""
     started = []
 
     def start(server, target, name, *extra):
-        client = LoggingClient(["http", target.address, "-t", server.url, "-s", name, *extra], tmp_path)
+        client = start_connected(["http", target.address, "-t", server.url, "-s", name, *extra], tmp_path)
         started.append(client)
-        assert client.next_line(CLIENT_TIMEOUT) == "tpot connected", client.describe()
-        assert client.next_line(CLIENT_TIMEOUT) == f"http://{name}.{DOMAIN}:{server.port}", client.describe()
+        assert client.url == f"http://{name}.{DOMAIN}:{server.port}", client.describe()
         return client
 
     yield start
