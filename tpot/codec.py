@@ -23,9 +23,15 @@ EXTENSIONS_HEADER = "TPoT-Extensions"
 RECLAIM = "reclaim"
 RECLAIM_HEADER = "TPoT-Reclaim"
 RECLAIM_TOKEN_HEADER = "TPoT-Reclaim-Token"
+# A visitor's IPv6 address is sent whole (16 bytes) instead of as a mapped IPv4 address.
+IPV6 = "ipv6"
+# A TCP tunnel: raw conversations only, from connecting sides that prove ACCESS_SECRET_HEADER.
+TCP = "tcp"
+ACCESS_SECRET_HEADER = "TPoT-Access-Secret"
 
 _CONVERSATION_HEAD = struct.Struct("<BHc")
-_HTTP_OPEN = struct.Struct("<BcH4sH")
+_OPEN_HEAD = struct.Struct("<BcH")
+_PORT = struct.Struct("<H")
 
 
 class ProtocolError(Exception):
@@ -39,7 +45,16 @@ class Greeting:
 
 @dataclass(frozen=True)
 class OpenHTTP:
-    """A visitor connected; `host` is its IPv4 address as the reference client expects."""
+    """A visitor connected; `host` is its address (IPv6 only where the client negotiated it)."""
+
+    id: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class OpenRaw:
+    """Someone connected to a TCP tunnel (`tpot connect`); `host` and `port` are theirs."""
 
     id: int
     host: str
@@ -78,7 +93,9 @@ _SIGNAL_CODES = {cls: code for code, cls in _SIGNALS.items()}
 # What each side may receive: the server never gets control messages, and only the
 # client may say it could not connect.
 FROM_CLIENT = frozenset({Data, Pause, Resume, Close, NoConnect})
-FROM_SERVER = frozenset({Greeting, OpenHTTP, Data, Pause, Resume, Close})
+FROM_SERVER = frozenset({Greeting, OpenHTTP, OpenRaw, Data, Pause, Resume, Close})
+_OPEN_CODES = {OpenHTTP: b"H", OpenRaw: b"R"}
+_OPENS = {code: cls for cls, code in _OPEN_CODES.items()}
 
 
 def ipv4_for_wire(host):
@@ -97,6 +114,19 @@ def ipv4_for_wire(host):
         if address is None:
             return bytes(4)
     return address.packed
+
+
+def address_for_wire(host, ipv6=False):
+    """The address bytes of an open message: 16 for an IPv6 visitor when `ipv6` was
+    negotiated (not for IPv4-mapped ones), else the 4 of `ipv4_for_wire`."""
+    if ipv6 and ":" in host:
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            return bytes(4)
+        if address.ipv4_mapped is None:
+            return address.packed
+    return ipv4_for_wire(host)
 
 
 DATA_HEAD_SIZE = _CONVERSATION_HEAD.size
@@ -119,14 +149,19 @@ def encode_data(conversation_id, payload):
     return b"".join((data_head(conversation_id), payload))
 
 
-def encode(message):
+def encode(message, ipv6=False):
+    """The bytes of `message`; with `ipv6`, open messages carry IPv6 addresses whole."""
     kind = type(message)
     if kind is Data:
         return encode_data(message.id, message.payload)
     if kind in _SIGNAL_CODES:
         return _CONVERSATION_HEAD.pack(CONVERSATION, message.id, _SIGNAL_CODES[kind])
-    if kind is OpenHTTP:
-        return _HTTP_OPEN.pack(CONTROL, b"H", message.id, ipv4_for_wire(message.host), message.port)
+    if kind in _OPEN_CODES:
+        return b"".join((
+            _OPEN_HEAD.pack(CONTROL, _OPEN_CODES[kind], message.id),
+            address_for_wire(message.host, ipv6),
+            _PORT.pack(message.port),
+        ))
     if kind is Greeting:
         return bytes([CONTROL]) + b"G" + GREETING_PREFIX + message.name.encode("ascii")
     raise TypeError(f"not a TPoT/1 message: {message!r}")
@@ -174,9 +209,17 @@ def _decode_control(payload):
             return Greeting(text[len(GREETING_PREFIX):].decode("ascii"))
         except UnicodeDecodeError:
             raise ProtocolError("greeting name is not ASCII") from None
-    if code == b"H":
-        if len(payload) != _HTTP_OPEN.size:
-            raise ProtocolError("malformed new-conversation message")
-        _, _, conversation_id, address, port = _HTTP_OPEN.unpack(payload)
-        return OpenHTTP(conversation_id, str(ipaddress.IPv4Address(address)), port)
+    if code in _OPENS:
+        return _decode_open(_OPENS[code], payload)
     raise ProtocolError(f"unknown control code {code!r}")
+
+
+def _decode_open(kind, payload):
+    # ID, then a 4-byte (IPv4) or 16-byte (IPv6) address, then the port.
+    address_size = len(payload) - _OPEN_HEAD.size - _PORT.size
+    if address_size not in (4, 16):
+        raise ProtocolError("malformed new-conversation message")
+    _, _, conversation_id = _OPEN_HEAD.unpack_from(payload)
+    address = ipaddress.ip_address(payload[_OPEN_HEAD.size:_OPEN_HEAD.size + address_size])
+    (port,) = _PORT.unpack_from(payload, len(payload) - _PORT.size)
+    return kind(conversation_id, str(address), port)

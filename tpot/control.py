@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tpot import auth, codec
-from tpot.codec import EXTENSIONS_HEADER, RECLAIM, RECLAIM_TOKEN_HEADER
+from tpot.codec import EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_TOKEN_HEADER
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.frames import LeanFrames
 from tpot.head import HeadError
@@ -22,7 +22,7 @@ from tpot.relay import TOO_MANY, TUNNEL_GONE, ConversationIds, ConversationRefus
 from tpot.timers import SilenceTimer
 
 CREATE_PATH = "/create-tpot"
-SUPPORTED_EXTENSIONS = frozenset({RECLAIM})
+SUPPORTED_EXTENSIONS = frozenset({RECLAIM, IPV6})
 CLOSE_PROTOCOL_ERROR = 4180
 # Like 1012 (Service Restart), which Autobahn will not send: come back in a moment.
 CLOSE_SERVER_RESTARTING = 4012
@@ -206,7 +206,7 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
             raise ConversationRefused(TOO_MANY)
         self.conversations[conversation_id] = visitor
         self.stats.conversations_total += 1
-        self._send(codec.encode(codec.OpenHTTP(conversation_id, host, port)))
+        self._send(codec.encode(codec.OpenHTTP(conversation_id, host, port), ipv6=IPV6 in self.extensions))
         self.backpressure.admit(visitor)
         return conversation_id
 

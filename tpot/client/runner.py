@@ -15,7 +15,7 @@ from twisted.internet import defer, ssl
 from tpot.auth import make_authorization
 from tpot.client.session import TunnelClientFactory
 from tpot.client.target import VisitorOptions
-from tpot.codec import EXTENSIONS_HEADER, RECLAIM, RECLAIM_HEADER
+from tpot.codec import EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_HEADER
 
 EXIT_FAILURE = 1
 INITIAL_DELAY = 1.0
@@ -74,7 +74,7 @@ class ClientRun:
         connectWS(self.factory, context)
 
     def _headers(self):
-        headers = {EXTENSIONS_HEADER: RECLAIM}
+        headers = {EXTENSIONS_HEADER: f"{RECLAIM}, {IPV6}"}
         if self.settings.auth_key:
             # A fresh nonce and timestamp for every attempt: the server refuses replays.
             headers["Authorization"] = make_authorization(self.settings.auth_key)
