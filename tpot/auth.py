@@ -17,6 +17,10 @@ ITERATIONS = 32768
 TOKEN_LENGTH = 128
 WINDOW_MS = 60_000
 MIN_KEY_LENGTH = 32
+# A TCP tunnel's access secret (docs/PROTOCOL.md, `tcp`): long enough to guess as hard as a
+# key, short enough for a header, printable without spaces so it survives copy and paste.
+MIN_SECRET_LENGTH = 32
+MAX_SECRET_LENGTH = 256
 
 
 class AuthError(Exception):
@@ -32,6 +36,19 @@ class Credentials:
 
 def now_ms():
     return int(time.time() * 1000)
+
+
+def valid_access_secret(secret):
+    return (
+        isinstance(secret, str)
+        and MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH
+        and all("!" <= char <= "~" for char in secret)
+    )
+
+
+def new_access_secret():
+    """32 random bytes, base64url without padding (43 characters)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode("ascii")
 
 
 def derive_token(key, nonce, timestamp_ms):

@@ -12,17 +12,18 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tpot import auth, codec
-from tpot.codec import EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_TOKEN_HEADER
+from tpot.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_TOKEN_HEADER, TCP
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.frames import LeanFrames
 from tpot.head import HeadError
 from tpot.metrics import Stats
 from tpot.registry import valid_name
-from tpot.relay import TOO_MANY, TUNNEL_GONE, ConversationIds, ConversationRefused
+from tpot.relay import TOO_MANY, TUNNEL_GONE, WRONG_KIND, ConversationIds, ConversationRefused
 from tpot.timers import SilenceTimer
 
 CREATE_PATH = "/create-tpot"
-SUPPORTED_EXTENSIONS = frozenset({RECLAIM, IPV6})
+SUPPORTED_EXTENSIONS = frozenset({RECLAIM, IPV6, TCP})
+HTTP = "http"
 CLOSE_PROTOCOL_ERROR = 4180
 # Like 1012 (Service Restart), which Autobahn will not send: come back in a moment.
 CLOSE_SERVER_RESTARTING = 4012
@@ -58,6 +59,19 @@ def check_create_request(head):
 def requested_extensions(head):
     """The extensions of ours that the client asked for and we support."""
     return frozenset(head.header_tokens(EXTENSIONS_HEADER) & SUPPORTED_EXTENSIONS)
+
+
+def access_secret(head, extensions):
+    """The access secret of a TCP tunnel (None for HTTP); HeadError if it is missing or weak."""
+    if TCP not in extensions:
+        return None
+    secret = head.header(ACCESS_SECRET_HEADER.lower())
+    if not auth.valid_access_secret(secret):
+        raise HeadError(400, (
+            f"A TCP tunnel needs {ACCESS_SECRET_HEADER}: {auth.MIN_SECRET_LENGTH} to"
+            f" {auth.MAX_SECRET_LENGTH} printable characters without spaces."
+        ))
+    return secret
 
 
 class Authenticator:
@@ -123,9 +137,12 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
     # txaio.set_global_log_level (tpot.tap sets "info"), a plain twisted Logger does not.
     log = txaio.make_logger()
 
-    def __init__(self, name, registry, clock, extensions=frozenset(), stats=None):
+    def __init__(self, name, registry, clock, extensions=frozenset(), stats=None, access_secret=None):
         super().__init__()
         self.name = name
+        # A TCP tunnel takes raw conversations only, from those who prove access_secret.
+        self.kind = TCP if TCP in extensions else HTTP
+        self.access_secret = access_secret
         self.registry = registry
         self.clock = clock
         self.extensions = extensions
@@ -198,7 +215,10 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
 
     # What visitors ask of their tunnel.
 
-    def open_conversation(self, visitor, host, port):
+    def open_conversation(self, visitor, host, port, raw=False):
+        """A new conversation's id: raw (`R`) on a TCP tunnel, HTTP (`H`) on an HTTP one."""
+        if raw != (self.kind == TCP):
+            raise ConversationRefused(WRONG_KIND)
         if self.state != WebSocketProtocol.STATE_OPEN:
             raise ConversationRefused(TUNNEL_GONE)
         conversation_id = self.ids.allocate()
@@ -206,7 +226,8 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
             raise ConversationRefused(TOO_MANY)
         self.conversations[conversation_id] = visitor
         self.stats.conversations_total += 1
-        self._send(codec.encode(codec.OpenHTTP(conversation_id, host, port), ipv6=IPV6 in self.extensions))
+        opening = codec.OpenRaw if raw else codec.OpenHTTP
+        self._send(codec.encode(opening(conversation_id, host, port), ipv6=IPV6 in self.extensions))
         self.backpressure.admit(visitor)
         return conversation_id
 
@@ -283,7 +304,7 @@ class TunnelFactory(WebSocketServerFactory):
             failByDrop=False,
         )
 
-    def build_tunnel(self, name, extensions=frozenset()):
-        protocol = TunnelProtocol(name, self.registry, self.clock, extensions, self.stats)
+    def build_tunnel(self, name, extensions=frozenset(), access_secret=None):
+        protocol = TunnelProtocol(name, self.registry, self.clock, extensions, self.stats, access_secret)
         protocol.factory = self
         return protocol

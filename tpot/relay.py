@@ -26,6 +26,7 @@ MAX_UNACKED_BYTES = 16 * 1024 * 1024
 NOT_CONNECTED = "The tunnel's client could not connect to its local service (connection refused or unreachable)."
 TUNNEL_GONE = "The tunnel closed before answering this request."
 TOO_MANY = "This tunnel has too many open connections; try again shortly."
+WRONG_KIND = "This tunnel does not take this kind of connection."
 
 
 class ConversationRefused(Exception):

@@ -11,8 +11,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from tpot import endpoints
-from tpot.codec import RECLAIM_HEADER
-from tpot.control import check_create_request, requested_extensions
+from tpot.codec import RECLAIM_HEADER, TCP
+from tpot.control import access_secret, check_create_request, requested_extensions
 from tpot.forwarded import forwarded_client
 from tpot.head import HeadError, HeadReader
 from tpot.registry import NameTaken, RegistryFull
@@ -116,6 +116,7 @@ class RouterProtocol(Protocol):
         self._refuse_while_draining()
         yield self.factory.authenticator.check(head.header("authorization"), self.source)
         extensions = requested_extensions(head)
+        secret = access_secret(head, extensions)
         try:
             name = yield self.factory.registry.claim(requested, head.header(RECLAIM_HEADER))
         except NameTaken:
@@ -125,11 +126,13 @@ class RouterProtocol(Protocol):
         if self._gone:
             self.factory.registry.release(name)
             return
-        self._hand_over(self.factory.tunnels.build_tunnel(name, extensions))
+        self._hand_over(self.factory.tunnels.build_tunnel(name, extensions, secret))
 
     def _visit(self, tunnel, name):
         if tunnel is None:
             raise HeadError(503, f"Tunnel {name} is not connected.")
+        if tunnel.kind == TCP:
+            raise HeadError(404, f"Tunnel {name} is a TCP tunnel; reach it with tpot connect {name}.")
         if not self._gone:
             self._hand_over(VisitorProtocol(
                 tunnel, self.factory.clock, self.factory.idle_timeout, self.factory.stats, self.visitor_address

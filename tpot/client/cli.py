@@ -1,4 +1,5 @@
-"""The `tpot` command: `tpot http TARGET -t SERVER`, printing the public URL when connected."""
+"""The `tpot` command: `tpot http TARGET -t SERVER` (printing the public URL when
+connected) and `tpot tcp TARGET` (printing how to connect to it)."""
 
 import argparse
 import sys
@@ -18,10 +19,20 @@ def _parser():
     parser = _Parser(prog="tpot", description="Expose a local service through a TPoT server.")
     parser.add_argument("--version", action="version", version=f"tpot {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    http = commands.add_parser("http", help="expose a local HTTP service")
+    _add_http(commands.add_parser("http", help="expose a local HTTP service"))
+    _add_tcp(commands.add_parser("tcp", help="expose a local TCP service (SSH, a database)"))
+    return parser
+
+
+def _add_server_options(command):
+    command.add_argument("-t", "--server", "--tpot-server", help="URL of the TPoT server (env TPOT_SERVER)")
+    command.add_argument("-k", "--auth-key", help="the server's auth key (env TPOT_AUTH_KEY)")
+    command.add_argument("-d", "--debug", action="store_true", help="log protocol details to stderr")
+
+
+def _add_http(http):
     http.add_argument("target", metavar="TARGET", help="8080, localhost:8080, http://host:port or https://host[:port]")
-    http.add_argument("-t", "--server", "--tpot-server", help="URL of the TPoT server (env TPOT_SERVER)")
-    http.add_argument("-k", "--auth-key", help="the server's auth key (env TPOT_AUTH_KEY)")
+    _add_server_options(http)
     http.add_argument("-s", "--subdomain", help="ask for this subdomain")
     http.add_argument("--http-host", help="rewrite Host to this instead of the target's host:port")
     http.add_argument("--no-host-rewrite", action="store_true", help="pass Host through untouched")
@@ -35,14 +46,25 @@ def _parser():
                       help="visitors must log in with these credentials (env TPOT_BASIC_AUTH)")
     http.add_argument("--allow-ip", metavar="CIDR", action="append", default=[],
                       help="only visitors from this address range (repeatable)")
-    http.add_argument("-d", "--debug", action="store_true", help="log protocol details to stderr")
-    return parser
+
+
+def _add_tcp(tcp):
+    tcp.add_argument("target", metavar="TARGET", help="22, localhost:5432 or host:port")
+    _add_server_options(tcp)
+    tcp.add_argument("-s", "--subdomain", help="ask for this tunnel name")
+    tcp.add_argument("--secret", help="the access secret people connecting must give"
+                     " (env TPOT_ACCESS_SECRET; default: a new random one, printed)")
 
 
 def parse_command_line(argv):
     args = _parser().parse_args(argv)
     if args.command is None:
         raise ClientError("Say what to expose, for example: tpot http 8080 -t http://localhost:3000")
+    if args.command == "tcp":
+        return client_settings(
+            args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
+            debug=args.debug, kind="tcp", access_secret=args.secret,
+        )
     return client_settings(
         args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
         http_host=args.http_host, no_host_rewrite=args.no_host_rewrite, debug=args.debug,

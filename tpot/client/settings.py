@@ -8,10 +8,13 @@ import os
 import re
 from dataclasses import dataclass
 
+from tpot.auth import MAX_SECRET_LENGTH, MIN_SECRET_LENGTH, new_access_secret, valid_access_secret
 from tpot.client.policy import parse_allowed, parse_credentials
 from tpot.registry import valid_name
 
 CONFIG_PATH = os.path.join("~", ".tpot", "config.json")
+
+HTTP, TCP = "http", "tcp"
 
 _URL = re.compile(r"(?:(https?)://)?([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?/?", re.IGNORECASE)
 
@@ -45,6 +48,9 @@ class ClientSettings:
     quiet: bool = False
     basic_auth: str = None  # "USER:PASS"
     allow_ip: tuple = ()  # ip_network objects; empty: any address
+    # HTTP or TCP (`tpot tcp`: raw conversations only, reached by those who know access_secret).
+    kind: str = HTTP
+    access_secret: str = None
 
     @property
     def websocket_url(self):
@@ -119,11 +125,14 @@ def read_config_file(path=CONFIG_PATH):
 
 def client_settings(target, server=None, auth_key=None, subdomain=None, http_host=None,
                     no_host_rewrite=False, debug=False, env=None, config=None, no_forwarded_headers=False,
-                    insecure=False, ca=None, quiet=False, basic_auth=None, allow_ip=()):
+                    insecure=False, ca=None, quiet=False, basic_auth=None, allow_ip=(), kind=HTTP,
+                    access_secret=None):
     """Merge command-line values (None when not given) with `env` and `config`.
 
     `insecure`, `ca` (a PEM file), `quiet` and `allow_ip` (CIDR strings) come from the
-    command line only; `basic_auth` ("USER:PASS") also from TPOT_BASIC_AUTH.
+    command line only; `basic_auth` ("USER:PASS") also from TPOT_BASIC_AUTH.  With
+    kind=TCP, `access_secret` (or TPOT_ACCESS_SECRET, or a new random one) is the secret
+    people connecting must prove, and nothing of HTTP applies.
     """
     env = os.environ if env is None else env
     config = read_config_file() if config is None else config
@@ -133,6 +142,8 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     subdomain = subdomain or config.get("subdomain")
     if subdomain is not None and not valid_name(subdomain.lower()):
         raise ClientError(f"The subdomain {subdomain!r} is not valid: use 1-24 of a-z, 0-9 and '-', not starting with '-'.")
+    if kind == TCP:
+        return _tcp_settings(target, server, env, config, auth_key, subdomain, debug, access_secret)
     target_address = parse_address(target, "target")
     if target_address.scheme != "https" and (insecure or ca):
         raise ClientError("The options --insecure and --ca only apply to an https:// target.")
@@ -151,7 +162,7 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     return ClientSettings(
         server=parse_address(server, "server"),
         target=target_address,
-        auth_key=auth_key or env.get("TPOT_AUTH_KEY") or config.get("authKey") or None,
+        auth_key=_auth_key(auth_key, env, config),
         subdomain=subdomain.lower() if subdomain else None,
         host_rewrite=host_rewrite,
         forwarded_headers=not (no_forwarded_headers or config.get("noForwardedHeaders")),
@@ -161,4 +172,31 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         quiet=bool(quiet),
         basic_auth=basic_auth,
         allow_ip=allowed,
+    )
+
+
+def _auth_key(given, env, config):
+    return given or env.get("TPOT_AUTH_KEY") or config.get("authKey") or None
+
+
+def _tcp_settings(target, server, env, config, auth_key, subdomain, debug, access_secret):
+    target_address = parse_address(target, "target")
+    if "://" in target or not re.search(r":[0-9]+$", target_address.host_with_port):
+        raise ClientError(f"The target {target!r} is not valid for tpot tcp: use PORT or host:port.")
+    secret = access_secret or env.get("TPOT_ACCESS_SECRET") or new_access_secret()
+    if not valid_access_secret(secret):
+        raise ClientError(
+            f"The access secret must be {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} printable characters without spaces."
+        )
+    return ClientSettings(
+        server=parse_address(server, "server"),
+        target=target_address,
+        auth_key=_auth_key(auth_key, env, config),
+        subdomain=subdomain.lower() if subdomain else None,
+        host_rewrite=None,
+        forwarded_headers=False,
+        debug=debug,
+        quiet=True,
+        kind=TCP,
+        access_secret=secret,
     )
