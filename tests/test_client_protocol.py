@@ -54,8 +54,10 @@ class Client:
         )
         self.greetings = []
         self.closes = []
+        self.unsupported = []
         self.factory = TunnelClientFactory(
-            self.settings, clock, {}, self.greetings.append, lambda *args: self.closes.append(args)
+            self.settings, clock, {}, self.greetings.append, lambda *args: self.closes.append(args),
+            on_unsupported=lambda: self.unsupported.append(True),
         )
         self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 3000))
         self.transport = connect(self.protocol, MemoryTransport(clock, peer=("127.0.0.1", 3000)))
@@ -66,14 +68,15 @@ class Client:
     def request(self):
         return self.transport.value().split(b"\r\n\r\n", 1)[0].decode("latin-1")
 
-    def answer_upgrade(self, status=101):
+    def answer_upgrade(self, status=101, headers=()):
         lines = self.request().split("\r\n")
         key = next(line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("sec-websocket-key:"))
         self._seen = len(self.transport.value())
         if status == 101:
             head = (
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Accept: {websocket_accept(key)}\r\n\r\n"
+                f"Sec-WebSocket-Accept: {websocket_accept(key)}\r\n"
+                + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
             )
         else:
             body = "taken\n"
@@ -502,3 +505,60 @@ def test_slow_visitor_download_through_our_client_and_server(clock):
     pipe.pump()
     assert visitor.value() == answer
     assert visitor.lost and not visitor.aborted
+
+
+# TCP tunnels (`tpot tcp`): raw conversations only, and only where the server granted tcp.
+
+SECRET = "s" * 32
+
+
+def tcp_client(clock, granted="reclaim, ipv6, tcp"):
+    client = Client(clock, target="2222", kind="tcp", access_secret=SECRET)
+    client.answer_upgrade(headers=[("TPoT-Extensions", granted)])
+    client.server_sends(b"\x11GTPoT/1 wire")
+    return client
+
+
+def raw_opened(conversation_id, port=40001):
+    return b"\x11R" + opened(conversation_id, port)[2:]
+
+
+def test_tcp_tunnel_relays_raw_bytes_untouched(clock):
+    client = tcp_client(clock)
+    client.server_sends(raw_opened(1))
+    assert [(host, port) for host, port, *_ in clock.tcpClients] == [("127.0.0.1", 2222)]
+    stream = b"GET / HTTP/1.1\r\nHost: wire.localhost:3000\r\n\r\nSSH-2.0-x\r\n"
+    client.server_sends(data(1, stream))
+    target = client.connect_target()
+    assert target.value() == stream
+    target.protocol.dataReceived(b"SSH-2.0-server\r\n")
+    assert client.messages() == [data(1, b"SSH-2.0-server\r\n")]
+
+
+def test_tcp_tunnel_refuses_http_visitors_without_touching_the_target(clock):
+    client = tcp_client(clock)
+    client.server_sends(opened(1))
+    assert clock.tcpClients == []
+    assert client.messages() == [signal(1, b"N")]
+    assert 1 not in client.protocol.conversations
+
+
+def test_http_tunnel_refuses_raw_conversations(client, clock):
+    client.server_sends(raw_opened(1))
+    assert clock.tcpClients == []
+    assert client.messages() == [signal(1, b"N")]
+
+
+def test_tcp_not_granted_closes_the_tunnel_and_reports_it(clock):
+    client = Client(clock, target="2222", kind="tcp", access_secret=SECRET)
+    client.answer_upgrade(headers=[("TPoT-Extensions", "reclaim")])
+    frames = client.frames()
+    assert [frame.opcode for frame in frames] == [CLOSE] and frames[0].close_code == 1000
+    # Whatever such a server sends next (its greeting, a visitor) is not acted on.
+    client.server_sends(b"\x11GTPoT/1 wire")
+    client.server_sends(opened(1))
+    assert client.greetings == [] and clock.tcpClients == []
+    client.server_sends(close_payload(1000), opcode=CLOSE)
+    client.transport.peer_closes()
+    settle(clock)
+    assert client.unsupported == [True] and client.closes == []

@@ -83,13 +83,14 @@ def clock():
 class Harness:
     """A ClientRun whose connectWS only records the factories it is given."""
 
-    def __init__(self, clock, monkeypatch, subdomain="demo", auth_key=None, rand=lambda: 0.5):
+    def __init__(self, clock, monkeypatch, subdomain="demo", auth_key=None, rand=lambda: 0.5, target="8080",
+                 **options):
         self.clock = clock
         clock.running = True  # as inside reactor.run(); stop() clears it
         self.factories = []
         monkeypatch.setattr(runner, "connectWS", lambda factory, context=None: self.factories.append(factory))
         self.settings = client_settings(
-            "8080", server=SERVER, subdomain=subdomain, auth_key=auth_key, env={}, config={}
+            target, server=SERVER, subdomain=subdomain, auth_key=auth_key, env={}, config={}, **options
         )
         self.out = io.StringIO()
         self.err = io.StringIO()
@@ -142,7 +143,7 @@ def test_start_connects_once_asking_for_the_subdomain_with_the_reclaim_extension
     assert len(h.factories) == 1
     assert h.factory.url == "ws://localhost:3000/create-tpot?subdomain=demo"
     headers = headers_of(h.factory)
-    assert headers["TPoT-Extensions"] == "reclaim"
+    assert headers["TPoT-Extensions"] == "reclaim, ipv6"
     assert "TPoT-Reclaim" not in headers
     assert "Authorization" not in headers
     assert ("before", "shutdown") in [
@@ -156,6 +157,36 @@ def test_first_connection_greeting_prints_connected_and_url(clock, monkeypatch):
     assert h.out_lines() == ["tpot connected", "http://demo.localhost:3000"]
     assert h.err.getvalue() == ""
     assert h.run.exit_code == 0 and not clock.hasStopped
+
+
+SECRET = "S3cret-" * 6
+
+
+def test_tcp_tunnel_asks_for_tcp_with_its_secret_and_prints_how_to_connect(clock, monkeypatch):
+    h = Harness(clock, monkeypatch, target="22", kind="tcp", access_secret=SECRET)
+    headers = headers_of(h.factory)
+    assert headers["TPoT-Extensions"] == "reclaim, ipv6, tcp"
+    assert headers["TPoT-Access-Secret"] == SECRET
+    h.greet()
+    assert h.out_lines() == [
+        "tpot connected",
+        "TCP tunnel demo on http://localhost:3000",
+        f"access secret: {SECRET}",
+        f"connect with: tpot connect demo -t http://localhost:3000 --secret {SECRET} --listen 127.0.0.1:PORT (or --stdio)",
+    ]
+    h.dropped()
+    retry = h.next_attempt()
+    assert headers_of(retry)["TPoT-Access-Secret"] == SECRET  # the same secret after a reconnection
+    h.greet()
+    assert h.out_lines()[-1] == "tpot reconnected: TCP tunnel demo"
+
+
+def test_tcp_tunnel_refused_by_a_server_without_tcp_is_final(clock, monkeypatch):
+    h = Harness(clock, monkeypatch, target="22", kind="tcp", access_secret=SECRET)
+    h.factory.on_unsupported()
+    assert h.err_lines() == ["The server localhost:3000 does not support TCP tunnels (it did not grant the tcp extension)."]
+    assert h.run.exit_code == 1 and clock.hasStopped
+    assert h.retry_delays() == []
 
 
 @pytest.mark.parametrize(
@@ -198,7 +229,7 @@ def test_drop_after_greeting_is_retried_with_the_same_name_and_reclaim_token(clo
     factory = h.next_attempt()
     assert factory.url == "ws://localhost:3000/create-tpot?subdomain=x7k2m9qa"
     headers = headers_of(factory)
-    assert headers["TPoT-Extensions"] == "reclaim"
+    assert headers["TPoT-Extensions"] == "reclaim, ipv6"
     assert headers["TPoT-Reclaim"] == "secret-token"
     h.greet("x7k2m9qa")
     assert h.out_lines() == ["tpot connected", "http://x7k2m9qa.localhost:3000", "tpot reconnected: http://x7k2m9qa.localhost:3000"]
@@ -353,7 +384,7 @@ class Wire:
 def test_reclaim_token_from_the_101_is_sent_when_reconnecting(clock, monkeypatch):
     h = Harness(clock, monkeypatch)
     first = Wire(clock, h.factory)
-    assert first.request_header("TPoT-Extensions") == "reclaim"
+    assert first.request_header("TPoT-Extensions") == "reclaim, ipv6"
     assert first.request_header("TPoT-Reclaim") is None
     first.accept(token="tok-123")
     assert h.out_lines() == ["tpot connected", "http://demo.localhost:3000"]
@@ -364,7 +395,7 @@ def test_reclaim_token_from_the_101_is_sent_when_reconnecting(clock, monkeypatch
     second = Wire(clock, h.next_attempt())
     assert second.request_lines()[0] == "GET /create-tpot?subdomain=demo HTTP/1.1"
     assert second.request_header("TPoT-Reclaim") == "tok-123"
-    assert second.request_header("TPoT-Extensions") == "reclaim"
+    assert second.request_header("TPoT-Extensions") == "reclaim, ipv6"
     second.accept(token="tok-123")
     assert h.out_lines()[2:] == ["tpot reconnected: http://demo.localhost:3000"]
     assert h.run.failed_attempts == 0

@@ -27,6 +27,7 @@ RECLAIM_TOKEN_HEADER = "TPoT-Reclaim-Token"
 IPV6 = "ipv6"
 # A TCP tunnel: raw conversations only, from connecting sides that prove ACCESS_SECRET_HEADER.
 TCP = "tcp"
+HTTP = "http"  # what a tunnel is without TCP; tunnels' `kind` is HTTP or TCP
 ACCESS_SECRET_HEADER = "TPoT-Access-Secret"
 
 _CONVERSATION_HEAD = struct.Struct("<BHc")

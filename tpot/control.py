@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tpot import auth, codec
-from tpot.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_TOKEN_HEADER, TCP
+from tpot.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, HTTP, IPV6, RECLAIM, RECLAIM_TOKEN_HEADER, TCP
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.frames import LeanFrames
 from tpot.head import HeadError
@@ -23,7 +23,6 @@ from tpot.timers import SilenceTimer
 
 CREATE_PATH = "/create-tpot"
 SUPPORTED_EXTENSIONS = frozenset({RECLAIM, IPV6, TCP})
-HTTP = "http"
 CLOSE_PROTOCOL_ERROR = 4180
 # Like 1012 (Service Restart), which Autobahn will not send: come back in a moment.
 CLOSE_SERVER_RESTARTING = 4012

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from tpot import endpoints
 from tpot.codec import RECLAIM_HEADER, TCP
 from tpot.control import access_secret, check_create_request, requested_extensions
-from tpot.forwarded import forwarded_client
+from tpot.forwarded import forwarded_client, plain_address
 from tpot.head import HeadError, HeadReader
 from tpot.registry import NameTaken, RegistryFull
 from tpot.relay import VisitorProtocol
@@ -53,7 +53,7 @@ class RouterProtocol(Protocol):
         self._gone = False
 
     def connectionMade(self):
-        self.source = getattr(self.transport.getPeer(), "host", "")
+        self.source = plain_address(getattr(self.transport.getPeer(), "host", ""))
         if not self.factory.admit(self.source):
             self.refuse(429, "Too many connections from your address.")
             return
@@ -210,7 +210,7 @@ class RouterFactory(Factory):
 
     def visitor_address(self, peer, head):
         """(host, port) of the visitor: the peer, or what a trusted proxy in front reports."""
-        host, port = getattr(peer, "host", ""), getattr(peer, "port", 0)
+        host, port = plain_address(getattr(peer, "host", "")), getattr(peer, "port", 0)
         forwarded = forwarded_client(host, head.header("x-forwarded-for"), self.trusted_proxies)
         return (host, port) if forwarded is None else (forwarded, 0)
 

@@ -15,7 +15,7 @@ from twisted.internet import defer, ssl
 from tpot.auth import make_authorization
 from tpot.client.session import TunnelClientFactory
 from tpot.client.target import VisitorOptions
-from tpot.codec import EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_HEADER
+from tpot.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_HEADER, TCP
 
 EXIT_FAILURE = 1
 INITIAL_DELAY = 1.0
@@ -65,7 +65,7 @@ class ClientRun:
         self.factory = TunnelClientFactory(
             self.settings, self.reactor, self._headers(), self.on_greeting, self.on_closed,
             subdomain=self.name or self.settings.subdomain, on_token=self.on_token,
-            visitors=self.visitors,
+            visitors=self.visitors, on_unsupported=self.on_unsupported,
         )
         self.factory.clientConnectionFailed = lambda connector, reason: self.on_closed(None, None, None, reached=False)
         context = None
@@ -74,7 +74,12 @@ class ClientRun:
         connectWS(self.factory, context)
 
     def _headers(self):
-        headers = {EXTENSIONS_HEADER: f"{RECLAIM}, {IPV6}"}
+        extensions = [RECLAIM, IPV6]
+        headers = {}
+        if self.settings.kind == TCP:
+            extensions.append(TCP)
+            headers[ACCESS_SECRET_HEADER] = self.settings.access_secret
+        headers[EXTENSIONS_HEADER] = ", ".join(extensions)
         if self.settings.auth_key:
             # A fresh nonce and timestamp for every attempt: the server refuses replays.
             headers["Authorization"] = make_authorization(self.settings.auth_key)
@@ -86,14 +91,28 @@ class ClientRun:
         self.token = token
 
     def on_greeting(self, name):
-        url = self.settings.public_url(name)
-        if self.name is None:
-            self.out.write(f"tpot connected\n{url}\n")
-        else:
-            self.out.write(f"tpot reconnected: {url}\n")
+        self.out.write(self._announcement(name, first=self.name is None))
         self.out.flush()
         self.name = name
         self.failed_attempts = 0
+
+    def _announcement(self, name, first):
+        settings = self.settings
+        if settings.kind != TCP:
+            url = settings.public_url(name)
+            return f"tpot connected\n{url}\n" if first else f"tpot reconnected: {url}\n"
+        if not first:
+            return f"tpot reconnected: TCP tunnel {name}\n"
+        server = f"{settings.server.scheme}://{settings.server.host_with_port}"
+        return (
+            f"tpot connected\nTCP tunnel {name} on {server}\naccess secret: {settings.access_secret}\n"
+            f"connect with: tpot connect {name} -t {server} --secret {settings.access_secret}"
+            " --listen 127.0.0.1:PORT (or --stdio)\n"
+        )
+
+    def on_unsupported(self):
+        self.fail(f"The server {self.settings.server.host_with_port} does not support TCP tunnels"
+                  " (it did not grant the tcp extension).")
 
     def on_closed(self, status, code, reason, reached=True):
         if self.stopping:

@@ -9,7 +9,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.protocol import WebSocketProtocol
 
 from tpot import codec
-from tpot.codec import RECLAIM_TOKEN_HEADER
+from tpot.codec import EXTENSIONS_HEADER, RECLAIM_TOKEN_HEADER, TCP
 from tpot.client.target import Conversation, TargetConnector
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.frames import LeanFrames
@@ -29,14 +29,21 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
         self.conversations = {}
         self.backpressure = WebSocketBackpressure(self.conversations)
         self.refused_status = None
+        self.unsupported = False
         self.on_lost = None
 
     def onConnect(self, response):
         token = response.headers.get(RECLAIM_TOKEN_HEADER.lower())
         if token:
             self.factory.on_token(token)
+        granted = {part.strip().lower() for part in response.headers.get(EXTENSIONS_HEADER.lower(), "").split(",")}
+        self.unsupported = self.factory.settings.kind == TCP and TCP not in granted
 
     def onOpen(self):
+        if self.unsupported:
+            # A server that does not know TCP tunnels would send us HTTP visitors.
+            self.sendClose(code=1000, reason="tcp tunnels not supported")
+            return
         self._lean_setup()
         self.backpressure.register(self.transport)
 
@@ -59,9 +66,11 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
             self.sendClose(code=4180, reason=str(error)[:120])
             return
         kind = type(message)
+        if self.unsupported:
+            return
         if kind is codec.Greeting:
             self.factory.greeted(message.name)
-        elif kind is codec.OpenHTTP:
+        elif kind is codec.OpenHTTP or kind is codec.OpenRaw:
             self._open(message)
         else:
             conversation = self.conversations.get(message.id)
@@ -85,9 +94,19 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
         if stale is not None:
             stale.remote_closed()
         settings = self.factory.settings
-        forwarded = Forwarded(message.host, settings.server.scheme) if settings.forwarded_headers else None
-        conversation = Conversation(self, message.id, settings.host_rewrite, forwarded,
-                                    self.factory.visitors, message.host)
+        raw = type(message) is codec.OpenRaw
+        if raw != (settings.kind == TCP):
+            # A TCP service must never see HTTP visitors, nor an HTTP target raw streams.
+            self.log.warn("refused a {kind} conversation on a {tunnel} tunnel",
+                          kind="raw" if raw else "HTTP", tunnel=settings.kind)
+            self.send_no_connect(message.id)
+            return
+        if raw:
+            conversation = Conversation(self, message.id, host_rewrite=None)
+        else:
+            forwarded = Forwarded(message.host, settings.server.scheme) if settings.forwarded_headers else None
+            conversation = Conversation(self, message.id, settings.host_rewrite, forwarded,
+                                        self.factory.visitors, message.host)
         self.conversations[message.id] = conversation
         self.backpressure.admit(conversation)
         self.log.debug("conversation {id} from {host}:{port}", id=message.id, host=message.host, port=message.port)
@@ -97,6 +116,9 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
         for conversation in list(self.conversations.values()):
             conversation.remote_closed()
         self.conversations.clear()
+        if self.unsupported:
+            self.factory.on_unsupported()
+            return
         self.factory.closed(self.refused_status, code, reason)
         if self.on_lost is not None:
             self.on_lost()
@@ -133,19 +155,21 @@ class TunnelClientFactory(WebSocketClientFactory):
     """One connection attempt.
 
     Reports `on_greeting(name)` once the tunnel is up, `on_token(token)` when the server
-    grants a reclaim token, and `on_closed(status, code, reason)` at the end.
+    grants a reclaim token, and `on_closed(status, code, reason)` at the end, or
+    `on_unsupported()` instead when a TCP tunnel was asked for and not granted.
     """
 
     protocol = TunnelClientProtocol
 
     def __init__(self, settings, reactor, headers, on_greeting, on_closed, subdomain=None, on_token=None,
-                 visitors=None):
+                 visitors=None, on_unsupported=None):
         url = settings.websocket_url_for(subdomain if subdomain is not None else settings.subdomain)
         super().__init__(url, headers=headers, reactor=reactor)
         self.settings = settings
         self.on_greeting = on_greeting
         self.on_closed = on_closed
         self.on_token = on_token or (lambda token: None)
+        self.on_unsupported = on_unsupported or (lambda: None)
         self.visitors = visitors  # target.VisitorOptions: request log and visitor policy, or None
         self.greeted_here = False
         self.current = None

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 from tpot.auth import MAX_SECRET_LENGTH, MIN_SECRET_LENGTH, new_access_secret, valid_access_secret
 from tpot.client.policy import parse_allowed, parse_credentials
+from tpot.codec import HTTP, TCP
 from tpot.registry import valid_name
 
 CONFIG_PATH = os.path.join("~", ".tpot", "config.json")
 
-HTTP, TCP = "http", "tcp"
 
 _URL = re.compile(r"(?:(https?)://)?([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?/?", re.IGNORECASE)
 
