@@ -22,7 +22,7 @@ import struct
 
 import txaio
 from twisted.internet import defer, error
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 
@@ -65,6 +65,12 @@ def use_clock(clock):
     return restore
 
 
+def tcp_address(host, port):
+    """The address a TCP transport reports: IPv6 ones (`::ffff:a.b.c.d` from a dual-stack
+    socket too) are IPv6Address."""
+    return (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
+
+
 class MemoryTransport(StringTransportWithDisconnection):
     """A StringTransport that closes, pauses and delivers like a TCP connection would."""
 
@@ -72,7 +78,7 @@ class MemoryTransport(StringTransportWithDisconnection):
 
     def __init__(self, clock, peer=("127.0.0.1", 40000), host=("127.0.0.1", 3000)):
         super().__init__(
-            hostAddress=IPv4Address("TCP", *host), peerAddress=IPv4Address("TCP", *peer), lenient=True
+            hostAddress=tcp_address(*host), peerAddress=tcp_address(*peer), lenient=True
         )
         self.clock = clock
         self.inbound = []
@@ -403,6 +409,11 @@ def handed_over(transport):
     """The protocol the router handed a connection to (the router stays as a forwarder)."""
     protocol = transport.protocol
     return getattr(protocol, "_next", None) or protocol
+
+
+# The auth key and clock of the `keyed` fixture (conftest.py).
+SERVER_KEY = "k" * 40
+NOW_MS = 1_800_000_000_000
 
 
 class MemoryServer:

@@ -291,8 +291,8 @@ def test_the_kdf_runs_through_run_kdf():
     d = authenticator(run_kdf=kdf).check(header())
     assert not d.called
     [(f, args, _)] = kdf.calls
-    assert f is auth.verify_token
-    assert args == (KEY, auth.parse_authorization(header()))
+    assert f is auth.verify_any
+    assert args == ((KEY,), auth.parse_authorization(header()))
     kdf.finish(0)
     succeeded(d)
 
@@ -325,3 +325,52 @@ def test_concurrent_checks_of_one_header_accept_only_one():
     succeeded(first)
     assert failed(second, HeadError).status == 401
 
+
+
+# Connections to TCP tunnels: the tunnel's access secret, or the server's key.
+
+SECRET = "s" * 40
+
+
+def test_verify_any_names_the_first_key_that_made_the_token():
+    credentials = auth.parse_authorization(header())
+    assert auth.verify_any(("x" * 40, KEY, KEY), credentials) == 1
+    with pytest.raises(AuthError):
+        auth.verify_any(("x" * 40, "y" * 40), credentials)
+    with pytest.raises(AuthError):
+        auth.verify_any((), credentials)
+
+
+def test_access_is_checked_against_secret_and_key_in_one_kdf_job():
+    kdf = PendingKdf()
+    d = authenticator(run_kdf=kdf).check_access(SECRET, header())
+    [(f, args, _)] = kdf.calls
+    assert f is auth.verify_any
+    assert args == ((SECRET, KEY), auth.parse_authorization(header()))
+    kdf.finish(0)
+    assert succeeded(d) == "server key"
+
+
+def test_access_with_the_secret():
+    assert succeeded(authenticator().check_access(SECRET, header(key=SECRET))) == "access secret"
+
+
+def test_access_needs_proof_even_without_a_server_key():
+    checker = authenticator(key=None)
+    assert failed(checker.check_access(SECRET, None), HeadError).status == 401
+    error = failed(checker.check_access(SECRET, header(key="w" * 40)), HeadError)
+    assert error.status == 401 and "access secret" in error.reason
+    assert succeeded(checker.check_access(SECRET, header(key=SECRET))) == "access secret"
+
+
+def test_one_replay_cache_serves_both_checks():
+    checker = authenticator()
+    succeeded(checker.check(header()))
+    assert failed(checker.check_access(SECRET, header()), HeadError).status == 401
+
+
+def test_access_checks_count_against_the_pending_bound():
+    kdf = PendingKdf()
+    checker = authenticator(run_kdf=kdf, max_pending=1)
+    checker.check(header(nonce="1" + NONCE[1:]))
+    assert failed(checker.check_access(SECRET, header(nonce="2" + NONCE[1:])), HeadError).status == 503

@@ -1,6 +1,7 @@
 """The client's tunnel protocol in memory: a real WebSocket handshake over a memory
 transport, server messages in, target connections made on a memory reactor."""
 
+import io
 import struct
 
 import pytest
@@ -25,9 +26,10 @@ from memory import (
     use_clock,
     websocket_accept,
 )
+from tpot import codec
 from tpot.client.session import PING_INTERVAL, TunnelClientFactory
 from tpot.client.settings import client_settings
-from tpot.client.target import MAX_PENDING_BYTES
+from tpot.client.target import MAX_PENDING_BYTES, VisitorOptions
 
 
 def opened(conversation_id, port=40001):
@@ -58,6 +60,8 @@ class Client:
         self.factory = TunnelClientFactory(
             self.settings, clock, {}, self.greetings.append, lambda *args: self.closes.append(args),
             on_unsupported=lambda: self.unsupported.append(True),
+            # The request log and visitor policy only for tests of --allow-ip.
+            visitors=VisitorOptions.for_settings(self.settings, clock, io.StringIO()) if self.settings.allow_ip else None,
         )
         self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 3000))
         self.transport = connect(self.protocol, MemoryTransport(clock, peer=("127.0.0.1", 3000)))
@@ -188,6 +192,32 @@ def test_forwarded_headers_carry_the_visitor_on_every_keep_alive_request(clock):
         b"X-Forwarded-Proto: http", b"X-Forwarded-Host: wire.localhost:3000",
     ]
     assert b"X-Forwarded-For: 10.1.2.3, 127.0.0.1" in second.split(b"\r\n")
+
+
+def ipv6_opened(conversation_id, address, port=40001):
+    """An open for an IPv6 visitor as a server sends it with the ipv6 extension (22 bytes)."""
+    return codec.encode(codec.OpenHTTP(conversation_id, address, port), ipv6=True)
+
+
+def test_an_ipv6_visitor_reaches_the_target_in_x_forwarded_for(clock):
+    client = Client(clock, no_forwarded_headers=False, allow_ip=["2001:db8::/32"])
+    client.answer_upgrade()
+    client.server_sends(ipv6_opened(1, "2001:db8::7"))
+    target = client.connect_target()
+    client.server_sends(data(1, b"GET / HTTP/1.1\r\nHost: wire.localhost:3000\r\n\r\n"))
+    assert b"X-Forwarded-For: 2001:db8::7" in target.value().split(b"\r\n")
+
+
+def test_an_ipv6_visitor_outside_allow_ip_gets_403_and_the_target_nothing(clock):
+    client = Client(clock, allow_ip=["2001:db8::/32", "127.0.0.0/8"])
+    client.answer_upgrade()
+    client.messages()
+    client.server_sends(ipv6_opened(1, "2001:db9::7"))
+    client.server_sends(data(1, b"GET / HTTP/1.1\r\nHost: wire.localhost:3000\r\n\r\n"))
+    settle(clock)
+    refusal, close = client.messages()
+    assert refusal.startswith(data(1, b"HTTP/1.1 403 Forbidden\r\n")) and close == signal(1, b"X")
+    assert clock.tcpClients == []
 
 
 def test_http_host_option_and_no_rewrite(clock):

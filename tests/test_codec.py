@@ -12,6 +12,7 @@ from tpot.codec import (
     Greeting,
     NoConnect,
     OpenHTTP,
+    OpenRaw,
     Pause,
     ProtocolError,
     Resume,
@@ -135,6 +136,9 @@ def test_fixture_client_messages_are_data_and_close():
         (b"\x11H", "truncated new-conversation"),
         (b"\x11H\x01\x00\x7f\x00\x00\x01\x08", "truncated new-conversation"),
         (b"\x11H\x01\x00\x7f\x00\x00\x01\x08\xcb\x00", "trailing byte after new-conversation"),
+        (b"\x11H\x01\x00" + bytes(16) + b"\x08", "truncated IPv6 new-conversation"),
+        (b"\x11H\x01\x00" + bytes(18) + b"\x08", "trailing byte after IPv6 new-conversation"),
+        (b"\x11H\x01\x00" + bytes(10) + b"\xff\xff\x7f\x00\x00\x01\x08\xcb", "IPv4-mapped in the IPv6 form"),
         (b"\x12", "truncated conversation"),
         (b"\x12\x01", "truncated conversation"),
         (b"\x12\x01\x00", "conversation without code"),
@@ -203,4 +207,33 @@ def test_ipv4_for_wire(host, packed):
 @pytest.mark.parametrize("host, seen", [("::ffff:10.1.2.3", "10.1.2.3"), ("2001:db8::1", "0.0.0.0")])
 def test_ipv6_visitors_are_sent_as_ipv4(host, seen):
     wire = codec.encode(OpenHTTP(3, host, 4444))
+    assert len(wire) == 10
+    assert codec.decode(wire, FROM_SERVER) == OpenHTTP(3, seen, 4444)
+
+
+# With the ipv6 extension: 22-byte opens for IPv6 visitors (10 bytes otherwise).
+
+IPV6_ENCODINGS = [
+    (OpenHTTP(5, "2001:db8::7", 443), b"\x11H\x05\x00\x20\x01\x0d\xb8" + bytes(11) + b"\x07\xbb\x01"),
+    (OpenHTTP(0x0102, "::1", 51976), b"\x11H\x02\x01" + bytes(15) + b"\x01\x08\xcb"),
+    (OpenRaw(9, "fd00::2", 22), b"\x11R\x09\x00\xfd" + bytes(14) + b"\x02\x16\x00"),
+]
+
+
+@pytest.mark.parametrize("message, wire", IPV6_ENCODINGS, ids=lambda v: repr(v)[:40])
+def test_ipv6_opens_carry_the_whole_address(message, wire):
+    assert len(wire) == 22
+    assert codec.encode(message, ipv6=True) == wire
+    assert codec.decode(wire, FROM_SERVER) == message
+
+
+@pytest.mark.parametrize("message, wire", IPV6_ENCODINGS, ids=lambda v: repr(v)[:40])
+def test_without_the_extension_ipv6_opens_are_the_reference_10_bytes(message, wire):
+    assert codec.encode(message) == codec.encode(message, ipv6=False) == wire[:4] + bytes(4) + wire[-2:]
+
+
+@pytest.mark.parametrize("host, seen", [("127.0.0.1", "127.0.0.1"), ("::ffff:10.1.2.3", "10.1.2.3")])
+def test_ipv4_visitors_stay_10_bytes_with_the_extension(host, seen):
+    wire = codec.encode(OpenHTTP(3, host, 4444), ipv6=True)
+    assert wire == codec.encode(OpenHTTP(3, seen, 4444))
     assert codec.decode(wire, FROM_SERVER) == OpenHTTP(3, seen, 4444)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tpot.config import server_settings
+from tpot.config import default_listen, server_settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -120,7 +120,7 @@ def test_env_example_configures_the_server():
             env[key] = value
     assert set(env) <= {"DOMAIN", "AUTH_KEY", "PORT"}
     settings = server_settings(env=env)
-    assert settings.domain == EXAMPLE_DOMAIN and settings.listen == ["tcp:3000:backlog=1024"] and settings.auth_key is None
+    assert settings.domain == EXAMPLE_DOMAIN and settings.listen == default_listen(3000) and settings.auth_key is None
     assert re.search(r"^#\s*AUTH_KEY=", text, re.M)
 
 

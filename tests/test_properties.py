@@ -87,13 +87,26 @@ def test_decode_returns_a_message_or_raises_protocol_error(payload):
     except codec.ProtocolError:
         return
     assert type(message) in ALL
-    assert codec.encode(message) == payload  # every accepted message has one encoding
+    # Every accepted message has one encoding (IPv6 opens need the ipv6 extension).
+    assert codec.encode(message, ipv6=True) == payload
 
 
 @bounded
 @given(messages)
 def test_encode_decode_round_trip(message):
     assert codec.decode(codec.encode(message), ALL) == message
+
+
+# IPv6 visitors other than IPv4-mapped ones, which travel as IPv4.
+ipv6_opens = st.builds(
+    codec.OpenHTTP, ids, st.ip_addresses(v=6).filter(lambda address: address.ipv4_mapped is None).map(str), ids
+)
+
+
+@bounded
+@given(ipv6_opens)
+def test_ipv6_opens_round_trip_with_the_extension(message):
+    assert codec.decode(codec.encode(message, ipv6=True), ALL) == message
 
 
 # The Host rewriter on generated keep-alive streams.

@@ -2,12 +2,26 @@
 
 import json
 import re
+import socket
 
 import pytest
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 
 from tpot.client.cli import parse_command_line
 from tpot.client.settings import Address, ClientError, client_settings, parse_address, read_config_file
-from tpot.config import DEFAULT_PORT, ConfigError, ServerSettings, environment, parse_port, server_settings
+from tpot.config import (
+    DEFAULT_PORT,
+    DUAL_STACK,
+    IPV6_ONLY,
+    NO_IPV6,
+    ConfigError,
+    ServerSettings,
+    default_listen,
+    environment,
+    ip_stack,
+    parse_port,
+    server_settings,
+)
 
 KEY = "k" * 32
 
@@ -21,18 +35,52 @@ def assert_one_sentence(message):
 
 
 def test_defaults():
-    assert server_settings(domain="localhost", env={}) == ServerSettings("localhost", None, [f"tcp:{DEFAULT_PORT}:backlog=1024"])
+    assert server_settings(domain="localhost", env={}) == ServerSettings("localhost", None, default_listen(DEFAULT_PORT))
 
 
 def test_everything_from_the_environment():
     env = {"DOMAIN": "tunnel.example", "AUTH_KEY": KEY, "PORT": "8080"}
-    assert server_settings(env=env) == ServerSettings("tunnel.example", KEY, ["tcp:8080:backlog=1024"])
+    assert server_settings(env=env) == ServerSettings("tunnel.example", KEY, default_listen(8080))
 
 
 def test_arguments_win_over_the_environment():
     env = {"DOMAIN": "env.example", "AUTH_KEY": "e" * 40, "PORT": "8080"}
     settings = server_settings(domain="arg.example", auth_key=KEY, port=9000, env=env)
-    assert settings == ServerSettings("arg.example", KEY, ["tcp:9000:backlog=1024"])
+    assert settings == ServerSettings("arg.example", KEY, default_listen(9000))
+
+
+DUAL = r"tcp6:3000:interface=\:\::backlog=1024"
+IPV4 = "tcp:3000:backlog=1024"
+# What Twisted makes of them: every IPv6 address, every IPv4 one.
+ENDPOINTS = {DUAL: (TCP6ServerEndpoint, "::", 1024), IPV4: (TCP4ServerEndpoint, "", 1024)}
+
+
+@pytest.mark.parametrize("stack, listen", [(DUAL_STACK, [DUAL]), (IPV6_ONLY, [DUAL, IPV4]), (NO_IPV6, [IPV4])])
+def test_default_listen_is_ipv6_and_ipv4_where_the_system_has_both(stack, listen):
+    assert default_listen(3000, stack) == listen
+    for description in listen:
+        endpoint = serverFromString(None, description)
+        assert (type(endpoint), endpoint._interface, endpoint._backlog) == ENDPOINTS[description]
+
+
+def test_this_system_listens_dual_stack():
+    # Linux's default (net.ipv6.bindv6only=0), which the end-to-end tests rely on too.
+    assert ip_stack() == DUAL_STACK
+    assert server_settings(domain="localhost", env={}).listen == [DUAL]
+
+
+def test_without_ipv6_the_server_listens_on_ipv4(monkeypatch):
+    monkeypatch.setattr(socket, "has_ipv6", False)
+    assert ip_stack() == NO_IPV6
+    assert server_settings(domain="localhost", env={}).listen == [IPV4]
+
+
+def test_an_ipv6_socket_that_cannot_be_made_means_no_ipv6(monkeypatch):
+    def refuse(family=socket.AF_INET, *args):
+        raise OSError(97, "Address family not supported by protocol")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    assert ip_stack() == NO_IPV6
 
 
 @pytest.mark.parametrize("domain", ["Tunnel.Example", "tunnel.example.", "  tunnel.example  ", "TUNNEL.EXAMPLE."])
@@ -96,7 +144,7 @@ def test_dotenv_file_is_read_and_the_process_environment_wins(tmp_path, monkeypa
     assert env["DOMAIN"] == "file.example" and env["AUTH_KEY"] == KEY and env["TPOT_TEST_ONLY"] == "from-file"
     assert env["PORT"] == "5000"
     assert "BARE" not in env
-    assert server_settings(env=env) == ServerSettings("file.example", KEY, ["tcp:5000:backlog=1024"])
+    assert server_settings(env=env) == ServerSettings("file.example", KEY, default_listen(5000))
 
 
 def test_missing_dotenv_file_gives_the_process_environment(tmp_path, monkeypatch):
@@ -110,7 +158,7 @@ def test_server_settings_reads_dotenv_in_the_working_directory(tmp_path, monkeyp
     for name in ("DOMAIN", "AUTH_KEY", "PORT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-    assert server_settings() == ServerSettings("cwd.example", None, ["tcp:4321:backlog=1024"])
+    assert server_settings() == ServerSettings("cwd.example", None, default_listen(4321))
 
 
 # Client addresses.

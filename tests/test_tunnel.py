@@ -22,8 +22,8 @@ from memory import (
     websocket_accept,
 )
 from tpot.control import CLOSE_PROTOCOL_ERROR, LIVENESS_TIMEOUT, Authenticator
-from tpot.flow import WEBSOCKET_BUFFER
-from tpot.relay import MAX_UNACKED_BYTES, ConversationIds
+from tpot.flow import MAX_UNACKED_BYTES, WEBSOCKET_BUFFER
+from tpot.relay import ConversationIds
 
 
 @pytest.fixture

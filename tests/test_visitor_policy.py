@@ -80,9 +80,10 @@ def test_without_credentials_required_heads_pass_unchanged():
 @pytest.mark.parametrize("address, allowed", [
     ("127.0.0.1", True), ("127.255.0.9", True), ("10.1.2.3", True), ("192.168.1.1", False),
     ("0.0.0.0", False), ("::ffff:127.0.0.1", True), ("", False), ("not an address", False),
+    ("2001:db8::7", True), ("2001:DB8:0::7", True), ("2001:db9::7", False), ("::1", False),
 ])
 def test_allowed_ranges(address, allowed):
-    policy = VisitorPolicy(None, parse_allowed(["127.0.0.0/8", "10.0.0.0/8"]))
+    policy = VisitorPolicy(None, parse_allowed(["127.0.0.0/8", "10.0.0.0/8", "2001:db8::/32"]))
     assert policy.allows_address(address) is allowed
 
 

@@ -222,5 +222,8 @@ def _decode_open(kind, payload):
         raise ProtocolError("malformed new-conversation message")
     _, _, conversation_id = _OPEN_HEAD.unpack_from(payload)
     address = ipaddress.ip_address(payload[_OPEN_HEAD.size:_OPEN_HEAD.size + address_size])
+    if address.version == 6 and address.ipv4_mapped is not None:
+        # IPv4 visitors take the 4-byte form, so that every open has one encoding.
+        raise ProtocolError("IPv4-mapped address in an IPv6 new-conversation message")
     (port,) = _PORT.unpack_from(payload, len(payload) - _PORT.size)
     return kind(conversation_id, str(address), port)

@@ -1,6 +1,7 @@
 """Server settings: command line over environment over `.env`, checked once at start-up."""
 
 import os
+import socket
 from dataclasses import dataclass, field
 
 from dotenv import dotenv_values
@@ -9,6 +10,11 @@ from tpot.auth import MIN_KEY_LENGTH
 from tpot.forwarded import parse_networks
 
 DEFAULT_PORT = 3000
+
+# What a socket listening on every IPv6 address (`::`) takes, per `ip_stack`.
+DUAL_STACK = "dual-stack"  # IPv4 too (Linux's default)
+IPV6_ONLY = "ipv6-only"  # IPv6 only (net.ipv6.bindv6only=1, the BSDs, Windows)
+NO_IPV6 = "no-ipv6"  # the system has no IPv6
 
 
 class ConfigError(Exception):
@@ -57,14 +63,39 @@ def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, 
     if auth_key is not None and len(auth_key) < MIN_KEY_LENGTH:
         raise ConfigError(f"AUTH_KEY is too short: it needs at least {MIN_KEY_LENGTH} characters.")
     if not listen:
-        # A deeper accept queue than the default 50: bursts of connections are normal here.
-        listen = [f"tcp:{parse_port(port if port is not None else env.get('PORT', DEFAULT_PORT))}:backlog=1024"]
+        listen = default_listen(parse_port(port if port is not None else env.get("PORT", DEFAULT_PORT)))
     try:
         networks = parse_networks(trusted_proxies)
     except ValueError as error:
         raise ConfigError(f"{error}.") from None
     metrics_token = metrics_token if metrics_token is not None else env.get("METRICS_TOKEN") or None
     return ServerSettings(domain, auth_key, list(listen), parse_limits(limits or {}), metrics_token, networks)
+
+
+def default_listen(port, stack=None):
+    """The endpoints served without --listen: every IPv6 and IPv4 address where the system
+    has both, else every IPv4 one; `stack` is what `ip_stack` says (asked when None)."""
+    stack = ip_stack() if stack is None else stack
+    # A deeper accept queue than the default 50: bursts of connections are normal here.
+    ipv4 = f"tcp:{port}:backlog=1024"
+    # `::` with its colons escaped, as endpoint strings need.  Dual-stack, this one socket
+    # also takes IPv4, whose peers it reports as ::ffff:a.b.c.d (tpot.forwarded.plain_address).
+    ipv6 = rf"tcp6:{port}:interface=\:\::backlog=1024"
+    return {DUAL_STACK: [ipv6], IPV6_ONLY: [ipv6, ipv4]}.get(stack, [ipv4])
+
+
+def ip_stack():
+    """DUAL_STACK, IPV6_ONLY or NO_IPV6 for a socket on `::` here.  Twisted leaves its
+    IPV6_V6ONLY as the system sets it by default, which a fresh socket shows."""
+    if not socket.has_ipv6:
+        return NO_IPV6
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::", 0))
+            v6only = probe.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    except OSError:  # no IPv6 in the kernel, or none this process may use
+        return NO_IPV6
+    return IPV6_ONLY if v6only else DUAL_STACK
 
 
 def parse_limits(values):

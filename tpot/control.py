@@ -1,6 +1,6 @@
 """The control endpoint: checking `/create-tpot` requests and serving a tunnel's WebSocket.
 
-`check_create_request` is pure; `Authenticator` runs the TPoT-1 check with the KDF in a
+`check_create_request` and `check_connect_request` (for `/connect-tpot`, tpot.connect) are pure; `Authenticator` runs the TPoT-1 check with the KDF in a
 bounded thread pool; `TunnelProtocol` is the Autobahn protocol of one open tunnel, which
 owns that tunnel's conversations.
 """
@@ -22,6 +22,7 @@ from tpot.relay import TOO_MANY, TUNNEL_GONE, WRONG_KIND, ConversationIds, Conve
 from tpot.timers import SilenceTimer
 
 CREATE_PATH = "/create-tpot"
+CONNECT_PATH = "/connect-tpot"
 SUPPORTED_EXTENSIONS = frozenset({RECLAIM, IPV6, TCP})
 CLOSE_PROTOCOL_ERROR = 4180
 # Like 1012 (Service Restart), which Autobahn will not send: come back in a moment.
@@ -29,14 +30,44 @@ CLOSE_SERVER_RESTARTING = 4012
 LIVENESS_TIMEOUT = 30.0
 MAX_MESSAGE_SIZE = 1024 * 1024
 MAX_PENDING_AUTH = 64
+CREATE_REFUSAL = "Authentication failed: check the client's auth key and clock."
+CONNECT_REFUSAL = "Authentication failed: check the tunnel's access secret (or the server's auth key) and your clock."
+# Autobahn's options for the server's WebSockets: tunnels, and connections to TCP tunnels.
+SERVER_PROTOCOL_OPTIONS = dict(
+    maxFramePayloadSize=MAX_MESSAGE_SIZE,
+    maxMessagePayloadSize=MAX_MESSAGE_SIZE,
+    utf8validateIncoming=False,
+    openHandshakeTimeout=10,
+    closeHandshakeTimeout=5,
+    tcpNoDelay=True,
+    # Send the close frame (4180 and its reason) before closing, rather than just dropping.
+    failByDrop=False,
+)
+# What a connection to a TCP tunnel proved, by the index auth.verify_any returns.
+PROVED = ("access secret", "server key")
 
 
 def check_create_request(head):
     """The requested name (or None for a random one); HeadError if the request is invalid."""
     if head.path != CREATE_PATH:
         raise HeadError(404, "Not found: tunnels are created at /create-tpot.")
+    check_upgrade(head, "create a tunnel")
+    return _requested_name(head)
+
+
+def check_connect_request(head):
+    """The name of the TCP tunnel a `/connect-tpot` request asks for; HeadError if invalid."""
+    check_upgrade(head, "connect to a tunnel")
+    name = _requested_name(head)
+    if name is None:
+        raise HeadError(400, "Say which tunnel to connect to: /connect-tpot?subdomain=NAME.")
+    return name
+
+
+def check_upgrade(head, purpose):
+    """HeadError unless `head` is a WebSocket upgrade (GET, HTTP/1.1, RFC 6455 headers)."""
     if head.method != "GET":
-        raise HeadError(405, "Use GET with a WebSocket upgrade to create a tunnel.")
+        raise HeadError(405, f"Use GET with a WebSocket upgrade to {purpose}.")
     if head.version != "1.1":
         raise HeadError(400, "A WebSocket upgrade needs HTTP/1.1.")
     if (
@@ -46,6 +77,10 @@ def check_create_request(head):
         or head.header("sec-websocket-version") != "13"
     ):
         raise HeadError(400, "Not a valid WebSocket upgrade request.")
+
+
+def _requested_name(head):
+    """The lower-cased `subdomain` of the query, None if absent or empty; HeadError if invalid."""
     name = head.query("subdomain")
     if name is None or name == "":
         return None
@@ -74,7 +109,7 @@ def access_secret(head, extensions):
 
 
 class Authenticator:
-    """Checks TPoT-1 headers against the server's key, refusing replays.
+    """Checks TPoT-1 headers against the server's key (or a TCP tunnel's secret), refusing replays.
 
     `run_kdf(f, *args)` returns a Deferred; the service gives it a bounded thread pool so
     the 32768-round KDF never runs on the reactor thread.
@@ -95,6 +130,18 @@ class Authenticator:
         """A Deferred firing if the header authorises a tunnel, failing with HeadError if not."""
         if self.key is None:
             return defer.succeed(None)
+        return self._prove((self.key,), header, source, CREATE_REFUSAL).addCallback(lambda _: None)
+
+    def check_access(self, secret, header, source=""):
+        """For a connection to a TCP tunnel, which always needs proof: a Deferred firing with
+        what the header proved (PROVED: the tunnel's secret, tried first, or the server's
+        key), failing with HeadError if it proves neither."""
+        keys = (secret,) if self.key is None else (secret, self.key)
+        d = self._prove(keys, header, source, CONNECT_REFUSAL)
+        return d.addCallback(PROVED.__getitem__)
+
+    def _prove(self, keys, header, source, refusal):
+        """Both checks: one KDF job for all `keys`, one replay cache, limiter and bound."""
         retry_after = self.failures.retry_after(source, self.clock_ms())
         if retry_after is not None:
             return defer.fail(HeadError(
@@ -105,28 +152,32 @@ class Authenticator:
             credentials = auth.parse_authorization(header)
             auth.check_fresh(credentials, self.clock_ms())
         except auth.AuthError as error:
-            return defer.fail(self._refusal(error, source))
+            return defer.fail(self._refusal(error, source, refusal))
         if self._pending >= self.max_pending:
             return defer.fail(HeadError(503, "The server is busy checking credentials; retry shortly."))
         self._pending += 1
-        d = self.run_kdf(auth.verify_token, self.key, credentials)
+        d = self.run_kdf(auth.verify_any, keys, credentials)
         d.addBoth(self._done)
-        d.addCallback(lambda _: self.replays.remember(credentials, self.clock_ms()))
-        d.addErrback(self._refuse_auth_failure, source)
+        d.addCallback(self._accepted, credentials)
+        d.addErrback(self._refuse_auth_failure, source, refusal)
         return d
 
     def _done(self, result):
         self._pending -= 1
         return result
 
-    def _refuse_auth_failure(self, failure, source):
-        failure.trap(auth.AuthError)
-        raise self._refusal(failure.value, source)
+    def _accepted(self, proved, credentials):
+        self.replays.remember(credentials, self.clock_ms())
+        return proved
 
-    def _refusal(self, error, source):
+    def _refuse_auth_failure(self, failure, source, refusal):
+        failure.trap(auth.AuthError)
+        raise self._refusal(failure.value, source, refusal)
+
+    def _refusal(self, error, source, refusal):
         self.failures.failed(source, self.clock_ms())
         self.log.info("authentication refused for {source}: {reason}", source=source, reason=str(error))
-        return HeadError(401, "Authentication failed: check the client's auth key and clock.")
+        return HeadError(401, refusal)
 
 
 class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
@@ -292,16 +343,7 @@ class TunnelFactory(WebSocketServerFactory):
         self.registry = registry
         self.clock = clock
         self.stats = Stats() if stats is None else stats
-        self.setProtocolOptions(
-            maxFramePayloadSize=MAX_MESSAGE_SIZE,
-            maxMessagePayloadSize=MAX_MESSAGE_SIZE,
-            utf8validateIncoming=False,
-            openHandshakeTimeout=10,
-            closeHandshakeTimeout=5,
-            tcpNoDelay=True,
-            # Send the close frame (4180 and its reason) before closing, rather than just dropping.
-            failByDrop=False,
-        )
+        self.setProtocolOptions(**SERVER_PROTOCOL_OPTIONS)
 
     def build_tunnel(self, name, extensions=frozenset(), access_secret=None):
         protocol = TunnelProtocol(name, self.registry, self.clock, extensions, self.stats, access_secret)

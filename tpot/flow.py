@@ -17,8 +17,14 @@ WEBSOCKET = "websocket"
 # default (its 64 KiB bufferSize) is less than one data message carrying a full 64 KiB
 # read, so the tunnel paused and resumed all its conversations after nearly every read.
 # Kept small: it adds to what a peer may still receive after asking for a pause
-# (relay.MAX_UNACKED_BYTES), most of which the kernel's socket buffers already hold.
+# (MAX_UNACKED_BYTES), most of which the kernel's socket buffers already hold.
 WEBSOCKET_BUFFER = 256 * 1024
+
+# What a client may still send after we asked it to pause (messages in flight); a client
+# that goes on beyond this ignores pause, and its conversation is cut.  An honest client
+# can have a whole kernel send buffer (Linux tcp_wmem max, 4 MiB by default) plus what sits
+# in our receive buffer in flight when the pause is sent, so this must be well above 4 MiB.
+MAX_UNACKED_BYTES = 16 * 1024 * 1024
 
 
 def no_delay(transport):
@@ -103,6 +109,64 @@ class WebSocketBackpressure:
                 conversation.pause_reading(WEBSOCKET)
             else:
                 conversation.resume_reading(WEBSOCKET)
+
+
+@implementer(IPushProducer)
+class ReadWhileRoom:
+    """The producer on a transport data is relayed to: while its send buffer is full, the
+    transport the data comes from is not read (`reading`, its ReadPauses, for `why`)."""
+
+    def __init__(self, reading, why):
+        self.reading = reading
+        self.why = why
+
+    def pauseProducing(self):
+        self.reading.pause(self.why)
+
+    def resumeProducing(self):
+        self.reading.resume(self.why)
+
+    def stopProducing(self):
+        # The transport is gone: the other is read again (what it brings is dropped), so
+        # that its closing handshake is not stuck behind a pause that can never end.
+        self.reading.resume(self.why)
+
+
+@implementer(IPushProducer)
+class PausesPeer:
+    """Mixin for the server's side of a conversation's own socket (a visitor, a connection
+    to a TCP tunnel): the producer registered on that socket.
+
+    While the socket's send buffer is full the tunnel's client is asked to pause the
+    conversation; what it sends meanwhile counts against MAX_UNACKED_BYTES.  Needs
+    `self.tunnel` and `self.id` (None while no conversation is open).
+    """
+
+    _unacked = None
+
+    def pauseProducing(self):
+        if self.id is not None and self._unacked is None:
+            self._unacked = 0
+            self.tunnel.send_pause(self.id)
+
+    def resumeProducing(self):
+        if self.id is not None and self._unacked is not None:
+            self._unacked = None
+            self.tunnel.send_resume(self.id)
+
+    def stopProducing(self):
+        pass
+
+    def send_buffer_full(self):
+        """Whether the socket's send buffer is full (the client was asked to pause)."""
+        return self._unacked is not None
+
+    def ignored_pause(self, size):
+        """Count `size` bytes from the client: True once it sent too much while paused."""
+        if self._unacked is None:
+            return False
+        self._unacked += size
+        return self._unacked > MAX_UNACKED_BYTES
 
 
 class UnregisterOnDrop:

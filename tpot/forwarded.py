@@ -3,10 +3,24 @@
 Pure functions: `forwarded_client` reads X-Forwarded-For the way proxies append to it
 (right-most entries were added by the proxies nearest to us) and returns the first
 address, from the right, that is not a trusted proxy.  `parse_networks` and `address_in`
-also serve the client's --allow-ip (tpot.client.policy).
+also serve the client's --allow-ip (tpot.client.policy).  `plain_address` gives IPv4 peers
+of a dual-stack socket their usual form.
 """
 
 import ipaddress
+
+
+def plain_address(host):
+    """`host`, or the IPv4 address it maps if it is IPv4-mapped IPv6: a dual-stack socket
+    reports IPv4 peers as `::ffff:192.0.2.1`, and limits, proxy matching, logs and the
+    client should all see the `192.0.2.1` the visitor is."""
+    if ":" not in host:
+        return host
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:
+        return host
+    return host if mapped is None else str(mapped)
 
 
 def parse_networks(cidrs, option="--trusted-proxy"):
@@ -38,7 +52,8 @@ def forwarded_client(peer, header, networks):
     for entry in reversed([part.strip() for part in header.split(",") if part.strip()]):
         if not address_in(entry, networks):
             try:
-                return str(ipaddress.ip_address(entry.strip("[]")))
+                # A proxy on a dual-stack socket may forward the mapped form too.
+                return plain_address(str(ipaddress.ip_address(entry.strip("[]"))))
             except ValueError:
                 return None
     return None

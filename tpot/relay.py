@@ -7,21 +7,13 @@ the visitor's own transport, so a visitor that reads slowly makes the tunnel sen
 pause or while the tunnel's WebSocket is backed up.
 """
 
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from tpot.codec import MAX_CONVERSATION_ID
-from tpot.flow import ReadPauses, no_delay
+from tpot.flow import PausesPeer, ReadPauses, no_delay
 from tpot.responses import error_response
 from tpot.timers import SilenceTimer
-
-# What a client may still send after we asked it to pause (messages in flight); a client
-# that goes on beyond this ignores pause, and its conversation is cut.  An honest client
-# can have a whole kernel send buffer (Linux tcp_wmem max, 4 MiB by default) plus what sits
-# in our receive buffer in flight when the pause is sent, so this must be well above 4 MiB.
-MAX_UNACKED_BYTES = 16 * 1024 * 1024
 
 NOT_CONNECTED = "The tunnel's client could not connect to its local service (connection refused or unreachable)."
 TUNNEL_GONE = "The tunnel closed before answering this request."
@@ -63,8 +55,7 @@ class ConversationIds:
         self._in_use.discard(conversation_id)
 
 
-@implementer(IPushProducer)
-class VisitorProtocol(Protocol):
+class VisitorProtocol(PausesPeer, Protocol):
     log = Logger()
 
     def __init__(self, tunnel, clock, idle_timeout=None, stats=None, address=None):
@@ -76,7 +67,6 @@ class VisitorProtocol(Protocol):
         self.answered = False
         self.reading = ReadPauses()
         self._remote_closed = False
-        self._unacked = None
 
     def connectionMade(self):
         if self.address is None:
@@ -108,12 +98,10 @@ class VisitorProtocol(Protocol):
     def deliver(self, payload):
         self.answered = True
         self.idle.touch()
-        if self._unacked is not None:
-            self._unacked += len(payload)
-            if self._unacked > MAX_UNACKED_BYTES:
-                self.log.warn("tunnel client ignored pause; closing conversation {id}", id=self.id)
-                self.transport.abortConnection()
-                return
+        if self.ignored_pause(len(payload)):
+            self.log.warn("tunnel client ignored pause; closing conversation {id}", id=self.id)
+            self.transport.abortConnection()
+            return
         self.transport.write(payload)
 
     def pause_reading(self, why):
@@ -154,18 +142,3 @@ class VisitorProtocol(Protocol):
         # being its producer first, or the visitor's connection stays open for ever.
         self.transport.unregisterProducer()
         self.transport.loseConnection()
-
-    # IPushProducer, for the visitor's transport: its write buffer filled or drained.
-
-    def pauseProducing(self):
-        if self.id is not None and self._unacked is None:
-            self._unacked = 0
-            self.tunnel.send_pause(self.id)
-
-    def resumeProducing(self):
-        if self.id is not None and self._unacked is not None:
-            self._unacked = None
-            self.tunnel.send_resume(self.id)
-
-    def stopProducing(self):
-        pass

@@ -2,8 +2,9 @@
 
 It reads the first request head (bounded), decides by Host what the connection is, and
 hands the open transport, with every byte read so far, to the protocol that serves it:
-the tunnel's WebSocket for `/create-tpot` on the bare domain, a visitor relay for
-`NAME.DOMAIN`, an error response for anything else.
+the tunnel's WebSocket for `/create-tpot` on the bare domain, a connection to a TCP
+tunnel for `/connect-tpot` there, a visitor relay for `NAME.DOMAIN`, an error response for
+anything else.
 """
 
 from twisted.internet import defer
@@ -12,7 +13,8 @@ from twisted.logger import Logger
 
 from tpot import endpoints
 from tpot.codec import RECLAIM_HEADER, TCP
-from tpot.control import access_secret, check_create_request, requested_extensions
+from tpot.connect import ConnectFactory
+from tpot.control import CONNECT_PATH, access_secret, check_connect_request, check_create_request, requested_extensions
 from tpot.forwarded import forwarded_client, plain_address
 from tpot.head import HeadError, HeadReader
 from tpot.registry import NameTaken, RegistryFull
@@ -106,7 +108,8 @@ class RouterProtocol(Protocol):
     def _control(self, head):
         response = endpoints.respond(head, self.factory)
         if response is None:
-            return self._create_tunnel(head)
+            start = self._connect if head.path == CONNECT_PATH else self._create_tunnel
+            return start(head)
         self.transport.write(response)
         self.transport.loseConnection()
 
@@ -127,6 +130,24 @@ class RouterProtocol(Protocol):
             self.factory.registry.release(name)
             return
         self._hand_over(self.factory.tunnels.build_tunnel(name, extensions, secret))
+
+    @defer.inlineCallbacks
+    def _connect(self, head):
+        name = check_connect_request(head)
+        self._refuse_while_draining()
+        tunnel = yield self.factory.registry.lookup(name)
+        if tunnel is None:
+            raise HeadError(503, f"Tunnel {name} is not connected.")
+        if tunnel.kind != TCP:
+            raise HeadError(404, f"Tunnel {name} is not a TCP tunnel.")
+        # Unlike /create-tpot, always: a TCP tunnel is for those who know its secret.
+        proved = yield self.factory.authenticator.check_access(
+            tunnel.access_secret, head.header("authorization"), self.source
+        )
+        if not self._gone:
+            self._hand_over(self.factory.connections.build_connection(
+                tunnel, name, self.visitor_address, self.factory.idle_timeout, proved
+            ))
 
     def _visit(self, tunnel, name):
         if tunnel is None:
@@ -189,8 +210,10 @@ class RouterFactory(Factory):
 
     def __init__(self, domain, registry, authenticator, tunnels, clock,
                  header_timeout=HEADER_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_per_source=None,
-                 stats=None, metrics_token=None, trusted_proxies=()):
+                 stats=None, metrics_token=None, trusted_proxies=(), connections=None):
         self.stats = tunnels.stats if stats is None else stats
+        # Builds the protocols of /connect-tpot (tpot.connect.ConnectFactory).
+        self.connections = ConnectFactory(clock) if connections is None else connections
         self.metrics_token = metrics_token
         self.trusted_proxies = tuple(trusted_proxies)
         self.draining = False

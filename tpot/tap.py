@@ -12,6 +12,7 @@ from twisted.python import threadpool, usage
 
 from tpot import __version__
 from tpot.config import ConfigError, server_settings
+from tpot.connect import ConnectFactory
 from tpot.control import Authenticator, TunnelFactory
 from tpot.drain import DrainingListeners
 from tpot.registry import TunnelRegistry
@@ -137,6 +138,7 @@ def makeService(config, reactor=default_reactor):
         header_timeout=limits.header_timeout, idle_timeout=limits.idle_timeout,
         max_per_source=limits.max_connections_per_ip,
         metrics_token=settings.metrics_token, trusted_proxies=settings.trusted_proxies,
+        connections=ConnectFactory(reactor),
     )
     listeners = DrainingListeners(router, registry, reactor, limits.drain_timeout)
     listeners.setServiceParent(top)

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from tpot import __version__
+from tpot.client.connect import ConnectSettings, connect_settings
 from tpot.client.settings import ClientError, client_settings
 
 EXIT_FAILURE = 1
@@ -21,6 +22,7 @@ def _parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_http(commands.add_parser("http", help="expose a local HTTP service"))
     _add_tcp(commands.add_parser("tcp", help="expose a local TCP service (SSH, a database)"))
+    _add_connect(commands.add_parser("connect", help="reach a TCP tunnel from a local port or stdin/stdout"))
     return parser
 
 
@@ -56,10 +58,24 @@ def _add_tcp(tcp):
                      " (env TPOT_ACCESS_SECRET; default: a new random one, printed)")
 
 
+def _add_connect(connect):
+    connect.add_argument("name", metavar="NAME", help="the TCP tunnel's name")
+    _add_server_options(connect)
+    connect.add_argument("--secret", help="the tunnel's access secret, as tpot tcp printed it (env TPOT_ACCESS_SECRET)")
+    connect.add_argument("--listen", metavar="[HOST:]PORT",
+                         help="accept local connections here (host 127.0.0.1 unless given; port 0: any free port)")
+    connect.add_argument("--stdio", action="store_true", help="relay stdin and stdout (for ssh -o ProxyCommand=...)")
+
+
 def parse_command_line(argv):
     args = _parser().parse_args(argv)
     if args.command is None:
         raise ClientError("Say what to expose, for example: tpot http 8080 -t http://localhost:3000")
+    if args.command == "connect":
+        return connect_settings(
+            args.name, server=args.server, auth_key=args.auth_key, secret=args.secret,
+            listen=args.listen, stdio=args.stdio, debug=args.debug,
+        )
     if args.command == "tcp":
         return client_settings(
             args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
@@ -90,9 +106,12 @@ def main(argv=None):
 
         # Keep stdout for "tpot connected" and the URL: by default the log would capture it.
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    from tpot.client.runner import ClientRun
+    if isinstance(settings, ConnectSettings):
+        from tpot.client.connect import ConnectRun as Run
+    else:
+        from tpot.client.runner import ClientRun as Run
 
-    run = ClientRun(settings, reactor)
+    run = Run(settings, reactor)
     reactor.callWhenRunning(run.start)
     reactor.run()
     return run.exit_code

@@ -18,6 +18,16 @@ from tpot.rewrite import Forwarded
 PING_INTERVAL = 15
 PING_TIMEOUT = 30
 MAX_MESSAGE_SIZE = 1024 * 1024
+# Autobahn's options for the client's WebSockets: tunnels, and tpot connect's connections.
+CLIENT_PROTOCOL_OPTIONS = dict(
+    maxFramePayloadSize=MAX_MESSAGE_SIZE,
+    maxMessagePayloadSize=MAX_MESSAGE_SIZE,
+    utf8validateIncoming=False,
+    openHandshakeTimeout=30,
+    closeHandshakeTimeout=5,
+    tcpNoDelay=True,
+    perMessageCompressionOffers=[],
+)
 
 
 class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol):
@@ -174,17 +184,7 @@ class TunnelClientFactory(WebSocketClientFactory):
         self.greeted_here = False
         self.current = None
         self.target = TargetConnector.for_settings(reactor, settings)
-        self.setProtocolOptions(
-            maxFramePayloadSize=MAX_MESSAGE_SIZE,
-            maxMessagePayloadSize=MAX_MESSAGE_SIZE,
-            utf8validateIncoming=False,
-            autoPingInterval=PING_INTERVAL,
-            autoPingTimeout=PING_TIMEOUT,
-            openHandshakeTimeout=30,
-            closeHandshakeTimeout=5,
-            tcpNoDelay=True,
-            perMessageCompressionOffers=[],
-        )
+        self.setProtocolOptions(autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT, **CLIENT_PROTOCOL_OPTIONS)
 
     def buildProtocol(self, addr):
         self.current = super().buildProtocol(addr)

@@ -136,9 +136,7 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     """
     env = os.environ if env is None else env
     config = read_config_file() if config is None else config
-    server = server or env.get("TPOT_SERVER") or config.get("tpotServer")
-    if not server:
-        raise ClientError("No server given: pass -t URL, set TPOT_SERVER or tpotServer in ~/.tpot/config.json.")
+    server = configured_server(server, env, config)
     subdomain = subdomain or config.get("subdomain")
     if subdomain is not None and not valid_name(subdomain.lower()):
         raise ClientError(f"The subdomain {subdomain!r} is not valid: use 1-24 of a-z, 0-9 and '-', not starting with '-'.")
@@ -162,7 +160,7 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     return ClientSettings(
         server=parse_address(server, "server"),
         target=target_address,
-        auth_key=_auth_key(auth_key, env, config),
+        auth_key=configured_auth_key(auth_key, env, config),
         subdomain=subdomain.lower() if subdomain else None,
         host_rewrite=host_rewrite,
         forwarded_headers=not (no_forwarded_headers or config.get("noForwardedHeaders")),
@@ -175,23 +173,36 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     )
 
 
-def _auth_key(given, env, config):
+def configured_server(given, env, config):
+    """The server URL: the command line's, TPOT_SERVER or the config file's; one is needed."""
+    server = given or env.get("TPOT_SERVER") or config.get("tpotServer")
+    if not server:
+        raise ClientError("No server given: pass -t URL, set TPOT_SERVER or tpotServer in ~/.tpot/config.json.")
+    return server
+
+
+def configured_auth_key(given, env, config):
     return given or env.get("TPOT_AUTH_KEY") or config.get("authKey") or None
+
+
+def check_access_secret(secret):
+    """`secret` if it is a valid access secret (tpot tcp, tpot connect); ClientError if not."""
+    if not valid_access_secret(secret):
+        raise ClientError(
+            f"The access secret must be {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} printable characters without spaces."
+        )
+    return secret
 
 
 def _tcp_settings(target, server, env, config, auth_key, subdomain, debug, access_secret):
     target_address = parse_address(target, "target")
     if "://" in target or not re.search(r":[0-9]+$", target_address.host_with_port):
         raise ClientError(f"The target {target!r} is not valid for tpot tcp: use PORT or host:port.")
-    secret = access_secret or env.get("TPOT_ACCESS_SECRET") or new_access_secret()
-    if not valid_access_secret(secret):
-        raise ClientError(
-            f"The access secret must be {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} printable characters without spaces."
-        )
+    secret = check_access_secret(access_secret or env.get("TPOT_ACCESS_SECRET") or new_access_secret())
     return ClientSettings(
         server=parse_address(server, "server"),
         target=target_address,
-        auth_key=_auth_key(auth_key, env, config),
+        auth_key=configured_auth_key(auth_key, env, config),
         subdomain=subdomain.lower() if subdomain else None,
         host_rewrite=None,
         forwarded_headers=False,
