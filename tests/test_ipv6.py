@@ -8,28 +8,11 @@ import ipaddress
 
 import pytest
 
-from memory import MemoryServer, data, opened, parse_response, settle, upgrade_request, use_clock, visitor_request
+from memory import data, opened, parse_response, settle, upgrade_request, visitor_request
 from tpot import codec
 from tpot.forwarded import forwarded_client, parse_networks, plain_address
 
 ASK_IPV6 = (codec.EXTENSIONS_HEADER, codec.IPV6)
-KEY = "six" * 12
-
-
-@pytest.fixture
-def server():
-    server = MemoryServer()
-    restore = use_clock(server.clock)
-    yield server
-    restore()
-
-
-@pytest.fixture
-def keyed():
-    server = MemoryServer(key=KEY)
-    restore = use_clock(server.clock)
-    yield server
-    restore()
 
 
 def announced(server, peer, visitor, headers=b""):

@@ -16,7 +16,7 @@ from twisted.application.service import Service
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
-from memory import CLOSE, MemoryServer, parse_response, settle, upgrade_request, use_clock, visitor_request
+from memory import CLOSE, parse_response, settle, upgrade_request, visitor_request
 from tpot import __version__, codec, endpoints, metrics
 from tpot.control import CLOSE_SERVER_RESTARTING
 from tpot.drain import CLOSE_WAIT, POLL, DrainingListeners
@@ -25,23 +25,6 @@ from tpot.logs import json_line, json_observer
 from tpot.rewrite import Forwarded, HostRewriter
 
 TOKEN = "metrics-token-0123456789"
-KEY = "k" * 40
-
-
-@pytest.fixture
-def server():
-    server = MemoryServer()
-    restore = use_clock(server.clock)
-    yield server
-    restore()
-
-
-@pytest.fixture
-def keyed():
-    server = MemoryServer(key=KEY)
-    restore = use_clock(server.clock)
-    yield server
-    restore()
 
 
 def request(path, host="localhost:3000", method="GET", headers=()):

@@ -3,13 +3,13 @@
 import pytest
 
 from memory import (
+    NOW_MS,
+    SERVER_KEY,
     handed_over,
-    MemoryServer,
     WebSocketPeer,
     parse_response,
     settle,
     upgrade_request,
-    use_clock,
     visitor_request,
 )
 from tpot import auth
@@ -18,24 +18,7 @@ from tpot.control import TunnelProtocol
 from tpot.relay import VisitorProtocol
 from tpot.router import HEADER_TIMEOUT, RouterProtocol
 
-KEY = "k" * 40
-NOW_MS = 1_800_000_000_000
-
-
-@pytest.fixture
-def server():
-    server = MemoryServer()
-    restore = use_clock(server.clock)
-    yield server
-    restore()
-
-
-@pytest.fixture
-def keyed():
-    server = MemoryServer(key=KEY, clock_ms=lambda: NOW_MS)
-    restore = use_clock(server.clock)
-    yield server
-    restore()
+KEY = SERVER_KEY
 
 
 def refused(server, transport, status):

@@ -4,20 +4,12 @@ import struct
 
 import pytest
 
-from memory import MemoryServer, parse_response, settle, upgrade_request, use_clock
+from memory import parse_response, settle, upgrade_request
 from tpot import codec
 from tpot.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER
 from tpot.relay import ConversationRefused
 
 SECRET = "k" * 32
-
-
-@pytest.fixture
-def server():
-    server = MemoryServer()
-    restore = use_clock(server.clock)
-    yield server
-    restore()
 
 
 def open_tcp_tunnel(server, name="ssh", secret=SECRET):

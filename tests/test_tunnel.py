@@ -12,26 +12,16 @@ from memory import (
     CLOSE,
     PONG,
     TEXT,
-    MemoryServer,
     WebSocketPeer,
     parse_response,
     settle,
     upgrade_request,
-    use_clock,
     visitor_request,
     websocket_accept,
 )
 from tpot.control import CLOSE_PROTOCOL_ERROR, LIVENESS_TIMEOUT, Authenticator
 from tpot.flow import MAX_UNACKED_BYTES, WEBSOCKET_BUFFER
 from tpot.relay import ConversationIds
-
-
-@pytest.fixture
-def server():
-    server = MemoryServer()
-    restore = use_clock(server.clock)
-    yield server
-    restore()
 
 
 def assert_503(transport):

@@ -14,6 +14,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 
 from tpot.control import CLOSE_PROTOCOL_ERROR, SERVER_PROTOCOL_OPTIONS
 from tpot.flow import PausesPeer, ReadPauses, UnregisterOnDrop, no_delay
+from tpot.forwarded import format_address
 from tpot.relay import ConversationRefused
 from tpot.timers import SilenceTimer
 
@@ -150,8 +151,7 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, WebSocketServerProtocol):
         self.sendClose(CLOSE_NORMAL, "idle for too long")
 
     def _peer(self):
-        host, port = self.address
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return format_address(self.address)
 
 
 class ConnectFactory(WebSocketServerFactory):

@@ -1,8 +1,9 @@
 """The control endpoint: checking `/create-tpot` requests and serving a tunnel's WebSocket.
 
-`check_create_request` and `check_connect_request` (for `/connect-tpot`, tpot.connect) are pure; `Authenticator` runs the TPoT-1 check with the KDF in a
-bounded thread pool; `TunnelProtocol` is the Autobahn protocol of one open tunnel, which
-owns that tunnel's conversations.
+`check_create_request` and `check_connect_request` (for `/connect-tpot`, tpot.connect)
+are pure; `Authenticator` runs the TPoT-1 check with the KDF in a bounded thread pool;
+`TunnelProtocol` is the Autobahn protocol of one open tunnel, which owns that tunnel's
+conversations.
 """
 
 import txaio
@@ -14,6 +15,7 @@ from twisted.logger import Logger
 from tpot import auth, codec
 from tpot.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, HTTP, IPV6, RECLAIM, RECLAIM_TOKEN_HEADER, TCP
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
+from tpot.forwarded import format_address
 from tpot.frames import LeanFrames
 from tpot.head import HeadError
 from tpot.metrics import Stats
@@ -187,9 +189,11 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
     # txaio.set_global_log_level (tpot.tap sets "info"), a plain twisted Logger does not.
     log = txaio.make_logger()
 
-    def __init__(self, name, registry, clock, extensions=frozenset(), stats=None, access_secret=None):
+    def __init__(self, name, registry, clock, extensions=frozenset(), stats=None, access_secret=None,
+                 address=None):
         super().__init__()
         self.name = name
+        self.address = address  # the client's (host, port), as the router saw it, for logs
         # A TCP tunnel takes raw conversations only, from those who prove access_secret.
         self.kind = TCP if TCP in extensions else HTTP
         self.access_secret = access_secret
@@ -229,7 +233,7 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
         self.opened_at = self.clock.seconds()
         self.liveness.start()
         self._send(codec.encode(codec.Greeting(self.name)))
-        self.log.info("tunnel {name} opened from {peer}", name=self.name, peer=self.peer)
+        self.log.info("tunnel {name} opened from {peer}", name=self.name, peer=self._client())
 
     def onMessage(self, payload, isBinary):
         self.liveness.touch()
@@ -259,7 +263,7 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
             self.log.info(
                 "tunnel {name} closed ({code}) from {peer} after {duration:.1f} s,"
                 " {up} bytes up, {down} bytes down",
-                name=self.name, code=code, peer=self.peer, duration=self.clock.seconds() - self.opened_at,
+                name=self.name, code=code, peer=self._client(), duration=self.clock.seconds() - self.opened_at,
                 up=self.bytes_upstream, down=self.bytes_downstream,
             )
 
@@ -323,6 +327,9 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
     def _send(self, payload):
         self._send_message(payload)
 
+    def _client(self):
+        return self.peer if self.address is None else format_address(self.address)
+
     def _protocol_error(self, reason):
         self.log.warn("tunnel {name} sent a malformed message: {reason}", name=self.name, reason=reason)
         # Fail the connection (RFC 6455, 7.1.7) rather than just closing it: Autobahn then
@@ -345,7 +352,7 @@ class TunnelFactory(WebSocketServerFactory):
         self.stats = Stats() if stats is None else stats
         self.setProtocolOptions(**SERVER_PROTOCOL_OPTIONS)
 
-    def build_tunnel(self, name, extensions=frozenset(), access_secret=None):
-        protocol = TunnelProtocol(name, self.registry, self.clock, extensions, self.stats, access_secret)
+    def build_tunnel(self, name, extensions=frozenset(), access_secret=None, address=None):
+        protocol = TunnelProtocol(name, self.registry, self.clock, extensions, self.stats, access_secret, address)
         protocol.factory = self
         return protocol

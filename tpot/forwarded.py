@@ -23,6 +23,12 @@ def plain_address(host):
     return host if mapped is None else str(mapped)
 
 
+def format_address(address):
+    """`host:port`, with an IPv6 host in brackets, for logs."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_networks(cidrs, option="--trusted-proxy"):
     """CIDR strings to networks; ValueError names the one that is not valid (and `option`)."""
     networks = []

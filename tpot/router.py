@@ -129,7 +129,7 @@ class RouterProtocol(Protocol):
         if self._gone:
             self.factory.registry.release(name)
             return
-        self._hand_over(self.factory.tunnels.build_tunnel(name, extensions, secret))
+        self._hand_over(self.factory.tunnels.build_tunnel(name, extensions, secret, self.visitor_address))
 
     @defer.inlineCallbacks
     def _connect(self, head):

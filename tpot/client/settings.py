@@ -140,8 +140,14 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     subdomain = subdomain or config.get("subdomain")
     if subdomain is not None and not valid_name(subdomain.lower()):
         raise ClientError(f"The subdomain {subdomain!r} is not valid: use 1-24 of a-z, 0-9 and '-', not starting with '-'.")
+    common = dict(
+        server=parse_address(server, "server"),
+        auth_key=configured_auth_key(auth_key, env, config),
+        subdomain=subdomain.lower() if subdomain else None,
+        debug=debug,
+    )
     if kind == TCP:
-        return _tcp_settings(target, server, env, config, auth_key, subdomain, debug, access_secret)
+        return _tcp_settings(target, env, access_secret, common)
     target_address = parse_address(target, "target")
     if target_address.scheme != "https" and (insecure or ca):
         raise ClientError("The options --insecure and --ca only apply to an https:// target.")
@@ -158,13 +164,10 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     no_host_rewrite = no_host_rewrite or bool(config.get("noHostRewrite"))
     host_rewrite = None if no_host_rewrite else (http_host or config.get("httpHost") or target_address.host_with_port)
     return ClientSettings(
-        server=parse_address(server, "server"),
+        **common,
         target=target_address,
-        auth_key=configured_auth_key(auth_key, env, config),
-        subdomain=subdomain.lower() if subdomain else None,
         host_rewrite=host_rewrite,
         forwarded_headers=not (no_forwarded_headers or config.get("noForwardedHeaders")),
-        debug=debug,
         target_insecure=bool(insecure),
         target_ca=target_ca,
         quiet=bool(quiet),
@@ -194,19 +197,16 @@ def check_access_secret(secret):
     return secret
 
 
-def _tcp_settings(target, server, env, config, auth_key, subdomain, debug, access_secret):
+def _tcp_settings(target, env, access_secret, common):
     target_address = parse_address(target, "target")
     if "://" in target or not re.search(r":[0-9]+$", target_address.host_with_port):
         raise ClientError(f"The target {target!r} is not valid for tpot tcp: use PORT or host:port.")
     secret = check_access_secret(access_secret or env.get("TPOT_ACCESS_SECRET") or new_access_secret())
     return ClientSettings(
-        server=parse_address(server, "server"),
+        **common,
         target=target_address,
-        auth_key=configured_auth_key(auth_key, env, config),
-        subdomain=subdomain.lower() if subdomain else None,
         host_rewrite=None,
         forwarded_headers=False,
-        debug=debug,
         quiet=True,
         kind=TCP,
         access_secret=secret,
