@@ -35,6 +35,7 @@ from tpot.client.settings import (
     read_config_file,
 )
 from tpot.flow import WEBSOCKET, ReadPauses, ReadWhileRoom, UnregisterOnDrop, no_delay
+from tpot.forwarded import format_address
 from tpot.registry import valid_name
 
 EXIT_FAILURE = 1
@@ -88,10 +89,6 @@ def connect_settings(name, server=None, auth_key=None, secret=None, listen=None,
         raise ClientError("Give the tunnel's access secret with --secret (tpot tcp prints it)"
                           " or the server's auth key with -k.")
     return ConnectSettings(server, name.lower(), key, None if stdio else parse_listen(listen), debug)
-
-
-def format_address(host, port):
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def refused_status(protocol):
@@ -284,9 +281,9 @@ class ConnectRun:
             self.port = self.reactor.listenTCP(port, LocalFactory(self), interface=host)
         except CannotListenError as error:
             reason = getattr(error.socketError, "strerror", None) or error.socketError
-            self.fail(f"cannot listen on {format_address(host, port)}: {reason}.")
+            self.fail(f"cannot listen on {format_address((host, port))}: {reason}.")
             return
-        self.out.write(f"tpot listening on {format_address(host, self.port.getHost().port)}\n")
+        self.out.write(f"tpot listening on {format_address((host, self.port.getHost().port))}\n")
         self.out.flush()
 
     # The links.
