@@ -47,8 +47,9 @@ def signal(conversation_id, code):
 class Client:
     """A TunnelClientProtocol connected to a scripted server end."""
 
-    def __init__(self, clock, target="8080", **options):
+    def __init__(self, clock, target="8080", log=False, **options):
         self.clock = clock
+        self.out = io.StringIO()
         # Byte-exact expectations below assume no X-Forwarded-* unless a test asks for them.
         options.setdefault("no_forwarded_headers", True)
         self.settings = client_settings(
@@ -60,8 +61,8 @@ class Client:
         self.factory = TunnelClientFactory(
             self.settings, clock, {}, self.greetings.append, lambda *args: self.closes.append(args),
             on_unsupported=lambda: self.unsupported.append(True),
-            # The request log and visitor policy only for tests of --allow-ip.
-            visitors=VisitorOptions.for_settings(self.settings, clock, io.StringIO()) if self.settings.allow_ip else None,
+            # The request log and visitor policy only for tests of them.
+            visitors=VisitorOptions.for_settings(self.settings, clock, self.out) if log or self.settings.allow_ip else None,
         )
         self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 3000))
         self.transport = connect(self.protocol, MemoryTransport(clock, peer=("127.0.0.1", 3000)))
@@ -542,8 +543,8 @@ def test_slow_visitor_download_through_our_client_and_server(clock):
 SECRET = "s" * 32
 
 
-def tcp_client(clock, granted="reclaim, ipv6, tcp"):
-    client = Client(clock, target="2222", kind="tcp", access_secret=SECRET)
+def tcp_client(clock, granted="reclaim, ipv6, tcp", log=False):
+    client = Client(clock, target="2222", kind="tcp", access_secret=SECRET, log=log)
     client.answer_upgrade(headers=[("TPoT-Extensions", granted)])
     client.server_sends(b"\x11GTPoT/1 wire")
     return client
@@ -592,3 +593,18 @@ def test_tcp_not_granted_closes_the_tunnel_and_reports_it(clock):
     client.transport.peer_closes()
     settle(clock)
     assert client.unsupported == [True] and client.closes == []
+
+
+def test_tcp_tunnel_logs_each_connection_when_it_ends(clock):
+    client = tcp_client(clock, log=True)
+    client.server_sends(raw_opened(1, port=40001))
+    client.refuse_target()
+    assert client.out.getvalue().startswith("TCP 127.0.0.1:40001 → target unreachable  0 B in  0 B out  ")
+    client.server_sends(raw_opened(2, port=40002))
+    client.server_sends(data(2, b"x" * 2048))
+    target = client.connect_target()
+    clock.advance(1.5)
+    target.protocol.dataReceived(b"y" * 10)
+    target.peer_closes()
+    settle(clock)
+    assert client.out.getvalue().splitlines()[1] == "TCP 127.0.0.1:40002 → closed  2.0 KiB in  10 B out  1500 ms"

@@ -154,6 +154,9 @@ def test_a_5_mb_stream_echoes_back_intact(tcp_tunnel, server, tmp_path, started)
     listener = started(Listener(["echo", "-t", server.url, "--secret", tcp_tunnel.secret], tmp_path))
     payload = expected_bytes(BIG_STREAM, 5)
     assert echo_through(listener.port, payload) == hashlib.sha256(payload).hexdigest()
+    # tpot tcp's connection log: one line once the connection has ended.
+    line = tcp_tunnel.client.next_line(IO_TIMEOUT)
+    assert line is not None and line.startswith(f"TCP {HOST}:") and "→ closed  5.0 MiB in  5.0 MiB out  " in line, line
 
 
 def test_stdio_relays_a_stream_for_ssh_proxycommand(tcp_tunnel, server, tmp_path):

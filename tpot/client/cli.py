@@ -54,6 +54,7 @@ def _add_tcp(tcp):
     tcp.add_argument("target", metavar="TARGET", help="22, localhost:5432 or host:port")
     _add_server_options(tcp)
     tcp.add_argument("-s", "--subdomain", help="ask for this tunnel name")
+    tcp.add_argument("-q", "--quiet", action="store_true", help="do not print a line per connection on stdout")
     tcp.add_argument("--secret", help="the access secret people connecting must give"
                      " (env TPOT_ACCESS_SECRET; default: a new random one, printed)")
 
@@ -79,7 +80,7 @@ def parse_command_line(argv):
     if args.command == "tcp":
         return client_settings(
             args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
-            debug=args.debug, kind="tcp", access_secret=args.secret,
+            debug=args.debug, quiet=args.quiet, kind="tcp", access_secret=args.secret,
         )
     return client_settings(
         args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,

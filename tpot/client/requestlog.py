@@ -187,6 +187,27 @@ def format_entry(entry, colour=False, arrow="→"):
     return "  ".join(parts)
 
 
+@dataclass(frozen=True)
+class ConnectionEntry:
+    """One connection through a TCP tunnel, logged when it ends."""
+
+    address: str  # host:port of the connecting side, as the server reported it
+    outcome: str  # "closed", or why it ended otherwise
+    bytes_in: int  # from the connecting side to the service
+    bytes_out: int
+    duration: float
+
+
+def format_connection(entry, arrow="→"):
+    """`TCP HOST:PORT → closed  1.2 KiB in  3.4 KiB out  2.3 s`."""
+    return "  ".join((
+        f"TCP {printable(entry.address)} {arrow} {entry.outcome}",
+        f"{format_size(entry.bytes_in)} in",
+        f"{format_size(entry.bytes_out)} out",
+        format_duration(entry.duration),
+    ))
+
+
 class RequestLogger:
     """Writes entries to `out`, coloured on a terminal, plain when piped.
 
@@ -203,10 +224,16 @@ class RequestLogger:
         self.broken = False
 
     def write(self, entry):
-        if self.broken:
-            return
+        if not self.broken:
+            self._line(format_entry(entry, self.colour, self.arrow))
+
+    def write_connection(self, entry):
+        if not self.broken:
+            self._line(format_connection(entry, self.arrow))
+
+    def _line(self, text):
         try:
-            self.out.write(format_entry(entry, self.colour, self.arrow) + "\n")
+            self.out.write(text + "\n")
             self.out.flush()
         except (OSError, ValueError):
             self.broken = True

@@ -10,8 +10,9 @@ from autobahn.websocket.protocol import WebSocketProtocol
 
 from tpot import codec
 from tpot.codec import EXTENSIONS_HEADER, RECLAIM_TOKEN_HEADER, TCP
-from tpot.client.target import Conversation, TargetConnector
+from tpot.client.target import Conversation, LoggedRawConversation, TargetConnector
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
+from tpot.forwarded import format_address
 from tpot.frames import LeanFrames
 from tpot.rewrite import Forwarded
 
@@ -111,16 +112,21 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
                           kind="raw" if raw else "HTTP", tunnel=settings.kind)
             self.send_no_connect(message.id)
             return
-        if raw:
-            conversation = Conversation(self, message.id, host_rewrite=None)
-        else:
-            forwarded = Forwarded(message.host, settings.server.scheme) if settings.forwarded_headers else None
-            conversation = Conversation(self, message.id, settings.host_rewrite, forwarded,
-                                        self.factory.visitors, message.host)
+        conversation = self._conversation_for(message, raw)
         self.conversations[message.id] = conversation
         self.backpressure.admit(conversation)
         self.log.debug("conversation {id} from {host}:{port}", id=message.id, host=message.host, port=message.port)
         conversation.connect(self.factory.target)
+
+    def _conversation_for(self, message, raw):
+        settings, visitors = self.factory.settings, self.factory.visitors
+        if not raw:
+            forwarded = Forwarded(message.host, settings.server.scheme) if settings.forwarded_headers else None
+            return Conversation(self, message.id, settings.host_rewrite, forwarded, visitors, message.host)
+        if visitors is not None and visitors.log is not None:
+            address = format_address((message.host, message.port))
+            return LoggedRawConversation(self, message.id, address, visitors)
+        return Conversation(self, message.id, host_rewrite=None)
 
     def onClose(self, wasClean, code, reason):
         for conversation in list(self.conversations.values()):

@@ -147,7 +147,7 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         debug=debug,
     )
     if kind == TCP:
-        return _tcp_settings(target, env, access_secret, common)
+        return _tcp_settings(target, env, access_secret, quiet, common)
     target_address = parse_address(target, "target")
     if target_address.scheme != "https" and (insecure or ca):
         raise ClientError("The options --insecure and --ca only apply to an https:// target.")
@@ -197,7 +197,7 @@ def check_access_secret(secret):
     return secret
 
 
-def _tcp_settings(target, env, access_secret, common):
+def _tcp_settings(target, env, access_secret, quiet, common):
     target_address = parse_address(target, "target")
     if "://" in target or not re.search(r":[0-9]+$", target_address.host_with_port):
         raise ClientError(f"The target {target!r} is not valid for tpot tcp: use PORT or host:port.")
@@ -207,7 +207,7 @@ def _tcp_settings(target, env, access_secret, common):
         target=target_address,
         host_rewrite=None,
         forwarded_headers=False,
-        quiet=True,
+        quiet=bool(quiet),
         kind=TCP,
         access_secret=secret,
     )

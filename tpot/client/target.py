@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tpot.client.policy import VisitorPolicy, refusal_response
-from tpot.client.requestlog import Entry, RequestLogger, ResponseTracker, request_line
+from tpot.client.requestlog import ConnectionEntry, Entry, RequestLogger, ResponseTracker, request_line
 from tpot.client.settings import ca_certificates
 from tpot.flow import ReadPauses, no_delay
 from tpot.rewrite import HostRewriter
@@ -423,3 +423,45 @@ class Conversation:
 
     def stopProducing(self):
         pass
+
+
+class LoggedRawConversation(Conversation):
+    """A raw conversation of a TCP tunnel, relayed untouched, with one log line at its end
+    (`tpot tcp` without --quiet): who connected, how it ended, bytes each way, how long."""
+
+    def __init__(self, session, conversation_id, address, visitors):
+        super().__init__(session, conversation_id, host_rewrite=None)
+        self.address = address
+        self._clock = visitors.clock
+        self._log_to = visitors.log
+        self._started = self._clock.seconds()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._logged = False
+
+    def from_tunnel(self, payload):
+        self.bytes_in += len(payload)
+        super().from_tunnel(payload)
+
+    def from_target(self, data):
+        self.bytes_out += len(data)
+        super().from_target(data)
+
+    def remote_closed(self):
+        super().remote_closed()
+        self._log_end("closed")
+
+    def target_lost(self):
+        super().target_lost()
+        self._log_end("closed")
+
+    def could_not_connect(self):
+        super().could_not_connect()
+        self._log_end("target unreachable")
+
+    def _log_end(self, outcome):
+        if not self._logged:
+            self._logged = True
+            self._log_to.write_connection(ConnectionEntry(
+                self.address, outcome, self.bytes_in, self.bytes_out, self._clock.seconds() - self._started
+            ))
