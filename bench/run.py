@@ -15,11 +15,21 @@ bench/results/<UTC timestamp>.json. Nothing here asserts timings: a person judge
 BENCH_BULK_COUNT (4) is the number of 16 MB transfers per bulk figure; BENCH_KEEP_TMP=1
 keeps the temporary directory (nginx, server and client logs).
 
+Raw TCP tunnels get their own rows: a small source/sink/echo service (a separate Python
+process on 127.0.0.1) exposed with `tpot tcp` and reached through `tpot connect --listen`,
+against the same service reached directly. Per round: one stream uploading BENCH_TCP_MB
+(64) MB to the sink, one downloading as much from the source (each timed from the first
+byte sent to the last byte checked: count and sha256), and BENCH_TCP_CONNECTIONS (50)
+sequential short connections (connect, send 1 KB, read its echo, close). BENCH_TCP=0 skips
+this part, BENCH_TCP=only runs nothing else (no nginx or wrk needed). A failure here is one
+line in the report, and the other figures are kept.
+
 Needs wrk, nginx and curl on PATH (the Makefile target installs them), and the project's
 virtualenv (twistd and tpot next to this interpreter, or in .venv/bin).
 """
 
 import base64
+import hashlib
 import json
 import os
 import platform
@@ -49,8 +59,14 @@ SMALL_BODY = b"hello\n"  # 6 bytes
 MEDIUM_SIZE = 100 * 1024
 BULK_SIZE = 16 * 1024 * 1024
 TUNNEL_NAME = "bench"
+TCP_TUNNEL_NAME = "benchtcp"
+TCP_BLOCK_SIZE = 1024 * 1024  # the source sends (and the upload sends) this random block over and over
+TCP_CHUNK = 256 * 1024
+TCP_ECHO_SIZE = 1024
+TCP_IO_TIMEOUT = 30.0  # any one socket operation of the raw TCP measurements
+TCP_ROUND_LIMIT = 120.0  # seconds any one raw TCP figure may take
 # Settings that must not leak into the processes under test from the outer environment.
-LEAKY = ("DOMAIN", "AUTH_KEY", "PORT", "TPOT_SERVER", "TPOT_AUTH_KEY")
+LEAKY = ("DOMAIN", "AUTH_KEY", "PORT", "TPOT_SERVER", "TPOT_AUTH_KEY", "TPOT_ACCESS_SECRET")
 
 
 class BenchError(Exception):
@@ -158,7 +174,7 @@ def children(pid):
         return found
 
 
-def machine_info():
+def machine_info(tools=True):
     model = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -188,9 +204,9 @@ def machine_info():
         "mem_total_mb": mem_kb // 1024 if mem_kb else None,
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "nginx": version([find_tool("nginx", ["/usr/sbin/nginx"]), "-v"]),
-        "wrk": version([find_tool("wrk"), "-v"]),
-        "curl": version([find_tool("curl"), "--version"]),
+        "nginx": version([find_tool("nginx", ["/usr/sbin/nginx"]), "-v"]) if tools else None,
+        "wrk": version([find_tool("wrk"), "-v"]) if tools else None,
+        "curl": version([find_tool("curl"), "--version"]) if tools else None,
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
     }
 
@@ -358,6 +374,10 @@ class Tunnel:
 
     def url(self, path):
         return f"http://{HOST}:{self.port}{path}"
+
+    def log_processes(self):
+        """(what, process) of everything this tunnel started, for scan_logs."""
+        return (("server", self.server), ("client", self.client))
 
     def check_alive(self):
         for what, proc in (("server", self.server), ("client", self.client)):
@@ -725,17 +745,350 @@ def memory_idle_visitors(processes, tmp, bin_dir, nginx, count, out, logs):
 
 
 # ---------------------------------------------------------------------------------------
+# raw TCP tunnels: `tpot tcp` + `tpot connect --listen` against the service itself
+
+# The service, run as its own process (`python -c`, arguments PORT BLOCK_FILE) so that its
+# CPU is its own. A connection starting with b"U" or b"D" and 12 digits (a byte count) is
+# answered b"R" (ready); then "U": it reads that many bytes and answers "COUNT SHA256\n";
+# "D": after one more byte (go) it sends that many bytes of the block repeated, then closes.
+# Anything else is echoed until the peer closes. Every socket operation has a timeout.
+TCP_SERVICE = r"""
+import hashlib, socket, socketserver, sys
+port, block_path = int(sys.argv[1]), sys.argv[2]
+with open(block_path, "rb") as f:
+    BLOCK = memoryview(f.read())
+CHUNK, HEADER = 256 * 1024, 13
+
+
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        s = self.request
+        s.settimeout(30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            first = s.recv(CHUNK)
+            if first[:1] in (b"U", b"D"):
+                while len(first) < HEADER:
+                    more = s.recv(HEADER - len(first))
+                    if not more:
+                        return
+                    first += more
+                n = int(first[1:HEADER])
+                s.sendall(b"R")
+                (self.sink if first[:1] == b"U" else self.source)(s, n, first[HEADER:])
+            else:
+                while first:
+                    s.sendall(first)
+                    first = s.recv(CHUNK)
+        except (OSError, ValueError) as error:
+            print(f"service: {error!r}", flush=True)
+
+    def sink(self, s, n, got):
+        digest, count = hashlib.sha256(got), len(got)
+        while count < n:
+            data = s.recv(CHUNK)
+            if not data:
+                break
+            count += len(data)
+            digest.update(data)
+        s.sendall(f"{count} {digest.hexdigest()}\n".encode())
+
+    def source(self, s, n, got):
+        if not got and not s.recv(1):
+            return
+        sent = 0
+        while sent < n:
+            piece = BLOCK[:min(len(BLOCK), n - sent)]
+            s.sendall(piece)
+            sent += len(piece)
+
+
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+Server(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+def wait_for_line(proc, pattern, what, timeout=START_TIMEOUT):
+    """The first group of `pattern` (a line of proc's log), or BenchError saying `what` went wrong."""
+    regex = re.compile(pattern, re.MULTILINE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = regex.search(Path(proc.log_path).read_text(errors="replace"))
+        if match:
+            return match.group(1)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise BenchError(f"{what}: {tail(proc.log_path)}")
+
+
+class TcpTunnel(Tunnel):
+    """Our server, a `tpot tcp` client exposing a TCP service, and `tpot connect --listen` reaching it."""
+
+    def __init__(self, processes, tmp, bin_dir, label):
+        super().__init__(processes, tmp, bin_dir, label)
+        self.connector = None
+        self.listen_port = None
+
+    def connect_tcp(self, target_port, name=TCP_TUNNEL_NAME):
+        self.name = name
+        server = f"http://{DOMAIN}:{self.port}"
+        self.client = self.processes.start(
+            [str(self.bin / "tpot"), "tcp", f"{HOST}:{target_port}", "-t", server, "-s", name, "-q"],
+            self.dir / "tcp-client.log", self.dir, clean_env(self.dir),
+        )
+        secret = wait_for_line(self.client, r"^access secret: (\S+)$", "the tpot tcp client did not connect")
+        env = clean_env(self.dir)
+        env["TPOT_ACCESS_SECRET"] = secret  # as --secret, but out of the process list
+        self.connector = self.processes.start(
+            [str(self.bin / "tpot"), "connect", name, "-t", server, "--listen", f"{HOST}:0"],
+            self.dir / "connect-client.log", self.dir, env,
+        )
+        self.listen_port = int(wait_for_line(
+            self.connector, rf"^tpot listening on {re.escape(HOST)}:(\d+)$", "tpot connect did not start listening"))
+
+    def log_processes(self):
+        return (("server", self.server), ("tcp client", self.client), ("connect client", self.connector))
+
+    def check_alive(self):
+        for what, proc in self.log_processes():
+            if proc is not None and proc.poll() is not None:
+                raise BenchError(f"the tpot {what} exited with status {proc.returncode}: "
+                                 f"{unexpected_tail(proc.log_path)}")
+
+    def stop(self):
+        if self.connector is not None:
+            self.processes.stop(self.connector)
+        super().stop()
+
+
+def unexpected_tail(path, lines=2):
+    """The last lines of a log that are not the clients' expected announcements (secrets, URLs)."""
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    kept = [line for line in text if line.strip() and not CLIENT_EXPECTED.match(line.strip())]
+    return " | ".join(kept[-lines:]) or "(nothing unexpected in its log)"
+
+
+def recv_exactly(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise OSError(f"the connection closed after {len(buf)} of {n} expected bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def tcp_connect(port):
+    s = socket.create_connection((HOST, port), timeout=TCP_IO_TIMEOUT)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def percentile(values, pct):
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    return statistics.quantiles(ordered, n=100, method="inclusive")[pct - 1]
+
+
+class RawTcp:
+    """The load of the raw TCP figures, run from this process against a port (service or tunnel)."""
+
+    def __init__(self, block, size, connections):
+        self.block = block
+        self.size = size
+        self.connections = connections
+        digest = hashlib.sha256()
+        for piece in self.pieces():
+            digest.update(piece)
+        self.expected = digest.hexdigest()
+
+    def pieces(self):
+        view, done = memoryview(self.block), 0
+        while done < self.size:
+            piece = view[:min(len(view), self.size - done)]
+            yield piece
+            done += len(piece)
+
+    def _ready(self, s, kind):
+        s.sendall(b"%s%012d" % (kind, self.size))
+        if recv_exactly(s, 1) != b"R":
+            raise OSError("the service did not answer ready")
+
+    def upload(self, port):
+        """One stream of `size` bytes to the sink; timed from the first byte to its "COUNT SHA256" answer."""
+        deadline = time.monotonic() + TCP_ROUND_LIMIT
+        with tcp_connect(port) as s:
+            self._ready(s, b"U")
+            started = time.perf_counter()
+            for piece in self.pieces():
+                s.sendall(piece)
+                if time.monotonic() > deadline:
+                    raise OSError(f"upload took over {TCP_ROUND_LIMIT:.0f} s")
+            answer = b""
+            while not answer.endswith(b"\n") and len(answer) < 200:
+                chunk = s.recv(200)
+                if not chunk:
+                    raise OSError(f"closed before the sink's answer (got {answer!r})")
+                answer += chunk
+            seconds = time.perf_counter() - started
+        count, digest = answer.decode(errors="replace").split()
+        if int(count) != self.size or digest != self.expected:
+            raise BenchError(f"the sink received {count} bytes (sha256 {digest[:16]}…), "
+                             f"not {self.size} (sha256 {self.expected[:16]}…)")
+        return {"mb_s": self.size / seconds / 1e6, "bytes": self.size, "seconds": round(seconds, 4),
+                "sha256_ok": True, "transfers": 1}
+
+    def download(self, port):
+        """One stream of `size` bytes from the source; timed from the go byte to the last byte."""
+        deadline = time.monotonic() + TCP_ROUND_LIMIT
+        digest, count = hashlib.sha256(), 0
+        buf = bytearray(TCP_CHUNK)
+        view = memoryview(buf)
+        with tcp_connect(port) as s:
+            self._ready(s, b"D")
+            started = time.perf_counter()
+            s.sendall(b"G")
+            while count < self.size:
+                k = s.recv_into(view, min(TCP_CHUNK, self.size - count))
+                if not k:
+                    break
+                digest.update(view[:k])
+                count += k
+                if time.monotonic() > deadline:
+                    raise OSError(f"download took over {TCP_ROUND_LIMIT:.0f} s")
+            seconds = time.perf_counter() - started
+            extra = 0
+            if count == self.size:  # then the source closes: nothing more may come
+                s.settimeout(5)
+                while extra < 1 << 20:
+                    k = s.recv_into(view)
+                    if not k:
+                        break
+                    extra += k
+        if count != self.size or extra or digest.hexdigest() != self.expected:
+            raise BenchError(f"the download brought {count + extra} bytes (sha256 {digest.hexdigest()[:16]}…), "
+                             f"not {self.size} (sha256 {self.expected[:16]}…)")
+        return {"mb_s": self.size / seconds / 1e6, "bytes": self.size, "seconds": round(seconds, 4),
+                "sha256_ok": True, "transfers": 1}
+
+    def echo_once(self, port):
+        """Seconds for: connect, send 1 KB, read the same 1 KB back (then close)."""
+        payload = b"E" + os.urandom(TCP_ECHO_SIZE - 1)  # not "U" or "D": the service echoes it
+        started = time.perf_counter()
+        with tcp_connect(port) as s:
+            s.sendall(payload)
+            got = recv_exactly(s, len(payload))
+            seconds = time.perf_counter() - started
+        if got != payload:
+            raise BenchError("the 1 KB echo came back different")
+        return seconds
+
+    def setup(self, port):
+        """`connections` sequential short connections: connections/s and latency percentiles."""
+        deadline = time.monotonic() + TCP_ROUND_LIMIT
+        latencies = []
+        started = time.perf_counter()
+        for _ in range(self.connections):
+            if time.monotonic() > deadline:
+                break
+            latencies.append(self.echo_once(port))
+        seconds = time.perf_counter() - started
+        return {"conn_s": len(latencies) / seconds, "p50_ms": percentile(latencies, 50) * 1000,
+                "p99_ms": percentile(latencies, 99) * 1000, "connections": len(latencies),
+                "requested": self.connections, "seconds": round(seconds, 3),
+                "max_ms": max(latencies) * 1000}
+
+    def scenarios(self):
+        """(key, title, function(port, _) -> result dict, CPU unit) like scenarios(load)."""
+        mb = self.size // 2**20
+        return [
+            ("tcp_upload", f"raw TCP {mb} MB upload, one stream", lambda port, _: self.upload(port), "transfer"),
+            ("tcp_download", f"raw TCP {mb} MB download, one stream", lambda port, _: self.download(port),
+             "transfer"),
+            ("tcp_setup", f"raw TCP {self.connections} sequential connections, 1 KB echo each",
+             lambda port, _: self.setup(port), "connection"),
+        ]
+
+
+def run_tcp(processes, tmp, bin_dir, repeat, size, connections, out, logs):
+    block_path = tmp / "tcp-block"
+    block = os.urandom(TCP_BLOCK_SIZE)
+    block_path.write_bytes(block)
+    service_port = free_port()
+    service = processes.start([sys.executable, "-c", TCP_SERVICE, str(service_port), str(block_path)],
+                              tmp / "tcp-service.log", tmp, clean_env(tmp))
+    if not wait_for_port(service_port, service):
+        raise BenchError(f"the raw TCP service did not start: {tail(service.log_path)}")
+    raw = RawTcp(block, size, connections)
+    tunnel = TcpTunnel(processes, tmp, bin_dir, "tcp")
+
+    def check_alive():
+        tunnel.check_alive()
+        if service.poll() is not None:
+            raise BenchError(f"the raw TCP service exited with status {service.returncode}: "
+                             f"{unexpected_tail(service.log_path)}")
+
+    def attempt(fn, port, side, title, pids):
+        try:
+            return measure(fn, port, None, pids)
+        except (OSError, ValueError) as error:
+            check_alive()  # a process that died says more than the socket error
+            # What the clients and the service said last, if anything unexpected (not their secrets).
+            said = [(what, unexpected_tail(proc.log_path, 1)) for what, proc in
+                    (*tunnel.log_processes()[1:], ("service", service)) if proc is not None]
+            said = "; ".join(f"{what}: {line}" for what, line in said if not line.startswith("("))
+            raise BenchError(f"{title}, {side}: {error}" + (f" ({said})" if said else "")) from None
+
+    try:
+        tunnel.connect_tcp(service_port)
+        log(f"TCP tunnel {tunnel.name} on {DOMAIN}:{tunnel.port} -> service {HOST}:{service_port}; "
+            f"tpot connect listening on {HOST}:{tunnel.listen_port}")
+        direct_pids = lambda: {"service": [service.pid]}  # noqa: E731
+        tunnel_pids = lambda: {"server": [tunnel.server.pid], "tcp_client": [tunnel.client.pid],  # noqa: E731
+                               "connect_client": [tunnel.connector.pid], "service": [service.pid]}
+        warm = lambda port, _: {"seconds": raw.echo_once(port)}  # noqa: E731
+        attempt(warm, service_port, "direct", "raw TCP warm-up echo", direct_pids())
+        attempt(warm, tunnel.listen_port, "through the tunnel", "raw TCP warm-up echo", tunnel_pids())
+        for key, title, _, unit in raw.scenarios():
+            out["scenarios"][key] = {"title": title, "cpu_unit": unit, "direct": [], "tunnel": []}
+        for rep in range(repeat):
+            for key, title, fn, _ in raw.scenarios():
+                log(f"round {rep + 1}/{repeat}: {title}: direct")
+                out["scenarios"][key]["direct"].append(attempt(fn, service_port, "direct", title, direct_pids()))
+                log(f"round {rep + 1}/{repeat}: {title}: tunnel")
+                out["scenarios"][key]["tunnel"].append(
+                    attempt(fn, tunnel.listen_port, "through the tunnel", title, tunnel_pids()))
+                check_alive()
+    finally:
+        logs["tcp"] = scan_logs(tunnel, extra=(("service", service),))
+        tunnel.stop()
+        processes.stop(service)
+
+
+# ---------------------------------------------------------------------------------------
 # logs: anything that looked wrong in the server or client
 
 NOTABLE = re.compile(r"#(warn|error|critical)\]|Unhandled|Traceback \(most recent call last\)")
 REFUSED = re.compile(r"refused (\d{3}):")
 LEVEL = re.compile(r"^\S+ \[[^\]#]*#(\w+)\]")
-CLIENT_EXPECTED = re.compile(r"^tpot connected$|^http://\S+$")
+CLIENT_EXPECTED = re.compile(r"^tpot connected$|^http://\S+$|^TCP tunnel \S+ on \S+$|^access secret: \S+$"
+                             r"|^connect with: tpot connect .*$|^tpot listening on \S+$")
 
 
-def scan_logs(tunnel):
+def scan_logs(tunnel, extra=()):
+    """What the tunnel's processes (and `extra` (what, process) pairs) logged that looked wrong."""
     report = {}
-    for what, proc in (("server", tunnel.server), ("client", tunnel.client)):
+    for what, proc in (*tunnel.log_processes(), *extra):
         if proc is None:
             continue
         try:
@@ -746,7 +1099,7 @@ def scan_logs(tunnel):
         levels = Counter(m.group(1) for line in lines for m in [LEVEL.search(line)] if m)
         notable = Counter()
         for line in lines:
-            if what == "client":
+            if what != "server":  # clients and the raw TCP service: anything unexpected
                 interesting = line.strip() and not CLIENT_EXPECTED.match(line.strip())
             else:
                 interesting = NOTABLE.search(line) and not REFUSED.search(line)
@@ -787,14 +1140,59 @@ ROWS = [
 ]
 
 
-def build_summary(results):
+def tcp_rows(cfg):
+    """The raw TCP rows, labelled with this run's sizes (see ROWS)."""
+    mb, n = cfg["bytes"] // 2**20, cfg["connections"]
+    return [
+        ("tcp_upload", "mb_s", f"{mb} MB upload, one stream: MB/s", "{:,.1f}"),
+        ("tcp_download", "mb_s", f"{mb} MB download, one stream: MB/s", "{:,.1f}"),
+        ("tcp_setup", "conn_s", f"{n} sequential connections: conn/s", "{:,.1f}"),
+        ("tcp_setup", "p50_ms", "connect + 1 KB echo: p50 latency ms", "{:,.2f}"),
+        ("tcp_setup", "p99_ms", "connect + 1 KB echo: p99 latency ms", "{:,.2f}"),
+    ]
+
+
+def summary_rows(scenarios, spec):
+    """One row per (scenario, field) of `spec` that has figures on both sides."""
     rows = []
-    for key, field, label, fmt in ROWS:
-        sc = results["scenarios"][key]
+    for key, field, label, fmt in spec:
+        sc = scenarios.get(key)
+        if not sc or not sc["direct"] or not sc["tunnel"]:
+            continue
         direct, tunnel = summarise(sc["direct"], field), summarise(sc["tunnel"], field)
         ratio = tunnel["median"] / direct["median"] if direct["median"] else None
         rows.append({"scenario": key, "metric": field, "label": label, "format": fmt,
                      "direct": direct, "tunnel": tunnel, "ratio": ratio})
+    return rows
+
+
+TCP_CPU = (("tunnel", ("server", "tcp_client", "connect_client", "service")), ("direct", ("service",)))
+
+
+def tcp_cpu(tcp):
+    """CPU seconds per transfer or per connection of the raw TCP scenarios, like the HTTP ones."""
+    mb = tcp["config"]["bytes"] // 2**20
+    cpu = []
+    for key, sc in tcp["scenarios"].items():
+        per_connection = sc["cpu_unit"] == "connection"
+        entry = {"scenario": key, "title": sc["title"], "unit": "per connection" if per_connection else f"per {mb} MB"}
+        for side, procs in TCP_CPU:
+            for proc in procs:
+                values = [s["cpu_s"][proc] / (s["connections"] if per_connection else s["transfers"])
+                          for s in sc[side] if (s["connections"] if per_connection else s["transfers"])]
+                if values:
+                    entry[f"{side}_{proc}"] = {"median": statistics.median(values), "min": min(values),
+                                               "max": max(values)}
+        if len(entry) > 3:  # some figures
+            cpu.append(entry)
+    return cpu
+
+
+def build_summary(results):
+    rows = summary_rows(results["scenarios"], ROWS)
+    tcp = results.get("tcp")
+    if tcp:
+        rows += summary_rows(tcp["scenarios"], tcp_rows(tcp["config"]))
     cpu = []
     for key, sc in results["scenarios"].items():
         per = 1000 if sc["cpu_unit"] == "req" else 1
@@ -810,6 +1208,8 @@ def build_summary(results):
                     entry[f"{side}_{proc}"] = {"median": statistics.median(values), "min": min(values),
                                                "max": max(values)}
         cpu.append(entry)
+    if tcp:
+        cpu += tcp_cpu(tcp)
     return rows, cpu
 
 
@@ -822,23 +1222,44 @@ def figure(stats, fmt):
 def render(results):
     rows, cpu = results["summary"], results["cpu"]
     cfg = results["config"]
+    tcp = results.get("tcp")
     lines = [
         f"TPoT benchmark {results['timestamp']} — {results['machine']['nproc']} CPU "
         f"({results['machine']['cpu_model']}), Linux {results['machine']['kernel']}, "
         f"Python {results['machine']['python']}",
-        f"{cfg['repeat']} round(s) of {cfg['duration_s']} s per wrk figure, alternating direct/tunnel; "
-        f"median [min–max]; bulk = {cfg['bulk_count']} x 16 MB per figure; MB = 10^6 bytes",
-        "",
     ]
-    table = [("metric", "direct (nginx)", "through tunnel", "tunnel/direct")]
-    for r in rows:
+    if results["scenarios"]:
+        lines.append(f"{cfg['repeat']} round(s) of {cfg['duration_s']} s per wrk figure, alternating direct/tunnel; "
+                     f"median [min–max]; bulk = {cfg['bulk_count']} x 16 MB per figure; MB = 10^6 bytes")
+    lines.append("")
+
+    def cells(r):
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        table.append((r["label"], figure(r["direct"], r["format"]), figure(r["tunnel"], r["format"]), ratio))
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for i, row in enumerate(table):
-        lines.append("  ".join(cell.ljust(widths[j]) if j == 0 else cell.rjust(widths[j]) for j, cell in enumerate(row)))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+        return (r["label"], figure(r["direct"], r["format"]), figure(r["tunnel"], r["format"]), ratio)
+
+    tables = []
+    http_rows = [r for r in rows if not r["scenario"].startswith("tcp_")]
+    tcp_rows_ = [r for r in rows if r["scenario"].startswith("tcp_")]
+    if http_rows:
+        tables.append([("metric", "direct (nginx)", "through tunnel", "tunnel/direct"), *map(cells, http_rows)])
+    if tcp_rows_:
+        tables.append([("raw TCP tunnel", "direct (service)", "through tunnel", "tunnel/direct"),
+                       *map(cells, tcp_rows_)])
+    widths = [max((len(row[i]) for table in tables for row in table), default=0) for i in range(4)]
+    for n, table in enumerate(tables):
+        if n:
+            lines.append("")
+        if table[0][0] == "raw TCP tunnel":
+            tc = tcp["config"]
+            lines.append(f"raw TCP: {tc['repeat']} round(s), alternating; direct = a Python source/sink/echo service, "
+                         f"through = tpot connect --listen -> server -> tpot tcp -> it;")
+            lines.append(f"  one stream each way of {tc['bytes'] // 2**20} MiB, timed first byte to last, count + "
+                         f"sha256 checked; a connection = connect, send 1 KB, read its echo, close")
+        for i, row in enumerate(table):
+            lines.append("  ".join(cell.ljust(widths[j]) if j == 0 else cell.rjust(widths[j])
+                                   for j, cell in enumerate(row)))
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
     other_errors = [
         f"{key}: direct {sum(s['errors'] for s in sc['direct'])}, tunnel {sum(s['errors'] for s in sc['tunnel'])}"
         for key, sc in results["scenarios"].items()
@@ -847,13 +1268,26 @@ def render(results):
     if other_errors:
         lines.append("wrk errors (connect/read/write, > 2 s timeouts, non-2xx) in other scenarios, all rounds: "
                      + "; ".join(other_errors))
-    lines += ["", "CPU seconds (median)                  tunnel server  tunnel client  nginx (tunnel)  nginx (direct)"]
-    for c in cpu:
-        def v(name):
-            return f"{c[name]['median']:.4f}" if name in c else "—"
-        label = f"{c['scenario']} {c['unit']}"
-        lines.append(f"{label:<38}{v('tunnel_server'):>14}{v('tunnel_client'):>15}{v('tunnel_nginx'):>16}"
-                     f"{v('direct_nginx'):>16}")
+
+    def v(c, name):
+        return f"{c[name]['median']:.4f}" if name in c else "—"
+
+    http_cpu = [c for c in cpu if not c["scenario"].startswith("tcp_")]
+    if http_cpu:
+        lines += ["", "CPU seconds (median)                  tunnel server  tunnel client  nginx (tunnel)  nginx (direct)"]
+        for c in http_cpu:
+            label = f"{c['scenario']} {c['unit']}"
+            lines.append(f"{label:<38}{v(c, 'tunnel_server'):>14}{v(c, 'tunnel_client'):>15}"
+                         f"{v(c, 'tunnel_nginx'):>16}{v(c, 'direct_nginx'):>16}")
+    tcp_cpu_ = [c for c in cpu if c["scenario"].startswith("tcp_")]
+    if tcp_cpu_:
+        lines += ["", "CPU seconds (median), raw TCP         tunnel server  tcp client  connect client  "
+                      "service (tunnel)  service (direct)"]
+        for c in tcp_cpu_:
+            label = f"{c['scenario']} {c['unit']}"
+            lines.append(f"{label:<38}{v(c, 'tunnel_server'):>13}{v(c, 'tunnel_tcp_client'):>12}"
+                         f"{v(c, 'tunnel_connect_client'):>16}{v(c, 'tunnel_service'):>18}"
+                         f"{v(c, 'direct_service'):>18}")
     lines.append("")
     mem = results.get("memory", {})
     t = mem.get("idle_tunnels")
@@ -872,7 +1306,9 @@ def render(results):
     problems = results.get("problems", [])
     if problems:
         lines += ["", "looked wrong:"] + [f"  {p}" for p in problems]
-    return "\n".join(lines)
+    # No double blank lines where a part is missing (a raw-TCP-only run, a failed part).
+    lines = [line for i, line in enumerate(lines) if line or (i and lines[i - 1])]
+    return "\n".join(lines).rstrip("\n")
 
 
 def collect_problems(results):
@@ -888,6 +1324,13 @@ def collect_problems(results):
                 problems.append(f"{where} {what} refusals by status: {r['refusals_by_status']}")
             for n in r["notable_lines"][:3]:
                 problems.append(f"{where} {what} log x{n['count']}: {n['line'][:150]}")
+    tcp = results.get("tcp")
+    if tcp and tcp.get("error"):
+        problems.append(f"raw TCP part failed: {tcp['error']}")
+    for s in (tcp or {}).get("scenarios", {}).get("tcp_setup", {}).get("tunnel", []):
+        if s["connections"] < s["requested"]:
+            problems.append(f"raw TCP: only {s['connections']} of {s['requested']} connections "
+                            f"within {TCP_ROUND_LIMIT:.0f} s")
     for key in ("idle_tunnels", "idle_visitors"):
         m = results.get("memory", {}).get(key)
         if m and (m["failures"] or m["dropped_while_idle"]):
@@ -906,6 +1349,11 @@ def main():
     tunnels = env_int("BENCH_TUNNELS", 1000, 1, 10000)
     visitors = env_int("BENCH_VISITORS", 5000, 1, 10000)
     bulk_count = env_int("BENCH_BULK_COUNT", 4, 1, 50)
+    tcp_mode = os.environ.get("BENCH_TCP", "1").strip().lower() or "1"
+    if tcp_mode not in ("0", "1", "only"):
+        raise BenchError(f"BENCH_TCP must be 1 (default), 0 (skip the raw TCP part) or only, not {tcp_mode!r}.")
+    tcp_bytes = env_int("BENCH_TCP_MB", 64, 1, 4096) * 2**20
+    tcp_connections = env_int("BENCH_TCP_CONNECTIONS", 50, 1, 10000)
     nofile = raise_nofile()
     if nofile < visitors * 2 + 1000:
         log(f"warning: open-file limit {nofile} is low for {visitors} visitor connections")
@@ -913,38 +1361,60 @@ def main():
     timestamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     results = {
         "timestamp": timestamp,
-        "machine": machine_info(),
+        "machine": machine_info(tools=tcp_mode != "only"),
         "config": {"duration_s": duration, "repeat": repeat, "idle_tunnels": tunnels, "idle_visitors": visitors,
                    "bulk_count": bulk_count, "bulk_bytes": BULK_SIZE},
         "scenarios": {},
         "memory": {},
         "logs": {},
     }
+    if tcp_mode != "0":
+        results["tcp"] = {"config": {"repeat": repeat, "bytes": tcp_bytes, "connections": tcp_connections,
+                                     "echo_bytes": TCP_ECHO_SIZE},
+                          "scenarios": {}}
     processes = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="tpot-bench-"))
-    try:
-        nginx = Nginx(processes, tmp, nofile)
-        log(f"nginx on {HOST}:{nginx.port} (temporary files in {tmp})")
-        load = Load(tmp, duration, nginx.bulk_file, bulk_count)
-        tunnel = Tunnel(processes, tmp, bin_dir, "throughput")
-        tunnel.connect_client(nginx.port)
-        log(f"tunnel {tunnel.name}.{DOMAIN}:{tunnel.port} -> nginx")
+
+    def raw_tcp():
         try:
-            run_throughput(load, nginx, tunnel, repeat, results["scenarios"])
-        finally:
-            results["logs"]["throughput"] = scan_logs(tunnel)
-            tunnel.stop()
-        memory_idle_tunnels(processes, tmp, bin_dir, tunnels, results["memory"], results["logs"])
-        memory_idle_visitors(processes, tmp, bin_dir, nginx, visitors, results["memory"], results["logs"])
-        nginx_errors = tail(tmp / "nginx-error.log", 3)
-        if nginx_errors not in ("", "(no log)"):
-            results["nginx_error_log_tail"] = nginx_errors
+            run_tcp(processes, tmp, bin_dir, repeat, tcp_bytes, tcp_connections, results["tcp"], results["logs"])
+        except BenchError as error:  # one line in the report; the other figures stand
+            results["tcp"]["error"] = str(error)
+            log(f"raw TCP part failed: {error}")
+
+    try:
+        if tcp_mode == "only":
+            raw_tcp()
+        else:
+            nginx = Nginx(processes, tmp, nofile)
+            log(f"nginx on {HOST}:{nginx.port} (temporary files in {tmp})")
+            load = Load(tmp, duration, nginx.bulk_file, bulk_count)
+            tunnel = Tunnel(processes, tmp, bin_dir, "throughput")
+            tunnel.connect_client(nginx.port)
+            log(f"tunnel {tunnel.name}.{DOMAIN}:{tunnel.port} -> nginx")
+            try:
+                run_throughput(load, nginx, tunnel, repeat, results["scenarios"])
+            finally:
+                results["logs"]["throughput"] = scan_logs(tunnel)
+                tunnel.stop()
+            if tcp_mode == "1":
+                raw_tcp()
+            memory_idle_tunnels(processes, tmp, bin_dir, tunnels, results["memory"], results["logs"])
+            memory_idle_visitors(processes, tmp, bin_dir, nginx, visitors, results["memory"], results["logs"])
+            nginx_errors = tail(tmp / "nginx-error.log", 3)
+            if nginx_errors not in ("", "(no log)"):
+                results["nginx_error_log_tail"] = nginx_errors
     finally:
         processes.stop_all()
         if os.environ.get("BENCH_KEEP_TMP"):
             log(f"logs and configuration kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    return finish(results, timestamp)
+
+
+def finish(results, timestamp):
+    """Summarise, print and write the results; 1 if the raw TCP part failed."""
     results["summary"], results["cpu"] = build_summary(results)
     results["problems"] = collect_problems(results)
     text = render(results)
@@ -956,7 +1426,7 @@ def main():
     partial.replace(path)
     print(text)
     print(f"\n(written to {path.relative_to(REPO)})")
-    return 0
+    return 1 if results.get("tcp", {}).get("error") else 0
 
 
 if __name__ == "__main__":

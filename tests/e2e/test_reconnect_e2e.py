@@ -49,6 +49,7 @@ def clients(tmp_path):
         if key:
             args += ["-k", key]
         client = start_connected(args, tmp_path)
+        started.append(client)
         return client
 
     yield start
