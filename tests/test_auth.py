@@ -374,3 +374,52 @@ def test_access_checks_count_against_the_pending_bound():
     checker = authenticator(run_kdf=kdf, max_pending=1)
     checker.check(header(nonce="1" + NONCE[1:]))
     assert failed(checker.check_access(SECRET, header(nonce="2" + NONCE[1:])), HeadError).status == 503
+
+
+# TPoT-Secret: the access secret proved with an HMAC, for /connect-tpot only.
+
+
+def secret_header(secret=SECRET, name="ssh", nonce=NONCE, timestamp_ms=T0):
+    return auth.make_secret_authorization(secret, name, nonce, timestamp_ms)
+
+
+def test_secret_proof_round_trips_and_is_bound_to_secret_and_name():
+    credentials = auth.parse_authorization(secret_header(), (auth.SECRET_SCHEME,))
+    assert credentials.scheme == auth.SECRET_SCHEME and credentials.nonce == NONCE
+    auth.verify_secret(SECRET, "ssh", credentials)
+    for secret, name in ((SECRET + "x", "ssh"), (SECRET, "db")):
+        with pytest.raises(AuthError):
+            auth.verify_secret(secret, name, credentials)
+    with pytest.raises(AuthError):
+        auth.parse_authorization(secret_header())  # TPoT-1 only, as /create-tpot reads it
+
+
+def test_secret_proof_is_checked_without_the_kdf_pool():
+    kdf = PendingKdf()
+    checker = authenticator(run_kdf=kdf, max_pending=0)
+    assert succeeded(checker.check_access(SECRET, secret_header(), name="ssh")) == "access secret"
+    assert kdf.calls == []
+
+
+@pytest.mark.parametrize("proof", [
+    secret_header(secret="w" * 40),
+    secret_header(name="other"),
+    secret_header(timestamp_ms=T0 - 120_000),
+    secret_header(secret=KEY),  # the server's key only by TPoT-1
+], ids=["wrong-secret", "other-tunnel", "stale", "server-key"])
+def test_bad_secret_proofs_are_401(proof):
+    assert failed(authenticator().check_access(SECRET, proof, name="ssh"), HeadError).status == 401
+
+
+def test_secret_proofs_are_not_replayed_and_failures_are_limited():
+    checker = authenticator()
+    succeeded(checker.check_access(SECRET, secret_header(), name="ssh"))
+    assert failed(checker.check_access(SECRET, secret_header(), name="ssh"), HeadError).status == 401
+    for attempt in range(4):
+        bad = secret_header(secret="w" * 40, nonce=f"{attempt}{NONCE[1:]}")
+        failed(checker.check_access(SECRET, bad, name="ssh"), HeadError)
+    assert failed(checker.check_access(SECRET, secret_header(nonce="9" + NONCE[1:]), name="ssh"), HeadError).status == 429
+
+
+def test_a_secret_proof_does_not_open_a_tunnel():
+    assert failed(authenticator().check(secret_header(secret=KEY)), HeadError).status == 401

@@ -53,12 +53,13 @@ def settings(*args, env=None, config=None, **options):
 
 def test_the_secret_is_what_is_proved():
     result = settings(secret=SECRET, auth_key=KEY)
-    assert result == ConnectSettings(result.server, "ssh", SECRET, None, False)
+    assert result == ConnectSettings(result.server, "ssh", SECRET, None, False, key_is_secret=True)
     assert result.websocket_url == "ws://localhost:3000/connect-tpot?subdomain=ssh"
 
 
 def test_the_auth_key_serves_without_a_secret():
     assert settings(auth_key=KEY).key == KEY
+    assert not settings(auth_key=KEY).key_is_secret
     assert settings(env={"TPOT_AUTH_KEY": KEY}).key == KEY
     assert settings(config={"authKey": KEY}).key == KEY
 

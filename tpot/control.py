@@ -134,32 +134,39 @@ class Authenticator:
             return defer.succeed(None)
         return self._prove((self.key,), header, source, CREATE_REFUSAL).addCallback(lambda _: None)
 
-    def check_access(self, secret, header, source=""):
-        """For a connection to a TCP tunnel, which always needs proof: a Deferred firing with
-        what the header proved (PROVED: the tunnel's secret, tried first, or the server's
-        key), failing with HeadError if it proves neither."""
+    def check_access(self, secret, header, source="", name=""):
+        """For a connection to TCP tunnel `name`, which always needs proof: a Deferred firing
+        with what the header proved (PROVED: the tunnel's secret, by TPoT-Secret or TPoT-1,
+        or the server's key by TPoT-1), failing with HeadError if it proves neither."""
         keys = (secret,) if self.key is None else (secret, self.key)
-        d = self._prove(keys, header, source, CONNECT_REFUSAL)
+        d = self._prove(keys, header, source, CONNECT_REFUSAL, name)
         return d.addCallback(PROVED.__getitem__)
 
-    def _prove(self, keys, header, source, refusal):
-        """Both checks: one KDF job for all `keys`, one replay cache, limiter and bound."""
+    def _prove(self, keys, header, source, refusal, name=None):
+        """Both checks: one replay cache, failure limiter and KDF bound.  TPoT-1 tries all
+        `keys` in one KDF job; TPoT-Secret (only where `name` is given) proves keys[0]."""
         retry_after = self.failures.retry_after(source, self.clock_ms())
         if retry_after is not None:
             return defer.fail(HeadError(
                 429, "Too many failed authentication attempts; wait before retrying.",
                 [("Retry-After", str(retry_after))],
             ))
+        schemes = (auth.SCHEME,) if name is None else (auth.SCHEME, auth.SECRET_SCHEME)
         try:
-            credentials = auth.parse_authorization(header)
+            credentials = auth.parse_authorization(header, schemes)
             auth.check_fresh(credentials, self.clock_ms())
         except auth.AuthError as error:
             return defer.fail(self._refusal(error, source, refusal))
-        if self._pending >= self.max_pending:
-            return defer.fail(HeadError(503, "The server is busy checking credentials; retry shortly."))
-        self._pending += 1
-        d = self.run_kdf(auth.verify_any, keys, credentials)
-        d.addBoth(self._done)
+        if credentials.scheme == auth.SECRET_SCHEME:
+            # An HMAC takes microseconds: checked here, not queued for the KDF pool.
+            d = defer.maybeDeferred(auth.verify_secret, keys[0], name, credentials)
+            d.addCallback(lambda _: 0)
+        else:
+            if self._pending >= self.max_pending:
+                return defer.fail(HeadError(503, "The server is busy checking credentials; retry shortly."))
+            self._pending += 1
+            d = self.run_kdf(auth.verify_any, keys, credentials)
+            d.addBoth(self._done)
         d.addCallback(self._accepted, credentials)
         d.addErrback(self._refuse_auth_failure, source, refusal)
         return d

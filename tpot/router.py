@@ -142,7 +142,7 @@ class RouterProtocol(Protocol):
             raise HeadError(404, f"Tunnel {name} is not a TCP tunnel.")
         # Unlike /create-tpot, always: a TCP tunnel is for those who know its secret.
         proved = yield self.factory.authenticator.check_access(
-            tunnel.access_secret, head.header("authorization"), self.source
+            tunnel.access_secret, head.header("authorization"), self.source, name
         )
         if not self._gone:
             self._hand_over(self.factory.connections.build_connection(

@@ -23,7 +23,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from tpot.auth import make_authorization
+from tpot.auth import make_authorization, make_secret_authorization
 from tpot.client.session import CLIENT_PROTOCOL_OPTIONS
 from tpot.client.settings import (
     Address,
@@ -57,6 +57,7 @@ class ConnectSettings:
     key: str  # what the Authorization header proves: the access secret, else the server's key
     listen: tuple = None  # (host, port) to accept connections on; None: stdin/stdout
     debug: bool = False
+    key_is_secret: bool = False  # proved with TPoT-Secret (an HMAC), else TPoT-1 (the KDF)
 
     @property
     def websocket_url(self):
@@ -88,7 +89,7 @@ def connect_settings(name, server=None, auth_key=None, secret=None, listen=None,
     if not key:
         raise ClientError("Give the tunnel's access secret with --secret (tpot tcp prints it)"
                           " or the server's auth key with -k.")
-    return ConnectSettings(server, name.lower(), key, None if stdio else parse_listen(listen), debug)
+    return ConnectSettings(server, name.lower(), key, None if stdio else parse_listen(listen), debug, bool(secret))
 
 
 def refused_status(protocol):
@@ -255,7 +256,7 @@ class ConnectRun:
         self.reactor = reactor
         self.out = out
         self.err = err
-        self.authorize = authorize or self._authorize_in_thread
+        self.authorize = authorize or self._authorization
         self.stdio = stdio
         self.exit_code = 0
         self.stopping = False
@@ -288,8 +289,11 @@ class ConnectRun:
 
     # The links.
 
-    def _authorize_in_thread(self, key):
-        # The header's KDF takes tens of milliseconds: off the reactor, not to stall other links.
+    def _authorization(self, key):
+        """A Deferred Authorization header: TPoT-Secret at once, TPoT-1 from a thread (its
+        KDF takes tens of milliseconds, which would stall the other links)."""
+        if self.settings.key_is_secret:
+            return defer.succeed(make_secret_authorization(key, self.settings.name))
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), make_authorization, key)
 
     def open_link(self, local):
