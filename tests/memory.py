@@ -23,6 +23,7 @@ import struct
 import txaio
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
 from twisted.python.failure import Failure
 
@@ -87,6 +88,7 @@ class MemoryTransport(StringTransportWithDisconnection):
         self.aborted = False
         self.stopped_producer = None
         self.held = False
+        self.write_closed = False
         self.buffered = 0
         self.producerPaused = False
         self._closing = None
@@ -139,6 +141,18 @@ class MemoryTransport(StringTransportWithDisconnection):
             return
         self.disconnecting = True
         self._schedule_write_check()
+
+    def loseWriteConnection(self):
+        """A half-close: our FIN goes after what is written; reading goes on."""
+        self.write_closed = True
+
+    def peer_half_closes(self):
+        """The peer's FIN with its side still reading: a half-closeable protocol hears
+        readConnectionLost, any other the end of the connection."""
+        if IHalfCloseableProtocol.providedBy(self.protocol):
+            self.protocol.readConnectionLost()
+        else:
+            self.peer_closes()
 
     def abortConnection(self):
         if self.lost:

@@ -608,3 +608,53 @@ def test_tcp_tunnel_logs_each_connection_when_it_ends(clock):
     target.peer_closes()
     settle(clock)
     assert client.out.getvalue().splitlines()[1] == "TCP 127.0.0.1:40002 → closed  2.0 KiB in  10 B out  1500 ms"
+
+
+def test_raw_half_close_from_the_connecting_side_shuts_only_writing(clock):
+    client = tcp_client(clock)
+    client.server_sends(raw_opened(1))
+    client.server_sends(data(1, b"query"))
+    client.server_sends(signal(1, b"E"))  # before the target is even connected
+    target = client.connect_target()
+    assert target.value() == b"query" and target.write_closed and not target.disconnecting
+    target.protocol.dataReceived(b"answer")  # the target still answers
+    target.peer_half_closes()  # and then ends its side too: both directions are done
+    settle(clock)
+    assert client.messages() == [data(1, b"answer"), signal(1, b"E"), signal(1, b"X")]
+    assert target.lost
+
+
+def test_raw_half_close_from_the_target_keeps_the_other_direction(clock):
+    client = tcp_client(clock)
+    client.server_sends(raw_opened(1))
+    target = client.connect_target()
+    target.protocol.dataReceived(b"banner")
+    target.peer_half_closes()
+    assert client.messages() == [data(1, b"banner"), signal(1, b"E")]
+    client.server_sends(data(1, b"more"))
+    assert target.value() == b"more" and not target.disconnecting
+    client.server_sends(signal(1, b"E"))
+    settle(clock)
+    assert target.lost and client.messages() == [signal(1, b"X")]
+
+
+def test_http_targets_end_on_their_end_of_stream_as_before(client, clock):
+    client.server_sends(opened(1))
+    target = client.connect_target()
+    target.peer_half_closes()
+    settle(clock)
+    assert client.messages() == [signal(1, b"X")]
+
+
+def test_raw_half_close_to_a_full_target_is_not_held_back_by_its_pause(clock):
+    # Twisted resumes a paused producer when the buffer drains instead of sending the FIN:
+    # the producer must be gone (and the server's pause lifted) before the half-close.
+    client = tcp_client(clock)
+    client.server_sends(raw_opened(1))
+    target = client.connect_target()
+    target.hold()
+    client.server_sends(data(1, b"x" * 70_000))
+    assert client.messages() == [signal(1, b"P")]
+    client.server_sends(signal(1, b"E"))
+    assert target.producer is None and target.write_closed
+    assert client.messages() == [signal(1, b"C")]

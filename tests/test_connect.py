@@ -17,6 +17,7 @@ from memory import (
     settle,
     signal,
     upgrade_request,
+    visit,
 )
 from tpot import auth
 from tpot.connect import CLOSE_NO_CONNECT, CLOSE_TUNNEL_GONE, MAX_PIECE, ConnectProtocol
@@ -240,11 +241,28 @@ def test_large_messages_go_on_in_pieces_the_client_can_take(server):
     assert len(messages) == MAX_MESSAGE_SIZE // MAX_PIECE
 
 
-def test_empty_messages_are_nothing_to_relay(server):
+def test_an_empty_message_is_the_end_of_stream_both_ways(server):
     tunnel = tcp_tunnel(server)
     side = joined(server, tunnel)
+    side.send(b"query")
     side.send(b"")
-    assert tunnel.new_messages() == []
+    side.send(b"after the end")  # nothing more is relayed once the side said it was done
+    side.send(b"")
+    assert tunnel.new_messages() == [data(1, b"query"), signal(1, b"E")]
+    # The connection stays open for the answer, and the service's end of stream comes back.
+    tunnel.send(data(1, b"answer"))
+    tunnel.send(signal(1, b"E"))
+    assert side.new_messages() == [b"answer", b""]
+    tunnel.send(signal(1, b"X"))
+    closed_with(side, 1000)
+
+
+def test_a_half_close_in_an_http_conversation_is_a_protocol_error(server):
+    peer = server.open_tunnel("web")
+    visit(server, peer, 40001)
+    peer.send(signal(1, b"E"))
+    settle(server.clock)
+    assert peer.new_frames()[-1].close_code == CLOSE_PROTOCOL_ERROR
 
 
 def test_the_target_closing_sends_the_rest_then_1000(server):

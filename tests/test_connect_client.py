@@ -516,3 +516,25 @@ def test_a_text_frame_from_a_peer_is_relayed_as_it_is(clock):
     local, websocket = client.linked()
     client.send(websocket, b"text", TEXT)
     assert local.value() == b"text"
+
+
+# Half-closes: the end of a local stream does not end the answer.
+
+
+def test_the_local_end_of_stream_is_an_empty_message_and_the_answer_still_comes(clock):
+    client = Client(clock)
+    local, websocket = client.linked()
+    local.receive(b"query")
+    local.peer_half_closes()
+    assert [(f.opcode, f.payload) for f in client.frames(websocket)] == [(BINARY, b"query"), (BINARY, b"")]
+    client.send(websocket, b"answer")
+    assert local.value() == b"answer" and not local.write_closed and not local.disconnecting
+    client.send(websocket, b"")  # the service's end of stream: our FIN, after the answer
+    assert local.write_closed and not local.disconnecting
+
+
+def test_the_secret_is_proved_with_an_hmac_at_once(clock):
+    run = ConnectRun(settings(secret=SECRET), clock, io.StringIO(), io.StringIO())
+    header = run.authorize(SECRET).result
+    credentials = auth.parse_authorization(header, (auth.SECRET_SCHEME,))
+    auth.verify_secret(SECRET, "ssh", credentials)

@@ -88,13 +88,21 @@ class NoConnect:
     id: int
 
 
-_SIGNALS = {b"P": Pause, b"C": Resume, b"X": Close, b"N": NoConnect}
+@dataclass(frozen=True)
+class HalfClose:
+    """Raw conversations only (`tcp`): my socket's reading reached its end; I send no more
+    data for this id, but still take yours."""
+
+    id: int
+
+
+_SIGNALS = {b"P": Pause, b"C": Resume, b"X": Close, b"N": NoConnect, b"E": HalfClose}
 _SIGNAL_CODES = {cls: code for code, cls in _SIGNALS.items()}
 
 # What each side may receive: the server never gets control messages, and only the
 # client may say it could not connect.
-FROM_CLIENT = frozenset({Data, Pause, Resume, Close, NoConnect})
-FROM_SERVER = frozenset({Greeting, OpenHTTP, OpenRaw, Data, Pause, Resume, Close})
+FROM_CLIENT = frozenset({Data, Pause, Resume, Close, NoConnect, HalfClose})
+FROM_SERVER = frozenset({Greeting, OpenHTTP, OpenRaw, Data, Pause, Resume, Close, HalfClose})
 _OPEN_CODES = {OpenHTTP: b"H", OpenRaw: b"R"}
 _OPENS = {code: cls for cls, code in _OPEN_CODES.items()}
 

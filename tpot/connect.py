@@ -52,6 +52,7 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, WebSocketServerProtocol):
         self.bytes_up = 0
         self.bytes_down = 0
         self._remote_closed = False
+        self._done_sending = False  # the connecting side sent its end of stream
         self._close_when_drained = None
 
     # Autobahn callbacks.
@@ -77,7 +78,12 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, WebSocketServerProtocol):
         if not isBinary:
             self._fail_connection(CLOSE_PROTOCOL_ERROR, "text message: the stream goes in binary messages")
             return
-        if self.id is None or self._remote_closed:
+        if self.id is None or self._remote_closed or self._done_sending:
+            return
+        if not payload:
+            # The connecting side's end of stream (a half-close): it still reads.
+            self._done_sending = True
+            self.tunnel.send_half_close(self.id)
             return
         self.idle.touch()
         self.bytes_up += len(payload)
@@ -118,6 +124,11 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, WebSocketServerProtocol):
 
     def resume_reading(self, why):
         self.reading.resume(why)
+
+    def peer_done_sending(self):
+        """The service's end of stream: an empty message, after everything before it."""
+        if self.state == WebSocketProtocol.STATE_OPEN:
+            self.sendMessage(b"", isBinary=True)
 
     def remote_closed(self):
         self._close(CLOSE_NORMAL, "the tunnel's target closed the connection")

@@ -221,6 +221,7 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
             codec.Resume: lambda visitor, _: visitor.resume_reading(PEER),
             codec.Close: lambda visitor, _: visitor.remote_closed(),
             codec.NoConnect: lambda visitor, _: visitor.no_connect(),
+            codec.HalfClose: lambda visitor, _: visitor.peer_done_sending(),
         }
 
     # Autobahn callbacks.
@@ -248,6 +249,8 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
             if not isBinary:
                 raise codec.ProtocolError("text message")
             message = codec.decode(payload, codec.FROM_CLIENT)
+            if type(message) is codec.HalfClose and self.kind != TCP:
+                raise codec.ProtocolError("half-close in an HTTP conversation")
         except codec.ProtocolError as error:
             self._protocol_error(str(error))
             return
@@ -302,6 +305,9 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
 
     def send_resume(self, conversation_id):
         self._send(codec.encode(codec.Resume(conversation_id)))
+
+    def send_half_close(self, conversation_id):
+        self._send(codec.encode(codec.HalfClose(conversation_id)))
 
     def conversation_ended(self, conversation_id, notify):
         if self.conversations.pop(conversation_id, None) is None:

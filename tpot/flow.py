@@ -112,6 +112,16 @@ class WebSocketBackpressure:
 
 
 @implementer(IPushProducer)
+def shut_down_writing(transport, producer):
+    """Half-close `transport` (a FIN once its buffer has drained), whose producer is
+    `producer`.  The producer goes first: with one registered, Twisted resumes it when the
+    buffer drains instead of sending the FIN, which then never goes.  It is resumed, since
+    nothing more will be written for it to hold back."""
+    transport.unregisterProducer()
+    producer.resumeProducing()
+    transport.loseWriteConnection()
+
+
 class ReadWhileRoom:
     """The producer on a transport data is relayed to: while its send buffer is full, the
     transport the data comes from is not read (`reading`, its ReadPauses, for `why`)."""

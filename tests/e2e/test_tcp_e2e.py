@@ -186,6 +186,33 @@ def test_stdio_relays_a_stream_for_ssh_proxycommand(tcp_tunnel, server, tmp_path
             proc.wait(IO_TIMEOUT)
 
 
+def test_a_piped_stream_gets_its_whole_answer_after_the_end_of_stdin(tcp_tunnel, server, tmp_path):
+    # As `echo query | nc -N host port`: stdin ends first, the answer still comes back whole.
+    payload = expected_bytes(300_000, 9)
+    result = subprocess.run(
+        [TPOT, "connect", "echo", "-t", server.url, "--secret", tcp_tunnel.secret, "--stdio"],
+        env=clean_env(tmp_path), cwd=str(tmp_path), input=payload, capture_output=True, timeout=IO_TIMEOUT * 3,
+    )
+    assert result.returncode == 0, result.stderr
+    assert hashlib.sha256(result.stdout).hexdigest() == hashlib.sha256(payload).hexdigest()
+
+
+def test_a_half_closed_local_connection_reads_the_answer_to_its_end(tcp_tunnel, server, tmp_path, started):
+    listener = started(Listener(["echo", "-t", server.url, "--secret", tcp_tunnel.secret], tmp_path))
+    payload = expected_bytes(200_000, 10)
+    received = bytearray()
+    with socket.create_connection((HOST, listener.port), timeout=IO_TIMEOUT) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + IO_TIMEOUT * 3
+        while time.monotonic() < deadline:
+            data = sock.recv(SEND_CHUNK)
+            if not data:  # the service's end, passed on once it has answered everything
+                break
+            received += data
+    assert bytes(received) == payload
+
+
 def test_the_servers_auth_key_also_opens_a_tcp_tunnel(auth_server, echo, tmp_path, started):
     tunnel = started(start_tcp_tunnel(auth_server, echo, tmp_path, extra=["-k", AUTH_KEY]))
     assert tunnel.lines[0] == "tpot connected"

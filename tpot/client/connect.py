@@ -20,8 +20,10 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import defer, ssl, threads
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tpot.auth import make_authorization, make_secret_authorization
 from tpot.client.session import CLIENT_PROTOCOL_OPTIONS
@@ -34,7 +36,7 @@ from tpot.client.settings import (
     parse_address,
     read_config_file,
 )
-from tpot.flow import WEBSOCKET, ReadPauses, ReadWhileRoom, UnregisterOnDrop, no_delay
+from tpot.flow import WEBSOCKET, ReadPauses, ReadWhileRoom, UnregisterOnDrop, no_delay, shut_down_writing
 from tpot.forwarded import format_address
 from tpot.registry import valid_name
 
@@ -98,14 +100,22 @@ def refused_status(protocol):
     return int(status[1]) if len(status) > 1 and status[1].isdigit() else None
 
 
+@implementer(IHalfCloseableProtocol)
 class LocalSide(Protocol):
-    """One local connection (accepted, or stdin/stdout), relayed over its own WebSocket."""
+    """One local connection (accepted, or stdin/stdout), relayed over its own WebSocket.
+
+    Its end of stream (a FIN, or the end of stdin) is passed on as an empty message, a
+    half-close: the answer still comes back, as through `nc -N` or an SSH channel.
+    """
 
     def __init__(self, run):
         self.run = run
         self.reading = ReadPauses()
         self.websocket = None
         self.gone = False
+        self._ended_early = False
+        self._room = None  # the producer on our transport: the WebSocket is read while it has room
+        self._read_done = self._write_done = False
 
     def connectionMade(self):
         # Nothing can be sent on before the WebSocket is open: leave the bytes in the socket.
@@ -118,8 +128,11 @@ class LocalSide(Protocol):
         """Couple the two transports, then start reading."""
         self.websocket = websocket
         websocket.transport.registerProducer(ReadWhileRoom(self.reading, WEBSOCKET), True)
-        self.transport.registerProducer(ReadWhileRoom(websocket.reading, LOCAL), True)
+        self._room = ReadWhileRoom(websocket.reading, LOCAL)
+        self.transport.registerProducer(self._room, True)
         self.reading.resume(OPENING)
+        if self._ended_early:
+            websocket.send_stream(b"")
 
     def dataReceived(self, data):
         if self.websocket is not None:
@@ -128,11 +141,29 @@ class LocalSide(Protocol):
     def write(self, data):
         self.transport.write(data)
 
+    def readConnectionLost(self):
+        self._read_done = True
+        if self.websocket is not None:
+            self.websocket.send_stream(b"")
+        else:  # not read before the WebSocket is open, but a transport may still say so
+            self._ended_early = True
+
+    def writeConnectionLost(self):
+        self._write_done = True
+
+    def end_of_stream(self):
+        """The tunnel's service has sent all it will: our FIN (or stdout's end), after the data."""
+        if not self.gone and self._room is not None:
+            shut_down_writing(self.transport, self._room)
+
     def close(self):
         """Close after writing what we have (a paused producer would keep it open)."""
         if not self.gone:
             self.transport.unregisterProducer()
             self.transport.loseConnection()
+        if self._read_done and self._write_done and not self.gone:
+            # Both halves closed already: TCP has just reported the end, stdio never will.
+            self.connectionLost(None)
 
     def connectionLost(self, reason=None):
         self.gone = True
@@ -163,7 +194,10 @@ class ConnectClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
         super().failHandshake(reason)
 
     def onMessage(self, payload, isBinary):
-        self.factory.local.write(payload)
+        if payload:
+            self.factory.local.write(payload)
+        else:
+            self.factory.local.end_of_stream()
 
     def send_stream(self, data):
         if self.state == WebSocketProtocol.STATE_OPEN:

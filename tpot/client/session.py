@@ -10,7 +10,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 
 from tpot import codec
 from tpot.codec import EXTENSIONS_HEADER, RECLAIM_TOKEN_HEADER, TCP
-from tpot.client.target import Conversation, LoggedRawConversation, TargetConnector
+from tpot.client.target import Conversation, LoggedRawConversation, RawConversation, TargetConnector
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.forwarded import format_address
 from tpot.frames import LeanFrames
@@ -99,6 +99,8 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
         elif kind is codec.Close:
             self.conversations.pop(message.id, None)
             conversation.remote_closed()
+        elif kind is codec.HalfClose:
+            conversation.peer_done_sending()
 
     def _open(self, message):
         stale = self.conversations.pop(message.id, None)
@@ -126,7 +128,7 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
         if visitors is not None and visitors.log is not None:
             address = format_address((message.host, message.port))
             return LoggedRawConversation(self, message.id, address, visitors)
-        return Conversation(self, message.id, host_rewrite=None)
+        return RawConversation(self, message.id)
 
     def onClose(self, wasClean, code, reason):
         for conversation in list(self.conversations.values()):
@@ -149,6 +151,9 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
 
     def send_resume(self, conversation_id):
         self._send(codec.encode(codec.Resume(conversation_id)))
+
+    def send_half_close(self, conversation_id):
+        self._send(codec.encode(codec.HalfClose(conversation_id)))
 
     def send_no_connect(self, conversation_id):
         self._send(codec.encode(codec.NoConnect(conversation_id)))

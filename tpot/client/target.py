@@ -21,16 +21,23 @@ from dataclasses import dataclass
 
 from twisted.internet import error
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator, IPushProducer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    ILoggingContext,
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IPushProducer,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer, implementer_only
 
 from tpot.client.policy import VisitorPolicy, refusal_response
 from tpot.client.requestlog import ConnectionEntry, Entry, RequestLogger, ResponseTracker, request_line
 from tpot.client.settings import ca_certificates
-from tpot.flow import ReadPauses, no_delay
+from tpot.flow import ReadPauses, no_delay, shut_down_writing
 from tpot.rewrite import HostRewriter
 
 log = Logger()
@@ -172,7 +179,7 @@ class TargetFactory(Factory):
         self.connector = connector
 
     def buildProtocol(self, addr):
-        return TargetProtocol(self.conversation, self.connector)
+        return self.conversation.target_protocol(self.conversation, self.connector)
 
 
 @implementer(IHandshakeListener)
@@ -221,6 +228,21 @@ class TargetProtocol(Protocol):
             self.conversation.could_not_connect()
 
 
+# Only these: Twisted's endpoint wrapper mirrors just the last of the interfaces it checks
+# (each directlyProvides replaces the one before), so a protocol that is also an
+# IHandshakeListener, as TargetProtocol is, would not be told of half-closes.
+@implementer_only(IHalfCloseableProtocol, IProtocol, ILoggingContext)
+class HalfCloseableTargetProtocol(TargetProtocol):
+    """The target of a raw conversation (never TLS), whose end of stream is passed on as a
+    half-close."""
+
+    def readConnectionLost(self):
+        self.conversation.target_done_sending()
+
+    def writeConnectionLost(self):
+        pass
+
+
 @dataclass(frozen=True)
 class VisitorOptions:
     """What the client does besides relaying: `log` (None with --quiet), `policy` (None
@@ -246,6 +268,8 @@ class Conversation:
     `visitors`: VisitorOptions or None; `address`: the visitor's address, as the server
     reported it.
     """
+
+    target_protocol = TargetProtocol
 
     def __init__(self, session, conversation_id, host_rewrite, forwarded=None, visitors=None, address=None):
         self.session = session
@@ -345,6 +369,9 @@ class Conversation:
     def resume_reading(self, why):
         self.reading.resume(why)
 
+    def peer_done_sending(self):
+        """A half-close, which only raw conversations have (RawConversation): ignored."""
+
     def remote_closed(self):
         self._ended = True
         if self.transport is not None:
@@ -371,6 +398,11 @@ class Conversation:
         self._pending = None
         if self._close_when_connected:
             self._close()
+        else:
+            self._after_connecting()
+
+    def _after_connecting(self):
+        """What a subclass has held back until the target connection is up."""
 
     def from_target(self, data):
         if not self._ended:
@@ -425,12 +457,51 @@ class Conversation:
         pass
 
 
-class LoggedRawConversation(Conversation):
+class RawConversation(Conversation):
+    """A raw conversation of a TCP tunnel: bytes relayed untouched, with half-closes.
+
+    Either side's end of stream (the target's, or the connecting side's as the server's
+    half-close message) shuts only that direction; the target connection closes (and the
+    server hears X) once both directions have ended, or when the target closes outright.
+    """
+
+    target_protocol = HalfCloseableTargetProtocol
+
+    def __init__(self, session, conversation_id):
+        super().__init__(session, conversation_id, host_rewrite=None)
+        self._peer_done = False  # the server said the connecting side sent all it will
+        self._target_done = False  # the target's end of stream was passed on
+
+    def peer_done_sending(self):
+        self._peer_done = True
+        if self.transport is not None:
+            self._shut_down_writing()
+
+    def _after_connecting(self):
+        if self._peer_done:
+            self._shut_down_writing()
+
+    def _shut_down_writing(self):
+        if self._target_done:
+            self._close()
+        else:
+            shut_down_writing(self.transport, self)  # after what is buffered: a FIN to the target
+
+    def target_done_sending(self):
+        if self._ended or self._target_done:
+            return
+        self._target_done = True
+        self.session.send_half_close(self.id)
+        if self._peer_done:
+            self._close()
+
+
+class LoggedRawConversation(RawConversation):
     """A raw conversation of a TCP tunnel, relayed untouched, with one log line at its end
     (`tpot tcp` without --quiet): who connected, how it ended, bytes each way, how long."""
 
     def __init__(self, session, conversation_id, address, visitors):
-        super().__init__(session, conversation_id, host_rewrite=None)
+        super().__init__(session, conversation_id)
         self.address = address
         self._clock = visitors.clock
         self._log_to = visitors.log
