@@ -104,6 +104,49 @@ def wait_for_port(port, proc, timeout=START_TIMEOUT):
     return False
 
 
+def read_to_eof(sock, tolerate_reset=False):
+    """Everything `sock` receives until the peer closes (or resets it, if tolerated)."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            if not tolerate_reset:
+                raise
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def raw(port, data, timeout=IO_TIMEOUT, tolerate_reset=False):
+    """Send raw bytes (if any) on a new connection, read until the peer closes; the whole answer."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        if data:
+            sock.sendall(data)
+        return read_to_eof(sock, tolerate_reset)
+
+
+def status_of(answer):
+    """The status code of a raw HTTP answer."""
+    line = answer.split(b"\r\n", 1)[0].split()
+    assert line and line[0].startswith(b"HTTP/1."), answer[:300]
+    return int(line[1])
+
+
+def serving(server):
+    """For a fixture: run a socketserver in a thread, yield it, then shut it down."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 def run_tpot(args, home, timeout=CLIENT_TIMEOUT):
     """Run a client expected to exit by itself; the CompletedProcess."""
     return subprocess.run(
@@ -131,14 +174,20 @@ class Server:
     def host_for(self, name):
         return f"{name}.{DOMAIN}:{self.port}"
 
-    def start(self):
+    def args(self):
         args = [TWISTD, "-n", "--pidfile=", "tpot", "--domain", DOMAIN, "--port", str(self.port)]
         if self.auth_key:
             args += ["--auth-key", self.auth_key]
-        args += self.extra_args
+        return args + self.extra_args
+
+    def _stderr(self):
+        """Where twistd's stderr goes: with its stdout, into the log."""
+        return subprocess.STDOUT
+
+    def start(self):
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            args, cwd=str(self.workdir), env=clean_env(self.workdir), stdout=self._log, stderr=subprocess.STDOUT
+            self.args(), cwd=str(self.workdir), env=clean_env(self.workdir), stdout=self._log, stderr=self._stderr()
         )
         if not wait_for_port(self.port, self.proc):
             self.stop()
@@ -376,13 +425,7 @@ class Target(ThreadingHTTPServer):
 
 @pytest.fixture(scope="session")
 def target():
-    httpd = Target()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    yield from serving(Target())
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """End-to-end: twistd server + `tpot` client + a local HTTP/1.1 target, over 127.0.0.1."""
 
 import base64
+import functools
 import hashlib
 import http.client
 import os
@@ -12,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from . import conftest
 from .conftest import (
     AUTH_KEY,
     DOMAIN,
@@ -20,6 +22,7 @@ from .conftest import (
     clean_env,
     expected_bytes,
     run_tpot,
+    status_of,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -52,22 +55,8 @@ def visit(server, name, method, path, body=None, headers=None):
         conn.close()
 
 
-def raw(port, data, timeout=IO_TIMEOUT):
-    """Send raw bytes, read until the peer closes; the whole answer."""
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-
-
-def status_of(answer):
-    line = answer.split(b"\r\n", 1)[0].split()
-    assert line[0].startswith(b"HTTP/1."), answer[:200]
-    return int(line[1])
+# This module's longer IO_TIMEOUT for raw exchanges too.
+raw = functools.partial(conftest.raw, timeout=IO_TIMEOUT)
 
 
 def body_of(answer):

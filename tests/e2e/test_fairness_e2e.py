@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from .conftest import DOMAIN, stream_sha256
+from .conftest import DOMAIN, read_to_eof, stream_sha256
 
 HOST = "127.0.0.1"
 BULK = 200 * 1024 * 1024
@@ -17,16 +17,8 @@ def fetch(port, name, path, timeout=20.0):
     started = time.monotonic()
     with socket.create_connection((HOST, port), timeout=timeout) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {name}.{DOMAIN}:{port}\r\nConnection: close\r\n\r\n".encode())
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        answer = read_to_eof(sock, tolerate_reset=True)
+    head, _, body = answer.partition(b"\r\n\r\n")
     return head.split(b"\r\n", 1)[0], body, time.monotonic() - started
 
 

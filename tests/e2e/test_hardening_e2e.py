@@ -8,6 +8,7 @@ zero, and memory staying flat while a visitor or a target reads slowly.
 
 import base64
 import contextlib
+import functools
 import hashlib
 import http.client
 import json
@@ -23,6 +24,7 @@ import pytest
 
 from tpot import auth
 
+from . import conftest
 from .conftest import (
     AUTH_KEY,
     DOMAIN,
@@ -30,6 +32,7 @@ from .conftest import (
     expected_bytes,
     raise_nofile_limit,
     stream_chunks,
+    status_of,
     stream_sha256,
 )
 
@@ -58,30 +61,11 @@ def http_visit(server, name, method, path, body=None, headers=None, timeout=IO_T
 
 
 def read_to_eof(sock):
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
+    # Refused connections here may be reset rather than closed.
+    return conftest.read_to_eof(sock, tolerate_reset=True)
 
 
-def raw(port, data, timeout=IO_TIMEOUT):
-    """Send raw bytes, read until the peer closes; the whole answer."""
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
-        if data:
-            sock.sendall(data)
-        return read_to_eof(sock)
-
-
-def status_of(answer):
-    line = answer.split(b"\r\n", 1)[0].split()
-    assert line and line[0].startswith(b"HTTP/1."), answer[:300]
-    return int(line[1])
+raw = functools.partial(conftest.raw, timeout=IO_TIMEOUT, tolerate_reset=True)
 
 
 def header_of(answer, name):

@@ -22,7 +22,7 @@ import pytest
 
 from certs import self_signed
 
-from .conftest import HOST, Target, run_tpot, stream_sha256
+from .conftest import HOST, Target, run_tpot, serving, stream_sha256
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -80,13 +80,7 @@ class HTTPSTarget(Target):
 
 @pytest.fixture
 def https_target(certificate):
-    httpd = HTTPSTarget(*certificate)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    yield from serving(HTTPSTarget(*certificate))
 
 
 def visit(server, name, path):

@@ -22,12 +22,13 @@ from .conftest import (
     AUTH_KEY,
     DOMAIN,
     HOST,
-    TWISTD,
     Server,
     Target,
-    clean_env,
     pick_free_port,
+    raw,
     run_tpot,
+    serving,
+    status_of,
     stop_process,
     stream_sha256,
     wait_for_port,
@@ -74,35 +75,16 @@ def header_values(record, name):
 @pytest.fixture
 def target():
     """A fresh recording target per test (shadows the session-wide one of conftest)."""
-    httpd = RecordingTarget()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    yield from serving(RecordingTarget())
 
 
 class SplitServer(Server):
     """A Server whose stdout and stderr go to separate files (for --log-format json)."""
 
-    def start(self):
-        args = self._args()
+    def _stderr(self):
         self.err_path = self.workdir / "twistd.err"
-        self._log = open(self.log_path, "wb")
         self._err = open(self.err_path, "wb")
-        self.proc = subprocess.Popen(
-            args, cwd=str(self.workdir), env=clean_env(self.workdir), stdout=self._log, stderr=self._err
-        )
-        if not wait_for_port(self.port, self.proc):
-            self.stop()
-            raise RuntimeError(f"twistd did not start listening on {self.port}:\n{self.log()}")
-
-    def _args(self):
-        args = [TWISTD, "-n", "--pidfile=", "tpot", "--domain", DOMAIN, "--port", str(self.port)]
-        if self.auth_key:
-            args += ["--auth-key", self.auth_key]
-        return args + self.extra_args
+        return self._err
 
     def stop(self):
         super().stop()
@@ -139,22 +121,6 @@ def get(port, path, host=None, headers=None, timeout=IO_TIMEOUT):
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         conn.close()
-
-
-def exchange(port, data, timeout=IO_TIMEOUT):
-    """Send raw bytes on a new connection and read until the server closes it."""
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
-        sock.sendall(data)
-        parts = []
-        while True:
-            part = sock.recv(65536)
-            if not part:
-                return b"".join(parts)
-            parts.append(part)
-
-
-def status_of(response):
-    return int(response.split(b" ", 2)[1])
 
 
 def scrape(port, token=None):
@@ -239,11 +205,11 @@ def test_metrics_follow_traffic(server_factory, target, tpot_client, tmp_path):
             f"GET /bytes/{1000 * (i + 1)}?seed={i} HTTP/1.1\r\nHost: {server.host_for('countme')}\r\n"
             "Connection: close\r\n\r\n"
         ).encode()
-        response = exchange(server.port, request)
+        response = raw(server.port, request)
         assert status_of(response) == 200 and len(response) > 1000 * (i + 1)
         sent += len(request)
         received += len(response)
-    assert exchange(server.port, f"GET / HTTP/1.1\r\nHost: {server.host_for('nobody')}\r\n\r\n".encode()).startswith(
+    assert raw(server.port, f"GET / HTTP/1.1\r\nHost: {server.host_for('nobody')}\r\n\r\n".encode()).startswith(
         b"HTTP/1.1 503"
     )
     after = wait_until(lambda: (lambda t: metric(t, "tpot_conversations_active") == 0 and t)(scrape(server.port)), 5)
@@ -436,7 +402,7 @@ def test_haproxy_listener_needs_a_proxy_header_from_the_client_too(servers, targ
     assert result.returncode == 1, result
     assert "closed the connection before the tunnel opened" in result.stderr, result.stderr
     # A visitor without the header is closed without an answer either.
-    assert exchange(port, f"GET / HTTP/1.1\r\nHost: {DOMAIN}:{port}\r\n\r\n".encode()) == b""
+    assert raw(port, f"GET / HTTP/1.1\r\nHost: {DOMAIN}:{port}\r\n\r\n".encode()) == b""
 
 
 def test_proxy_protocol_visitor_address(servers, target, tpot_client):
@@ -451,7 +417,7 @@ def test_proxy_protocol_visitor_address(servers, target, tpot_client):
     host = f"px.{DOMAIN}:{proxied}"
     header = f"PROXY TCP4 {DOCUMENTATION_ADDRESS} 127.0.0.1 5555 {proxied}\r\n".encode()
     request = f"GET /px1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-    assert status_of(exchange(proxied, header + request)) == 200
+    assert status_of(raw(proxied, header + request)) == 200
     [record] = target.seen("/px1")
     assert header_values(record, "X-Forwarded-For") == [DOCUMENTATION_ADDRESS]
     assert header_values(record, "X-Forwarded-Host") == [host]
@@ -465,9 +431,9 @@ def test_proxy_protocol_visitor_address(servers, target, tpot_client):
     [record] = target.seen("/px2")
     assert header_values(record, "X-Forwarded-For") == [DOCUMENTATION_ADDRESS]
     # The bare domain's endpoints answer through the PROXY listener too.
-    assert exchange(proxied, header + f"GET /healthz HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n".encode()).endswith(b"ok\n")
+    assert raw(proxied, header + f"GET /healthz HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n".encode()).endswith(b"ok\n")
     # On the plain listener the peer itself is the visitor.
-    assert status_of(exchange(plain, request.replace(b"/px1", b"/px3"))) == 200
+    assert status_of(raw(plain, request.replace(b"/px1", b"/px3"))) == 200
     assert header_values(target.seen("/px3")[0], "X-Forwarded-For") == ["127.0.0.1"]
 
 
@@ -482,7 +448,7 @@ def test_trusted_proxy(servers, target, tpot_client):
         f"GET /tp1 HTTP/1.1\r\nHost: {server.host_for('tp')}\r\nX-Forwarded-For: {PROXIED_VISITOR}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
-    assert status_of(exchange(server.port, request)) == 200
+    assert status_of(raw(server.port, request)) == 200
     # The conversation reports the proxied visitor (port 0: a proxy does not say it)...
     assert wait_until(lambda: f"from {PROXIED_VISITOR}:0" in client.stderr(), 5), client.stderr()[-2000:]
     # ...and the client appends that address to the chain the proxy sent.
@@ -497,7 +463,7 @@ def test_untrusted_peer_keeps_its_own_address(server, target, tpot_client):
         f"GET /ut1 HTTP/1.1\r\nHost: {server.host_for('ut')}\r\nX-Forwarded-For: {PROXIED_VISITOR}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
-    assert status_of(exchange(server.port, request)) == 200
+    assert status_of(raw(server.port, request)) == 200
     [record] = target.seen("/ut1")
     assert header_values(record, "X-Forwarded-For") == [f"{PROXIED_VISITOR}, 127.0.0.1"]
 
@@ -517,9 +483,9 @@ def test_json_logs(servers, target, tpot_client, tmp_path):
         f"Authorization: Bearer {secret_bearer}\r\nContent-Length: {len(secret_body)}\r\nConnection: close\r\n\r\n"
         f"{secret_body}"
     ).encode()
-    assert status_of(exchange(server.port, request)) == 200
+    assert status_of(raw(server.port, request)) == 200
     unknown = f"GET /x HTTP/1.1\r\nHost: {server.host_for('nobody')}\r\nX-Secret: {secret_header}\r\n\r\n"
-    assert status_of(exchange(server.port, unknown.encode())) == 503
+    assert status_of(raw(server.port, unknown.encode())) == 503
     refused = run_tpot(["http", target.address, "-t", server.url, "-s", "intruder", "-k", OTHER_KEY], tmp_path)
     assert refused.returncode == 1
     client.stop()  # a clean close: the server logs the tunnel's end

@@ -6,11 +6,10 @@ import base64
 import http.client
 import re
 import signal
-import threading
 
 import pytest
 
-from .conftest import DOMAIN, HOST, STOP_TIMEOUT, Target, TargetHandler, start_connected
+from .conftest import DOMAIN, HOST, STOP_TIMEOUT, Target, TargetHandler, serving, start_connected
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -59,13 +58,7 @@ class RecordingTarget(Target):
 
 @pytest.fixture(scope="module")
 def recording_target():
-    httpd = RecordingTarget()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    yield from serving(RecordingTarget())
 
 
 @pytest.fixture

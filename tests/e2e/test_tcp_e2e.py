@@ -23,6 +23,7 @@ from .conftest import (
     clean_env,
     expected_bytes,
     run_tpot,
+    serving,
 )
 
 STREAMS = 20
@@ -60,12 +61,7 @@ class EchoServer(socketserver.ThreadingTCPServer):
 
 @pytest.fixture(scope="module")
 def echo():
-    server = EchoServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serving(EchoServer())
 
 
 class TCPTunnel:
