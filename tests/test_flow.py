@@ -1,6 +1,8 @@
 """The shared flow-control pieces: how a tunnel's WebSocket producer pauses and resumes."""
 
-from tpot.flow import WEBSOCKET, WEBSOCKET_BUFFER, WebSocketBackpressure
+from twisted.internet.interfaces import IPushProducer
+
+from tpot.flow import WEBSOCKET, WEBSOCKET_BUFFER, PausesPeer, ReadPauses, ReadWhileRoom, WebSocketBackpressure
 
 
 class Recorder:
@@ -61,3 +63,8 @@ def test_under_tls_the_socket_transport_gets_the_larger_backlog():
     inner = Transport()
     WebSocketBackpressure({}).register(TLS(inner))
     assert inner.no_delay and inner.bufferSize == WEBSOCKET_BUFFER
+
+
+def test_the_relay_producers_are_push_producers():
+    assert IPushProducer.providedBy(ReadWhileRoom(ReadPauses(), "why"))
+    assert IPushProducer.implementedBy(PausesPeer)

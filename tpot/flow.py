@@ -111,7 +111,6 @@ class WebSocketBackpressure:
                 conversation.resume_reading(WEBSOCKET)
 
 
-@implementer(IPushProducer)
 def shut_down_writing(transport, producer):
     """Half-close `transport` (a FIN once its buffer has drained), whose producer is
     `producer`.  The producer goes first: with one registered, Twisted resumes it when the
@@ -122,6 +121,7 @@ def shut_down_writing(transport, producer):
     transport.loseWriteConnection()
 
 
+@implementer(IPushProducer)
 class ReadWhileRoom:
     """The producer on a transport data is relayed to: while its send buffer is full, the
     transport the data comes from is not read (`reading`, its ReadPauses, for `why`)."""
