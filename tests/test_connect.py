@@ -20,8 +20,9 @@ from memory import (
     visit,
 )
 from tpot import auth
+from tpot.codec import MAX_MESSAGE_SIZE
 from tpot.connect import CLOSE_NO_CONNECT, CLOSE_TUNNEL_GONE, MAX_PIECE, ConnectProtocol
-from tpot.control import CLOSE_PROTOCOL_ERROR, MAX_MESSAGE_SIZE, SERVER_PROTOCOL_OPTIONS
+from tpot.control import CLOSE_PROTOCOL_ERROR, SERVER_PROTOCOL_OPTIONS
 from tpot.flow import MAX_UNACKED_BYTES, WEBSOCKET, PausesPeer
 from tpot.forwarded import parse_networks
 from tpot.relay import VisitorProtocol

@@ -31,8 +31,8 @@ from memory import (
 from tests._unit_helpers import failed, succeeded
 from tpot import auth
 from tpot.auth import FailureLimiter
-from tpot.codec import EXTENSIONS_HEADER, RECLAIM_HEADER, RECLAIM_TOKEN_HEADER
-from tpot.control import CLOSE_PROTOCOL_ERROR, MAX_MESSAGE_SIZE, Authenticator
+from tpot.codec import EXTENSIONS_HEADER, MAX_MESSAGE_SIZE, RECLAIM_HEADER, RECLAIM_TOKEN_HEADER
+from tpot.control import CLOSE_PROTOCOL_ERROR, Authenticator
 from tpot.head import HeadError
 from tpot.registry import RESERVE_SECONDS, NameTaken, TunnelRegistry
 from tpot.relay import VisitorProtocol

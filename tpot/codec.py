@@ -16,6 +16,8 @@ GREETING_PREFIX = b"TPoT/1 "
 # The reference client reads the id of a new-conversation message as a signed 16-bit
 # integer, so ids above this break it.
 MAX_CONVERSATION_ID = 32767
+# The largest WebSocket message either of our ends takes (docs/PROTOCOL.md, "Messages").
+MAX_MESSAGE_SIZE = 1024 * 1024
 
 # Negotiated additions (docs/PROTOCOL.md, "Extensions"): the client lists the ones it wants
 # in EXTENSIONS_HEADER of its upgrade; the server names those it grants in the 101 response.

@@ -13,10 +13,18 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tpot import auth, codec
-from tpot.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, HTTP, IPV6, RECLAIM, RECLAIM_TOKEN_HEADER, TCP
+from tpot.codec import (
+    ACCESS_SECRET_HEADER,
+    EXTENSIONS_HEADER,
+    HTTP,
+    IPV6,
+    RECLAIM,
+    RECLAIM_TOKEN_HEADER,
+    TCP,
+)
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.forwarded import format_address
-from tpot.frames import LeanFrames
+from tpot.frames import PROTOCOL_OPTIONS, LeanFrames
 from tpot.head import HeadError
 from tpot.metrics import Stats
 from tpot.registry import valid_name
@@ -30,18 +38,13 @@ CLOSE_PROTOCOL_ERROR = 4180
 # Like 1012 (Service Restart), which Autobahn will not send: come back in a moment.
 CLOSE_SERVER_RESTARTING = 4012
 LIVENESS_TIMEOUT = 30.0
-MAX_MESSAGE_SIZE = 1024 * 1024
 MAX_PENDING_AUTH = 64
 CREATE_REFUSAL = "Authentication failed: check the client's auth key and clock."
 CONNECT_REFUSAL = "Authentication failed: check the tunnel's access secret (or the server's auth key) and your clock."
 # Autobahn's options for the server's WebSockets: tunnels, and connections to TCP tunnels.
 SERVER_PROTOCOL_OPTIONS = dict(
-    maxFramePayloadSize=MAX_MESSAGE_SIZE,
-    maxMessagePayloadSize=MAX_MESSAGE_SIZE,
-    utf8validateIncoming=False,
+    PROTOCOL_OPTIONS,
     openHandshakeTimeout=10,
-    closeHandshakeTimeout=5,
-    tcpNoDelay=True,
     # Send the close frame (4180 and its reason) before closing, rather than just dropping.
     failByDrop=False,
 )

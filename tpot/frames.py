@@ -27,6 +27,15 @@ MASK_BIT = 0x80
 # it is masked with the key as it is: head and data can be masked (and unmasked) apart.
 HEAD_SIZE = codec.DATA_HEAD_SIZE
 
+# Autobahn's options for every WebSocket of ours, server's and client's; each end adds its own.
+PROTOCOL_OPTIONS = dict(
+    maxFramePayloadSize=codec.MAX_MESSAGE_SIZE,
+    maxMessagePayloadSize=codec.MAX_MESSAGE_SIZE,
+    utf8validateIncoming=False,
+    closeHandshakeTimeout=5,
+    tcpNoDelay=True,
+)
+
 _LENGTH_16 = struct.Struct("!BBH")
 _LENGTH_64 = struct.Struct("!BBQ")
 # Below this, masking with Python integers beats Autobahn's native masker (whose set-up

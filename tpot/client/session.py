@@ -13,22 +13,13 @@ from tpot.codec import EXTENSIONS_HEADER, RECLAIM_TOKEN_HEADER, TCP
 from tpot.client.target import Conversation, LoggedRawConversation, RawConversation, TargetConnector
 from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.forwarded import format_address
-from tpot.frames import LeanFrames
+from tpot.frames import PROTOCOL_OPTIONS, LeanFrames
 from tpot.rewrite import Forwarded
 
 PING_INTERVAL = 15
 PING_TIMEOUT = 30
-MAX_MESSAGE_SIZE = 1024 * 1024
 # Autobahn's options for the client's WebSockets: tunnels, and tpot connect's connections.
-CLIENT_PROTOCOL_OPTIONS = dict(
-    maxFramePayloadSize=MAX_MESSAGE_SIZE,
-    maxMessagePayloadSize=MAX_MESSAGE_SIZE,
-    utf8validateIncoming=False,
-    openHandshakeTimeout=30,
-    closeHandshakeTimeout=5,
-    tcpNoDelay=True,
-    perMessageCompressionOffers=[],
-)
+CLIENT_PROTOCOL_OPTIONS = dict(PROTOCOL_OPTIONS, openHandshakeTimeout=30, perMessageCompressionOffers=[])
 
 
 class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol):
