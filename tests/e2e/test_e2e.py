@@ -106,7 +106,7 @@ def test_large_download_and_upload(server, tunnel):
 
 
 def test_server_log_does_not_grow_with_traffic(server, tunnel):
-    """Autobahn's per-frame debug messages stay out of twistd's log (tpot.tap sets info)."""
+    """Autobahn's per-frame debug messages stay out of twistd's log (tpot.server.tap sets info)."""
     for seed in range(3):
         assert visit(server, "demo", "GET", f"/bytes/{2 * 1024 * 1024}?seed={seed}")[0] == 200
     log = server.log()

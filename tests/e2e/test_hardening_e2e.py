@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tpot import auth
+from tpot.protocol import auth
 
 from . import conftest
 from .conftest import (

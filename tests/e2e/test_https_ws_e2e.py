@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from certs import self_signed
+from tests.support.certs import self_signed
 
 from .conftest import HOST, Target, run_tpot, serving, stream_sha256
 

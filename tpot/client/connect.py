@@ -25,7 +25,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tpot.auth import make_authorization, make_secret_authorization
+from tpot.protocol.auth import make_authorization, make_secret_authorization
+from tpot.protocol.codec import CLOSE_NO_CONNECT, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TUNNEL_GONE
 from tpot.client.session import CLIENT_PROTOCOL_OPTIONS
 from tpot.client.settings import (
     Address,
@@ -36,9 +37,16 @@ from tpot.client.settings import (
     parse_address,
     read_config_file,
 )
-from tpot.flow import WEBSOCKET, ReadPauses, ReadWhileRoom, UnregisterOnDrop, no_delay, shut_down_writing
-from tpot.forwarded import format_address
-from tpot.registry import valid_name
+from tpot.protocol.flow import (
+    WEBSOCKET,
+    ReadPauses,
+    ReadWhileRoom,
+    UnregisterOnDrop,
+    no_delay,
+    shut_down_writing,
+)
+from tpot.http.addresses import format_address
+from tpot.protocol.names import valid_name
 
 EXIT_FAILURE = 1
 DEFAULT_LISTEN_HOST = "127.0.0.1"
@@ -274,11 +282,11 @@ REFUSALS = {
     503: "the server refused the connection to {name}: 503, the tunnel is not connected (or the server is busy).",
 }
 CLOSES = {
-    1000: None,
+    CLOSE_NORMAL: None,
     1006: "the connection to the server was lost.",
-    4502: "the tunnel's client could not reach its target.",
-    4503: "the tunnel {name} closed the connection (4503: {reason})",
-    4180: "the server closed the connection to {name} for a protocol error (4180: {reason})",
+    CLOSE_NO_CONNECT: "the tunnel's client could not reach its target.",
+    CLOSE_TUNNEL_GONE: "the tunnel {name} closed the connection (4503: {reason})",
+    CLOSE_PROTOCOL_ERROR: "the server closed the connection to {name} for a protocol error (4180: {reason})",
 }
 
 

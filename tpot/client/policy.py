@@ -1,7 +1,7 @@
 """Who may visit the tunnel: `--allow-ip CIDR` and `--basic-auth USER:PASS` (pure).
 
 The client judges every request head of a conversation before anything of it reaches the
-target (tpot.rewrite.HostRewriter's `on_head`).  A visitor whose address (the one the
+target (tpot.http.rewrite.HostRewriter's `on_head`).  A visitor whose address (the one the
 server reports for the conversation, after its own --trusted-proxy handling; never a
 header the visitor sent) is in none of the allowed ranges gets 403, a request without the
 right Basic credentials 401 with `WWW-Authenticate: Basic realm="tpot"`, and where a head
@@ -16,8 +16,8 @@ import binascii
 import hashlib
 import hmac
 
-from tpot.forwarded import address_in, parse_networks
-from tpot.responses import error_response
+from tpot.http.addresses import address_in, parse_networks
+from tpot.http.responses import error_response
 
 REALM = "tpot"
 BAD_REQUEST, UNAUTHORIZED, FORBIDDEN = 400, 401, 403

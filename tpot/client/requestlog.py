@@ -1,8 +1,8 @@
 """The live request log: one line per request, like `GET /index.html → 200  6 B  3 ms`.
 
 `ResponseTracker` is sans-I/O.  It is told of each request head as it goes to the target
-(the request side's framing is tpot.rewrite.HostRewriter's, through its `on_head`), follows
-the target's responses with the same framing machinery (tpot.http_framing): Content-Length,
+(the request side's framing is tpot.http.rewrite.HostRewriter's, through its `on_head`), follows
+the target's responses with the same framing machinery (tpot.http.framing): Content-Length,
 chunked, no body (responses to HEAD; 1xx, 204, 304), or everything until the connection
 closes, and matches them first-in first-out to the requests, pipelined ones included.
 Interim responses (100 Continue, 103) are skipped.  An upgrade (101) or a CONNECT tunnel
@@ -16,7 +16,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
-from tpot.http_framing import (
+from tpot.http.framing import (
     DISCARD,
     HEAD,
     MAX_LINE_SIZE,

@@ -12,10 +12,10 @@ import sys
 from autobahn.twisted.websocket import connectWS
 from twisted.internet import defer, ssl
 
-from tpot.auth import make_authorization
+from tpot.protocol.auth import make_authorization
 from tpot.client.session import TunnelClientFactory
 from tpot.client.target import VisitorOptions
-from tpot.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_HEADER, TCP
+from tpot.protocol.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_HEADER, TCP
 
 EXIT_FAILURE = 1
 INITIAL_DELAY = 1.0

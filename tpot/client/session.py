@@ -8,13 +8,13 @@ import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 
-from tpot import codec
-from tpot.codec import EXTENSIONS_HEADER, RECLAIM_TOKEN_HEADER, TCP
+from tpot.protocol import codec
+from tpot.protocol.codec import EXTENSIONS_HEADER, RECLAIM_TOKEN_HEADER, TCP
 from tpot.client.target import Conversation, LoggedRawConversation, RawConversation, TargetConnector
-from tpot.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
-from tpot.forwarded import format_address
-from tpot.frames import PROTOCOL_OPTIONS, LeanFrames
-from tpot.rewrite import Forwarded
+from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
+from tpot.http.addresses import format_address
+from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames
+from tpot.http.rewrite import Forwarded
 
 PING_INTERVAL = 15
 PING_TIMEOUT = 30
@@ -65,7 +65,7 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
             message = codec.decode(payload, codec.FROM_SERVER)
         except codec.ProtocolError as error:
             self.log.warn("server sent a malformed message: {reason}", reason=str(error))
-            self.sendClose(code=4180, reason=str(error)[:120])
+            self.sendClose(code=codec.CLOSE_PROTOCOL_ERROR, reason=str(error)[:120])
             return
         kind = type(message)
         if self.unsupported:

@@ -8,10 +8,10 @@ import os
 import re
 from dataclasses import dataclass
 
-from tpot.auth import MAX_SECRET_LENGTH, MIN_SECRET_LENGTH, new_access_secret, valid_access_secret
+from tpot.protocol.auth import MAX_SECRET_LENGTH, MIN_SECRET_LENGTH, new_access_secret, valid_access_secret
 from tpot.client.policy import parse_allowed, parse_credentials
-from tpot.codec import HTTP, TCP
-from tpot.registry import valid_name
+from tpot.protocol.codec import HTTP, TCP
+from tpot.protocol.names import valid_name
 
 CONFIG_PATH = os.path.join("~", ".tpot", "config.json")
 

@@ -37,8 +37,8 @@ from zope.interface import implementer, implementer_only
 from tpot.client.policy import VisitorPolicy, refusal_response
 from tpot.client.requestlog import ConnectionEntry, Entry, RequestLogger, ResponseTracker, request_line
 from tpot.client.settings import ca_certificates
-from tpot.flow import ReadPauses, no_delay, shut_down_writing
-from tpot.rewrite import HostRewriter
+from tpot.protocol.flow import ReadPauses, no_delay, shut_down_writing
+from tpot.http.rewrite import HostRewriter
 
 log = Logger()
 

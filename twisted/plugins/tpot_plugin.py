@@ -2,7 +2,7 @@ from twisted.application.service import ServiceMaker
 
 tpot = ServiceMaker(
     "TPoT tunnel server",
-    "tpot.tap",
+    "tpot.server.tap",
     "Expose local HTTP services through tunnels on one port (TPoT/1).",
     "tpot",
 )

@@ -1,0 +1,23 @@
+"""Fixtures the in-memory protocol tests share; a module may define its own of the same name."""
+
+import pytest
+
+from tests.support.memory import NOW_MS, SERVER_KEY, MemoryServer, use_clock
+
+
+def _running(server):
+    restore = use_clock(server.clock)
+    yield server
+    restore()
+
+
+@pytest.fixture
+def server():
+    """A whole server in memory, with Autobahn's timers on its clock."""
+    yield from _running(MemoryServer())
+
+
+@pytest.fixture
+def keyed():
+    """The same with the auth key SERVER_KEY, its clock at NOW_MS."""
+    yield from _running(MemoryServer(key=SERVER_KEY, clock_ms=lambda: NOW_MS))

@@ -1,0 +1,433 @@
+"""Server settings (tpot.server.config) and client settings (tpot.client.settings, the command line)."""
+
+import json
+import re
+import socket
+
+import pytest
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+
+from tpot.client.cli import parse_command_line
+from tpot.client.settings import Address, ClientError, client_settings, parse_address, read_config_file
+from tpot.server.config import (
+    DEFAULT_PORT,
+    DUAL_STACK,
+    IPV6_ONLY,
+    NO_IPV6,
+    ConfigError,
+    ServerSettings,
+    default_listen,
+    environment,
+    ip_stack,
+    parse_port,
+    server_settings,
+)
+
+KEY = "k" * 32
+
+
+def assert_one_sentence(message):
+    assert message.endswith(".") and "\n" not in message, message
+    assert re.search(r"[.!?]\s+[A-Z]", message[:-1]) is None, message
+
+
+# Server settings.
+
+
+def test_defaults():
+    assert server_settings(domain="localhost", env={}) == ServerSettings("localhost", None, default_listen(DEFAULT_PORT))
+
+
+def test_everything_from_the_environment():
+    env = {"DOMAIN": "tunnel.example", "AUTH_KEY": KEY, "PORT": "8080"}
+    assert server_settings(env=env) == ServerSettings("tunnel.example", KEY, default_listen(8080))
+
+
+def test_arguments_win_over_the_environment():
+    env = {"DOMAIN": "env.example", "AUTH_KEY": "e" * 40, "PORT": "8080"}
+    settings = server_settings(domain="arg.example", auth_key=KEY, port=9000, env=env)
+    assert settings == ServerSettings("arg.example", KEY, default_listen(9000))
+
+
+DUAL = r"tcp6:3000:interface=\:\::backlog=1024"
+IPV4 = "tcp:3000:backlog=1024"
+# What Twisted makes of them: every IPv6 address, every IPv4 one.
+ENDPOINTS = {DUAL: (TCP6ServerEndpoint, "::", 1024), IPV4: (TCP4ServerEndpoint, "", 1024)}
+
+
+@pytest.mark.parametrize("stack, listen", [(DUAL_STACK, [DUAL]), (IPV6_ONLY, [DUAL, IPV4]), (NO_IPV6, [IPV4])])
+def test_default_listen_is_ipv6_and_ipv4_where_the_system_has_both(stack, listen):
+    assert default_listen(3000, stack) == listen
+    for description in listen:
+        endpoint = serverFromString(None, description)
+        assert (type(endpoint), endpoint._interface, endpoint._backlog) == ENDPOINTS[description]
+
+
+def test_this_system_listens_dual_stack():
+    # Linux's default (net.ipv6.bindv6only=0), which the end-to-end tests rely on too.
+    assert ip_stack() == DUAL_STACK
+    assert server_settings(domain="localhost", env={}).listen == [DUAL]
+
+
+def test_without_ipv6_the_server_listens_on_ipv4(monkeypatch):
+    monkeypatch.setattr(socket, "has_ipv6", False)
+    assert ip_stack() == NO_IPV6
+    assert server_settings(domain="localhost", env={}).listen == [IPV4]
+
+
+def test_an_ipv6_socket_that_cannot_be_made_means_no_ipv6(monkeypatch):
+    def refuse(family=socket.AF_INET, *args):
+        raise OSError(97, "Address family not supported by protocol")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    assert ip_stack() == NO_IPV6
+
+
+@pytest.mark.parametrize("domain", ["Tunnel.Example", "tunnel.example.", "  tunnel.example  ", "TUNNEL.EXAMPLE."])
+def test_domain_is_normalised(domain):
+    assert server_settings(domain=domain, env={}).domain == "tunnel.example"
+
+
+@pytest.mark.parametrize("kwargs, env", [({}, {}), ({}, {"DOMAIN": ""}), ({"domain": "  "}, {}), ({"domain": "."}, {})])
+def test_missing_domain(kwargs, env):
+    with pytest.raises(ConfigError) as error:
+        server_settings(env=env, **kwargs)
+    assert "DOMAIN" in str(error.value)
+    assert_one_sentence(str(error.value))
+
+
+@pytest.mark.parametrize("kwargs, env", [({"auth_key": "k" * 31}, {}), ({}, {"AUTH_KEY": "short"}),
+                                         ({"auth_key": "k" * 31}, {"AUTH_KEY": KEY})])
+def test_short_auth_key(kwargs, env):
+    with pytest.raises(ConfigError) as error:
+        server_settings(domain="localhost", env=env, **kwargs)
+    assert "AUTH_KEY" in str(error.value) and "32" in str(error.value)
+    assert_one_sentence(str(error.value))
+
+
+def test_empty_auth_key_in_the_environment_means_no_key():
+    assert server_settings(domain="localhost", env={"AUTH_KEY": ""}).auth_key is None
+
+
+def test_auth_key_of_exactly_32_characters_is_accepted():
+    assert server_settings(domain="localhost", auth_key=KEY, env={}).auth_key == KEY
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "abc", "", "-1", "80.5", "1e3", "0x50", "²", 0, 70000])
+@pytest.mark.parametrize("where", ["argument", "env"])
+def test_bad_port(port, where):
+    kwargs, env = ({"port": port}, {}) if where == "argument" else ({}, {"PORT": str(port)})
+    with pytest.raises(ConfigError) as error:
+        server_settings(domain="localhost", env=env, **kwargs)
+    assert "PORT" in str(error.value)
+    assert_one_sentence(str(error.value))
+
+
+@pytest.mark.parametrize("port, number", [("1", 1), ("65535", 65535), (" 3000 ", 3000), (443, 443), ("08080", 8080)])
+def test_good_port(port, number):
+    assert parse_port(port) == number
+
+
+def test_listen_replaces_port():
+    listen = ["tcp:8080:interface=127.0.0.1", "unix:/tmp/tpot.sock"]
+    settings = server_settings(domain="localhost", port=9000, listen=listen, env={"PORT": "abc"})
+    assert settings.listen == listen
+
+
+def test_dotenv_file_is_read_and_the_process_environment_wins(tmp_path, monkeypatch):
+    path = tmp_path / ".env"
+    path.write_text(f"DOMAIN=file.example\nAUTH_KEY={KEY}\nPORT=4000\nTPOT_TEST_ONLY=from-file\nBARE\n")
+    for name in ("DOMAIN", "AUTH_KEY", "PORT", "TPOT_TEST_ONLY", "BARE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PORT", "5000")
+    env = environment(str(path))
+    assert env["DOMAIN"] == "file.example" and env["AUTH_KEY"] == KEY and env["TPOT_TEST_ONLY"] == "from-file"
+    assert env["PORT"] == "5000"
+    assert "BARE" not in env
+    assert server_settings(env=env) == ServerSettings("file.example", KEY, default_listen(5000))
+
+
+def test_missing_dotenv_file_gives_the_process_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TPOT_TEST_ONLY", "from-process")
+    env = environment(str(tmp_path / "missing.env"))
+    assert env["TPOT_TEST_ONLY"] == "from-process"
+
+
+def test_server_settings_reads_dotenv_in_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("DOMAIN=cwd.example\nPORT=4321\n")
+    for name in ("DOMAIN", "AUTH_KEY", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert server_settings() == ServerSettings("cwd.example", None, default_listen(4321))
+
+
+# Client addresses.
+
+
+@pytest.mark.parametrize(
+    "text, address",
+    [
+        ("8080", Address("http", "localhost", 8080, "localhost:8080")),
+        ("localhost:8080", Address("http", "localhost", 8080, "localhost:8080")),
+        ("http://127.0.0.1:9000", Address("http", "127.0.0.1", 9000, "127.0.0.1:9000")),
+        ("http://127.0.0.1:9000/", Address("http", "127.0.0.1", 9000, "127.0.0.1:9000")),
+        ("example.com", Address("http", "example.com", 80, "example.com")),
+        ("HTTP://Example.com", Address("http", "Example.com", 80, "Example.com")),
+        ("https://tunnel.example", Address("https", "tunnel.example", 443, "tunnel.example")),
+        ("https://tunnel.example:8443", Address("https", "tunnel.example", 8443, "tunnel.example:8443")),
+        ("[::1]:8080", Address("http", "::1", 8080, "[::1]:8080")),
+        ("http://[::1]", Address("http", "::1", 80, "[::1]")),
+        ("  8080  ", Address("http", "localhost", 8080, "localhost:8080")),
+    ],
+)
+def test_parse_address(text, address):
+    assert parse_address(text, "target") == address
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", None, "http://", "ftp://x", "x:0", "x:65536", "x:123456", "localhost:", "http://x/path", "x y",
+     "user@host:80", "http://x?y", "[::1", "0"],
+)
+def test_bad_address(text):
+    with pytest.raises(ClientError) as error:
+        parse_address(text, "target")
+    assert "target" in str(error.value)
+    assert_one_sentence(str(error.value))
+
+
+# Client settings.
+
+
+def settings(target="8080", env=None, config=None, **kwargs):
+    return client_settings(target, env={} if env is None else env, config={} if config is None else config, **kwargs)
+
+
+SERVER = "http://localhost:3000"
+
+
+@pytest.mark.parametrize(
+    "target, host_with_port",
+    [("8080", "localhost:8080"), ("localhost:8080", "localhost:8080"), ("http://127.0.0.1:9000", "127.0.0.1:9000")],
+)
+def test_targets(target, host_with_port):
+    result = settings(target, server=SERVER)
+    assert result.target.host_with_port == host_with_port
+    assert result.host_rewrite == host_with_port
+
+
+def test_https_target_is_accepted():
+    # More on https targets in tests/test_https_target.py.
+    result = settings("https://x", server=SERVER)
+    assert result.target == Address("https", "x", 443, "x")
+    assert result.host_rewrite == "x"
+
+
+@pytest.mark.parametrize(
+    "server, subdomain, websocket_url, public_url",
+    [
+        ("http://localhost:3000", None, "ws://localhost:3000/create-tpot", "http://abc.localhost:3000"),
+        ("http://localhost:3000", "Demo", "ws://localhost:3000/create-tpot?subdomain=demo", "http://abc.localhost:3000"),
+        ("https://tunnel.example", "demo", "wss://tunnel.example/create-tpot?subdomain=demo", "https://abc.tunnel.example"),
+        ("https://tunnel.example:8443/", None, "wss://tunnel.example:8443/create-tpot", "https://abc.tunnel.example:8443"),
+        ("tunnel.example", None, "ws://tunnel.example/create-tpot", "http://abc.tunnel.example"),
+    ],
+)
+def test_server_urls(server, subdomain, websocket_url, public_url):
+    result = settings(server=server, subdomain=subdomain)
+    assert result.websocket_url == websocket_url
+    assert result.public_url("abc") == public_url
+
+
+# Precedence: command line over environment over config file.
+
+ENV = {"TPOT_SERVER": "http://env.example", "TPOT_AUTH_KEY": "env-key"}
+CONFIG = {"tpotServer": "http://config.example", "authKey": "config-key", "subdomain": "fromconfig",
+          "httpHost": "config.internal"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, env, config, expected",
+    [
+        ({"server": "http://cli.example"}, ENV, CONFIG, "cli.example"),
+        ({}, ENV, CONFIG, "env.example"),
+        ({}, {}, CONFIG, "config.example"),
+        ({}, {"TPOT_SERVER": ""}, CONFIG, "config.example"),
+    ],
+)
+def test_server_precedence(kwargs, env, config, expected):
+    assert settings(env=env, config=config, **kwargs).server.host == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs, env, config, expected",
+    [
+        ({"auth_key": "cli-key"}, ENV, CONFIG, "cli-key"),
+        ({}, ENV, CONFIG, "env-key"),
+        ({}, {}, CONFIG, "config-key"),
+        ({}, {}, {}, None),
+        ({"auth_key": ""}, {}, {"authKey": ""}, None),
+    ],
+)
+def test_auth_key_precedence(kwargs, env, config, expected):
+    assert settings(server=SERVER, env=env, config=config, **kwargs).auth_key == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs, config, expected",
+    [({"subdomain": "CLI"}, CONFIG, "cli"), ({}, CONFIG, "fromconfig"), ({}, {}, None)],
+)
+def test_subdomain_precedence(kwargs, config, expected):
+    assert settings(server=SERVER, config=config, **kwargs).subdomain == expected
+
+
+@pytest.mark.parametrize(
+    "kwargs, config, expected",
+    [
+        ({"http_host": "cli.internal"}, CONFIG, "cli.internal"),
+        ({}, CONFIG, "config.internal"),
+        ({}, {}, "localhost:8080"),
+        ({"no_host_rewrite": True}, CONFIG, None),
+        ({"no_host_rewrite": True, "http_host": "cli.internal"}, {}, None),
+        ({"http_host": "cli.internal"}, {"noHostRewrite": True}, None),
+        ({}, {"noHostRewrite": False, "httpHost": "config.internal"}, "config.internal"),
+    ],
+)
+def test_host_rewrite_precedence(kwargs, config, expected):
+    assert settings(server=SERVER, config=config, **kwargs).host_rewrite == expected
+
+
+def test_no_server_anywhere():
+    with pytest.raises(ClientError) as error:
+        settings()
+    assert_one_sentence(str(error.value))
+
+
+@pytest.mark.parametrize("where", ["cli", "config"])
+@pytest.mark.parametrize("subdomain", ["-demo", "a_b", "a" * 25, "a.b", " "])
+def test_invalid_subdomain(subdomain, where):
+    kwargs, config = ({"subdomain": subdomain}, {}) if where == "cli" else ({}, {"subdomain": subdomain})
+    with pytest.raises(ClientError) as error:
+        settings(server=SERVER, config=config, **kwargs)
+    assert_one_sentence(str(error.value))
+
+
+def test_bad_server_url():
+    with pytest.raises(ClientError) as error:
+        settings(server="ftp://tunnel.example")
+    assert "server" in str(error.value)
+
+
+def test_debug_flag():
+    assert settings(server=SERVER, debug=True).debug is True
+    assert settings(server=SERVER).debug is False
+
+
+# The config file.
+
+
+def test_missing_config_file_is_empty(tmp_path):
+    assert read_config_file(str(tmp_path / "none.json")) == {}
+
+
+def test_config_file_is_read(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(CONFIG))
+    assert read_config_file(str(path)) == CONFIG
+
+
+@pytest.mark.parametrize("content", ["{not json", "", "\xff", '{"a": 1'])
+def test_corrupt_config_file(tmp_path, content):
+    path = tmp_path / "config.json"
+    path.write_text(content, encoding="latin-1")
+    with pytest.raises(ClientError) as error:
+        read_config_file(str(path))
+    assert str(path) in str(error.value)
+    assert_one_sentence(str(error.value))
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "42", "null"])
+def test_config_file_must_hold_an_object(tmp_path, content):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    with pytest.raises(ClientError) as error:
+        read_config_file(str(path))
+    assert_one_sentence(str(error.value))
+
+
+def test_config_file_that_is_a_directory(tmp_path):
+    with pytest.raises(ClientError):
+        read_config_file(str(tmp_path))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty home directory and no TPOT_* variables, so only the test's values count."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("TPOT_SERVER", "TPOT_AUTH_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def write_home_config(home, config):
+    (home / ".tpot").mkdir()
+    (home / ".tpot" / "config.json").write_text(json.dumps(config))
+
+
+def test_default_config_file_is_in_home(home):
+    write_home_config(home, {"tpotServer": "https://home.example", "authKey": "home-key"})
+    result = client_settings("8080", env={})
+    assert result.server.host == "home.example" and result.auth_key == "home-key"
+
+
+# The command line.
+
+
+def test_command_line_with_options_after_the_target(home):
+    result = parse_command_line(["http", "8080", "-t", "http://localhost:3000", "-s", "Demo"])
+    assert result.target == Address("http", "localhost", 8080, "localhost:8080")
+    assert result.server == Address("http", "localhost", 3000, "localhost:3000")
+    assert result.subdomain == "demo"
+    assert result.websocket_url == "ws://localhost:3000/create-tpot?subdomain=demo"
+    assert result.host_rewrite == "localhost:8080"
+    assert result.auth_key is None and result.debug is False
+
+
+def test_command_line_long_options_before_the_target(home):
+    result = parse_command_line(["http", "--tpot-server", "https://t.example", "--auth-key", "secret",
+                                 "--http-host", "app.internal", "--debug", "localhost:5000"])
+    assert result.server.host_with_port == "t.example" and result.server.scheme == "https"
+    assert (result.auth_key, result.host_rewrite, result.debug) == ("secret", "app.internal", True)
+    assert result.target.port == 5000
+
+
+def test_command_line_no_host_rewrite(home):
+    assert parse_command_line(["http", "8080", "--server", SERVER, "--no-host-rewrite"]).host_rewrite is None
+
+
+def test_command_line_falls_back_to_environment_and_config(home, monkeypatch):
+    write_home_config(home, {"tpotServer": "http://config.example", "authKey": "config-key"})
+    monkeypatch.setenv("TPOT_AUTH_KEY", "env-key")
+    result = parse_command_line(["http", "8080"])
+    assert (result.server.host, result.auth_key) == ("config.example", "env-key")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["http"],
+        ["ftp", "8080"],
+        ["http", "8080", "--bogus"],
+        ["http", "8080", "-t"],
+        ["http", "8080", "9090", "-t", SERVER],
+        ["http", "8080"],  # no server anywhere
+        ["http", "http://x", "--insecure", "-t", SERVER],
+        ["http", "8080", "-t", "ftp://x"],
+        ["http", "8080", "-t", SERVER, "-s", "-bad"],
+        ["http", "not a target", "-t", SERVER],
+    ],
+)
+def test_bad_command_lines_raise_client_error(home, argv):
+    with pytest.raises(ClientError):
+        parse_command_line(argv)

@@ -1,0 +1,241 @@
+"""WebSocket framing of TPoT messages on the hot path (RFC 6455, section 5.2).
+
+Autobahn spends more time per message than the relaying itself: a frame header built
+bit by bit, a masker object per frame, debug-log arguments formatted with the log off,
+five callbacks and a join per message received.  Once a tunnel's WebSocket is open and
+plain (no compression, no frame logging), `LeanFrames` writes each message as one
+unfragmented binary frame with `message_frame`/`data_frame`, and reads complete,
+unfragmented binary frames with `next_binary_frame`.  Anything else (control frames,
+fragments, text, oversized or malformed frames, any state but open) is left to Autobahn,
+which keeps handling the handshake, pings, closing and every protocol violation.
+
+The functions here are pure; `LeanFrames` is the mixin both ends' protocols use.
+"""
+
+import os
+import struct
+
+from autobahn.websocket import USES_NVX
+from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.xormasker import create_xor_masker
+
+from tpot.protocol import codec
+
+FIN_BINARY = 0x82
+MASK_BIT = 0x80
+# The TPoT head (0x12 ID 'D', 4 bytes) is a whole number of mask periods, so the data after
+# it is masked with the key as it is: head and data can be masked (and unmasked) apart.
+HEAD_SIZE = codec.DATA_HEAD_SIZE
+
+# Autobahn's options for every WebSocket of ours, server's and client's; each end adds its own.
+PROTOCOL_OPTIONS = dict(
+    maxFramePayloadSize=codec.MAX_MESSAGE_SIZE,
+    maxMessagePayloadSize=codec.MAX_MESSAGE_SIZE,
+    utf8validateIncoming=False,
+    closeHandshakeTimeout=5,
+    tcpNoDelay=True,
+)
+
+_LENGTH_16 = struct.Struct("!BBH")
+_LENGTH_64 = struct.Struct("!BBQ")
+# Below this, masking with Python integers beats Autobahn's native masker (whose set-up
+# per call costs about as much as XOR-ing a kilobyte); above it the native one wins.
+_NATIVE_MASK_FROM = 1024 if USES_NVX else None
+# Below this a message is masked or unmasked whole (one call beats two); above it the
+# data is masked apart from the TPoT head, so that it is not copied to be joined or split.
+_SPLIT_FROM = 4096
+
+
+def header(length, masked=False):
+    """The header of a final binary frame carrying `length` bytes, without the mask key."""
+    mask_bit = MASK_BIT if masked else 0
+    if length < 126:
+        return bytes((FIN_BINARY, mask_bit | length))
+    if length < 65536:
+        return _LENGTH_16.pack(FIN_BINARY, mask_bit | 126, length)
+    return _LENGTH_64.pack(FIN_BINARY, mask_bit | 127, length)
+
+
+def apply_mask(key, data):
+    """`data` XOR-ed with the repeated 4-byte `key` (masking and unmasking are the same)."""
+    length = len(data)
+    if not length:
+        return b""
+    if _NATIVE_MASK_FROM is not None and length >= _NATIVE_MASK_FROM:
+        return create_xor_masker(key, length).process(data)
+    repeated = (key * ((length >> 2) + 1))[:length]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(length, "little")
+
+
+def new_mask():
+    """A fresh masking key for each frame (RFC 6455, 5.3), from the system's CSPRNG."""
+    return os.urandom(4)
+
+
+def message_frame(payload, mask=None):
+    """One binary message as a list of byte strings to write in order; masked with `mask`."""
+    if mask is None:
+        return [header(len(payload)), payload]
+    return [header(len(payload), True), mask, apply_mask(mask, payload)]
+
+
+def data_frame(conversation_id, data, mask=None):
+    """`message_frame(codec.encode_data(conversation_id, data), mask)` without copying data."""
+    head = codec.data_head(conversation_id)
+    if mask is None:
+        return [header(HEAD_SIZE + len(data)), head, data]
+    if len(data) < _SPLIT_FROM:
+        return [header(HEAD_SIZE + len(data), True), mask, apply_mask(mask, head + data)]
+    return [header(HEAD_SIZE + len(data), True), mask, apply_mask(mask, head), apply_mask(mask, data)]
+
+
+# What `next_binary_frame` found at the start of a buffer, besides a whole frame.
+INCOMPLETE = "incomplete"  # the start of a frame we can take: wait for the rest
+OTHER = "other"            # anything else: Autobahn must handle it
+
+
+def next_binary_frame(buffer, start, masked, max_length):
+    """The final, uncompressed binary frame at buffer[start:], minimally encoded, masked
+    exactly when `masked` and carrying 1 to `max_length` bytes: (key, payload start, end)
+    with key None when unmasked; or INCOMPLETE, or OTHER for anything else."""
+    available = len(buffer) - start
+    if available < 2:
+        return INCOMPLETE
+    first = buffer[start]
+    second = buffer[start + 1]
+    if first != FIN_BINARY or bool(second & MASK_BIT) != masked:
+        return OTHER
+    length = second & 0x7F
+    offset = start + 2
+    if length == 126:
+        if available < 4:
+            return INCOMPLETE
+        length = (buffer[offset] << 8) | buffer[offset + 1]
+        if length < 126:
+            return OTHER
+        offset += 2
+    elif length == 127:
+        if available < 10:
+            return INCOMPLETE
+        length = _LENGTH_64.unpack_from(buffer, start)[2]
+        if length < 65536:
+            return OTHER
+        offset += 8
+    if not 0 < length <= max_length:
+        return OTHER
+    key = None
+    if masked:
+        key = buffer[offset:offset + 4]
+        offset += 4
+    end = offset + length
+    if len(buffer) < end:
+        return INCOMPLETE
+    return key, offset, end
+
+
+class LeanFrames:
+    """Mixin for the tunnel's Autobahn protocols (server and client): the hot path.
+
+    Subclasses implement `_deliver_data(conversation_id, data)` for data messages and
+    keep `onMessage` for everything else.  `_lean_setup()` runs in onOpen.
+    """
+
+    _lean = False
+    _lean_busy = False
+    _lean_mask_out = False
+    _lean_masked_in = False
+    _lean_max = 0
+
+    def _lean_setup(self):
+        option = lambda name, default=None: getattr(self, name, default)  # noqa: E731
+        server = self.factory.isServer
+        self._lean_mask_out = bool(option("maskServerFrames") if server else option("maskClientFrames", True))
+        # Frames from the peer that Autobahn accepts: masked from clients, unmasked from servers.
+        self._lean_masked_in = server
+        strict = option("requireMaskedClientFrames") if server else not option("acceptMaskedServerFrames", True)
+        limits = [size for size in (option("maxFramePayloadSize", 0), option("maxMessagePayloadSize", 0)) if size > 0]
+        self._lean_max = min(limits) if limits else 1 << 62
+        self._lean = bool(
+            strict
+            and option("applyMask")
+            and option("_perMessageCompress", "unknown") is None
+            and not option("logFrames", True)
+            and not option("logOctets", True)
+            and not option("trackedTimings")
+            and option("websocket_version", 0) != 0
+        )
+
+    def _send_message(self, payload):
+        """Send one binary message if the WebSocket is open (dropped otherwise)."""
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return
+        if self._lean and not self.send_queue and len(payload) <= self._lean_max:
+            self.transport.writeSequence(message_frame(payload, new_mask() if self._lean_mask_out else None))
+        else:
+            self.sendMessage(payload, isBinary=True)
+
+    def _send_data(self, conversation_id, data):
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return
+        if self._lean and not self.send_queue and len(data) + HEAD_SIZE <= self._lean_max:
+            self.transport.writeSequence(
+                data_frame(conversation_id, data, new_mask() if self._lean_mask_out else None)
+            )
+        else:
+            self.sendMessage(codec.encode_data(conversation_id, data), isBinary=True)
+
+    def _lean_dispatch(self, buffer, key, start, end):
+        """The message in buffer[start:end] (masked with `key` unless None) to its handler."""
+        if key is not None and end - start < _SPLIT_FROM:
+            # Small: unmask it whole, in one go.
+            buffer, key, start, end = apply_mask(key, buffer[start:end]), None, 0, end - start
+        conversation_id = None
+        if end - start >= HEAD_SIZE:
+            head = buffer[start:start + HEAD_SIZE]
+            conversation_id = codec.data_id(head if key is None else apply_mask(key, head))
+        if conversation_id is None:
+            payload = buffer[start:end] if key is None else apply_mask(key, memoryview(buffer)[start:end])
+            self.onMessage(payload, True)
+        elif key is None:
+            self._deliver_data(conversation_id, buffer[start + HEAD_SIZE:end])
+        else:
+            self._deliver_data(conversation_id, apply_mask(key, memoryview(buffer)[start + HEAD_SIZE:end]))
+
+    def processData(self):
+        if self._lean_busy:
+            # Re-entered from a handler: the loop below picks up what was appended.
+            return False
+        if (
+            not self._lean
+            or self.current_frame is not None
+            or self.inside_message
+            or self.failedByMe
+            or self.state != WebSocketProtocol.STATE_OPEN
+        ):
+            return super().processData()
+        buffer = self.data
+        masked = self._lean_masked_in
+        position = 0
+        found = None
+        self._lean_busy = True
+        try:
+            while self.state == WebSocketProtocol.STATE_OPEN and not self.failedByMe:
+                found = next_binary_frame(buffer, position, masked, self._lean_max)
+                if type(found) is not tuple:
+                    break
+                key, start, position = found
+                if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
+                    self._cancelAutoPingTimeoutCall()
+                self._lean_dispatch(buffer, key, start, position)
+        finally:
+            self._lean_busy = False
+        # self.data is `buffer` plus anything received meanwhile.
+        if position:
+            self.data = self.data[position:]
+        if found is OTHER:
+            # Autobahn takes this frame; the next call may come back here.
+            return super().processData()
+        if found is INCOMPLETE:
+            return len(self.data) > len(buffer) - position
+        # A message closed the WebSocket: Autobahn handles what follows, in its new state.
+        return bool(self.data)

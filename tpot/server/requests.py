@@ -1,0 +1,75 @@
+"""Checks of the bare domain's WebSocket requests: `/create-tpot` and `/connect-tpot`.
+
+Pure functions over a parsed request head (tpot.http.head.RequestHead): each returns what
+the request asks for, or raises HeadError with the status to answer.
+"""
+
+from tpot.http.head import HeadError
+from tpot.protocol import auth
+from tpot.protocol.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, TCP
+from tpot.protocol.names import valid_name
+
+CREATE_PATH = "/create-tpot"
+CONNECT_PATH = "/connect-tpot"
+SUPPORTED_EXTENSIONS = frozenset({RECLAIM, IPV6, TCP})
+
+
+def check_create_request(head):
+    """The requested name (or None for a random one); HeadError if the request is invalid."""
+    if head.path != CREATE_PATH:
+        raise HeadError(404, "Not found: tunnels are created at /create-tpot.")
+    check_upgrade(head, "create a tunnel")
+    return _requested_name(head)
+
+
+def check_connect_request(head):
+    """The name of the TCP tunnel a `/connect-tpot` request asks for; HeadError if invalid."""
+    check_upgrade(head, "connect to a tunnel")
+    name = _requested_name(head)
+    if name is None:
+        raise HeadError(400, "Say which tunnel to connect to: /connect-tpot?subdomain=NAME.")
+    return name
+
+
+def check_upgrade(head, purpose):
+    """HeadError unless `head` is a WebSocket upgrade (GET, HTTP/1.1, RFC 6455 headers)."""
+    if head.method != "GET":
+        raise HeadError(405, f"Use GET with a WebSocket upgrade to {purpose}.")
+    if head.version != "1.1":
+        raise HeadError(400, "A WebSocket upgrade needs HTTP/1.1.")
+    if (
+        "websocket" not in head.header_tokens("upgrade")
+        or "upgrade" not in head.header_tokens("connection")
+        or not head.header("sec-websocket-key")
+        or head.header("sec-websocket-version") != "13"
+    ):
+        raise HeadError(400, "Not a valid WebSocket upgrade request.")
+
+
+def _requested_name(head):
+    """The lower-cased `subdomain` of the query, None if absent or empty; HeadError if invalid."""
+    name = head.query("subdomain")
+    if name is None or name == "":
+        return None
+    name = name.lower()
+    if not valid_name(name):
+        raise HeadError(400, "Invalid subdomain: use 1-24 of a-z, 0-9 and '-', not starting with '-'.")
+    return name
+
+
+def requested_extensions(head):
+    """The extensions of ours that the client asked for and we support."""
+    return frozenset(head.header_tokens(EXTENSIONS_HEADER) & SUPPORTED_EXTENSIONS)
+
+
+def access_secret(head, extensions):
+    """The access secret of a TCP tunnel (None for HTTP); HeadError if it is missing or weak."""
+    if TCP not in extensions:
+        return None
+    secret = head.header(ACCESS_SECRET_HEADER.lower())
+    if not auth.valid_access_secret(secret):
+        raise HeadError(400, (
+            f"A TCP tunnel needs {ACCESS_SECRET_HEADER}: {auth.MIN_SECRET_LENGTH} to"
+            f" {auth.MAX_SECRET_LENGTH} printable characters without spaces."
+        ))
+    return secret

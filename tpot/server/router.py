@@ -1,0 +1,262 @@
+"""The router: the protocol every connection starts with.
+
+It reads the first request head (bounded), decides by Host what the connection is, and
+hands the open transport, with every byte read so far, to the protocol that serves it:
+the tunnel's WebSocket for `/create-tpot` on the bare domain, a connection to a TCP
+tunnel for `/connect-tpot` there, a visitor relay for `NAME.DOMAIN`, an error response for
+anything else.
+"""
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+from tpot.server import endpoints
+from tpot.protocol.codec import RECLAIM_HEADER, TCP
+from tpot.server.connect import ConnectFactory
+from tpot.server.requests import (
+    CONNECT_PATH,
+    access_secret,
+    check_connect_request,
+    check_create_request,
+    requested_extensions,
+)
+from tpot.http.addresses import forwarded_client, plain_address
+from tpot.http.head import HeadError, HeadReader
+from tpot.server.registry import NameTaken, RegistryFull
+from tpot.server.visitor import VisitorProtocol
+from tpot.http.responses import error_response
+
+HEADER_TIMEOUT = 10.0
+# Visitor connections with no traffic either way for this long are closed; generous, so
+# that WebSockets and long polls through a tunnel survive.
+IDLE_TIMEOUT = 3600.0
+CONTROL = "control"
+
+
+def route(host, domain):
+    """CONTROL for the bare domain, the tunnel name for NAME.DOMAIN, None otherwise."""
+    if host == domain:
+        return CONTROL
+    name, dot, parent = host.partition(".")
+    if dot and parent == domain and name:
+        return name
+    return None
+
+
+class RouterProtocol(Protocol):
+    """Reads the first head, then stays the transport's protocol as a thin forwarder.
+
+    Staying in place (rather than replacing `transport.protocol`) lets the factory see
+    every connection end, which the per-address limit needs.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory):
+        self.factory = factory
+        self._reader = HeadReader()
+        self._timeout = None
+        self._next = None
+        self._gone = False
+
+    def connectionMade(self):
+        self.source = plain_address(getattr(self.transport.getPeer(), "host", ""))
+        if not self.factory.admit(self.source):
+            self.refuse(429, "Too many connections from your address.")
+            return
+        self._timeout = self.factory.clock.callLater(self.factory.header_timeout, self._too_slow)
+
+    def dataReceived(self, data):
+        try:
+            head = self._reader.feed(data)
+        except HeadError as error:
+            self.refuse(error.status, error.reason)
+            return
+        if head is not None:
+            self._cancel_timeout()
+            self.transport.pauseProducing()
+            d = defer.maybeDeferred(self._dispatch, head)
+            d.addErrback(self._refuse_failure)
+
+    def connectionLost(self, reason=None):
+        self._gone = True
+        self._cancel_timeout()
+        self.factory.release(self.source)
+        if self._next is not None:
+            self._next.connectionLost(reason)
+
+    def _dispatch(self, head):
+        self._identify(head)
+        target = route(head.host, self.factory.domain)
+        if target is None:
+            raise HeadError(404, f"No tunnel is served at {head.host or 'this address'}.")
+        if target == CONTROL:
+            return self._control(head)
+        self._refuse_while_draining()
+        return self.factory.registry.lookup(target).addCallback(self._visit, target)
+
+    def _identify(self, head):
+        """Who this really is, now that a PROXY header (read before the head) or a trusted
+        proxy's X-Forwarded-For can say; the per-address cap follows the real address."""
+        self.visitor_address = self.factory.visitor_address(self.transport.getPeer(), head)
+        source = self.visitor_address[0]
+        if source != self.source:
+            self.factory.release(self.source)
+            self.source = source
+            if not self.factory.admit(source):
+                raise HeadError(429, "Too many connections from your address.")
+
+    def _refuse_while_draining(self):
+        if self.factory.draining:
+            raise HeadError(503, "The server is restarting; try again in a moment.")
+
+    def _control(self, head):
+        response = endpoints.respond(head, self.factory)
+        if response is None:
+            start = self._connect if head.path == CONNECT_PATH else self._create_tunnel
+            return start(head)
+        self.transport.write(response)
+        self.transport.loseConnection()
+
+    @defer.inlineCallbacks
+    def _create_tunnel(self, head):
+        requested = check_create_request(head)
+        self._refuse_while_draining()
+        yield self.factory.authenticator.check(head.header("authorization"), self.source)
+        extensions = requested_extensions(head)
+        secret = access_secret(head, extensions)
+        try:
+            name = yield self.factory.registry.claim(requested, head.header(RECLAIM_HEADER))
+        except NameTaken:
+            raise HeadError(409, f"The subdomain {requested} is already in use.") from None
+        except RegistryFull:
+            raise HeadError(503, "This server has reached its tunnel limit.") from None
+        if self._gone:
+            self.factory.registry.release(name)
+            return
+        self._hand_over(self.factory.tunnels.build_tunnel(name, extensions, secret, self.visitor_address))
+
+    @defer.inlineCallbacks
+    def _connect(self, head):
+        name = check_connect_request(head)
+        self._refuse_while_draining()
+        tunnel = yield self.factory.registry.lookup(name)
+        if tunnel is None:
+            raise HeadError(503, f"Tunnel {name} is not connected.")
+        if tunnel.kind != TCP:
+            raise HeadError(404, f"Tunnel {name} is not a TCP tunnel.")
+        # Unlike /create-tpot, always: a TCP tunnel is for those who know its secret.
+        proved = yield self.factory.authenticator.check_access(
+            tunnel.access_secret, head.header("authorization"), self.source, name
+        )
+        if not self._gone:
+            self._hand_over(self.factory.connections.build_connection(
+                tunnel, name, self.visitor_address, self.factory.idle_timeout, proved
+            ))
+
+    def _visit(self, tunnel, name):
+        if tunnel is None:
+            raise HeadError(503, f"Tunnel {name} is not connected.")
+        if tunnel.kind == TCP:
+            raise HeadError(404, f"Tunnel {name} is a TCP tunnel; reach it with tpot connect {name}.")
+        if not self._gone:
+            self._hand_over(VisitorProtocol(
+                tunnel, self.factory.clock, self.factory.idle_timeout, self.factory.stats, self.visitor_address
+            ))
+
+    def _hand_over(self, protocol):
+        """Give the live transport to `protocol` and replay what was read (as Autobahn's resource does)."""
+        transport = self.transport
+        # Resume first: the new protocol may pause reading itself (a visitor of a backed-up
+        # tunnel), and no bytes can arrive before this call returns.
+        transport.resumeProducing()
+        self._next = protocol
+        # The reactor calls transport.protocol.dataReceived: go straight to the new one.
+        self.dataReceived = protocol.dataReceived
+        protocol.makeConnection(transport)
+        buffered, self._reader = self._reader.buffered, None
+        protocol.dataReceived(buffered)
+
+    def _refuse_failure(self, failure):
+        if failure.check(HeadError):
+            error = failure.value
+            self.refuse(error.status, error.reason, error.headers)
+            return
+        self.log.failure("routing a request failed", failure)
+        self.refuse(500, "The server failed to route this request.")
+
+    def refuse(self, status, reason, headers=()):
+        self._cancel_timeout()
+        # A refusal that brings its own challenge (/metrics: Bearer) is not a tunnel's.
+        challenged = any(name.lower() == "www-authenticate" for name, _ in headers)
+        self.factory.stats.count_refusal(status, tunnel_auth=not challenged)
+        self.log.info("refused {status}: {reason}", status=status, reason=reason)
+        if not self._gone:
+            extra = list(headers)
+            if status == 405:
+                extra.append(("Allow", "GET"))
+            if status == 401 and not challenged:
+                extra.append(("WWW-Authenticate", "TPoT-1"))
+            self.transport.write(error_response(status, reason, extra))
+            self.transport.loseConnection()
+
+    def _too_slow(self):
+        self._timeout = None
+        self.refuse(408, "The request head did not arrive in time.")
+
+    def _cancel_timeout(self):
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+
+
+class RouterFactory(Factory):
+    """Shared state for every connection on the listening port(s)."""
+
+    def __init__(self, domain, registry, authenticator, tunnels, clock,
+                 header_timeout=HEADER_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_per_source=None,
+                 stats=None, metrics_token=None, trusted_proxies=(), connections=None):
+        self.stats = tunnels.stats if stats is None else stats
+        # Builds the protocols of /connect-tpot (tpot.server.connect.ConnectFactory).
+        self.connections = ConnectFactory(clock) if connections is None else connections
+        self.metrics_token = metrics_token
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.draining = False
+        self.domain = domain
+        self.registry = registry
+        self.authenticator = authenticator
+        self.tunnels = tunnels
+        self.clock = clock
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.max_per_source = max_per_source
+        self.started = clock.seconds()
+        self._per_source = {}
+
+    def buildProtocol(self, addr):
+        return RouterProtocol(self)
+
+    def visitor_address(self, peer, head):
+        """(host, port) of the visitor: the peer, or what a trusted proxy in front reports."""
+        host, port = plain_address(getattr(peer, "host", "")), getattr(peer, "port", 0)
+        forwarded = forwarded_client(host, head.header("x-forwarded-for"), self.trusted_proxies)
+        return (host, port) if forwarded is None else (forwarded, 0)
+
+    def uptime(self):
+        return self.clock.seconds() - self.started
+
+    def admit(self, source):
+        """Count a new connection from `source`; False if it is over the per-address cap."""
+        if self.max_per_source is None:
+            return True
+        count = self._per_source.get(source, 0) + 1
+        self._per_source[source] = count
+        return count <= self.max_per_source
+
+    def release(self, source):
+        if self.max_per_source is None:
+            return
+        count = self._per_source.pop(source, 1) - 1
+        if count > 0:
+            self._per_source[source] = count

@@ -1,0 +1,155 @@
+"""The twistd plugin's body: `twistd -n tpot --domain DOMAIN` options and service tree."""
+
+import txaio
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet import reactor as default_reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import threadpool, usage
+
+from tpot import __version__
+from tpot.server.config import ConfigError, server_settings
+from tpot.server.connect import ConnectFactory
+from tpot.server.authenticator import Authenticator
+from tpot.server.tunnel import TunnelFactory
+from tpot.server.drain import DrainingListeners
+from tpot.server.registry import TunnelRegistry
+from tpot.server.router import RouterFactory
+
+log = Logger()
+
+KDF_THREADS = 2
+LIMIT_OPTIONS = ("header-timeout", "idle-timeout", "drain-timeout", "max-tunnels", "max-connections-per-ip")
+LOG_FORMATS = {"text": None, "json": "tpot.server.logs.json_observer"}
+
+
+class Options(usage.Options):
+    synopsis = "--domain DOMAIN [--port PORT | --listen ENDPOINT ...] [--auth-key KEY]"
+    longdesc = (
+        "Serve TPoT tunnels on one port: the bare DOMAIN is the control endpoint and "
+        "NAME.DOMAIN reaches tunnel NAME. Settings default to the DOMAIN, AUTH_KEY and "
+        "PORT environment variables and a .env file in the working directory."
+    )
+    optParameters = [
+        ["domain", "d", None, "The domain tunnels live under (env DOMAIN)."],
+        ["port", "p", None, "TCP port to listen on (env PORT, default 3000)."],
+        ["auth-key", "k", None, "Shared key clients must prove, at least 32 characters (env AUTH_KEY)."],
+        ["header-timeout", None, None, "Seconds a connection may take to send its first request head (default 10)."],
+        ["idle-timeout", None, None, "Seconds of silence after which a visitor connection is closed (default 3600)."],
+        ["max-tunnels", None, None, "Most tunnels open at once (default: no limit)."],
+        ["max-connections-per-ip", None, None, "Most open connections from one address (default: no limit)."],
+        ["drain-timeout", None, None, "Seconds open conversations get to finish after SIGTERM (default 30)."],
+        ["metrics-token", None, None, "Require Authorization: Bearer TOKEN for /metrics (env METRICS_TOKEN)."],
+        ["log-format", None, "text", "text, or json: one JSON object per line on stdout."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["listen"] = []
+        self["trusted-proxy"] = []
+
+    def opt_listen(self, description):
+        """A Twisted endpoint to listen on, e.g. tcp:3000 (repeatable; replaces --port)."""
+        self["listen"].append(description)
+
+    def opt_trusted_proxy(self, cidr):
+        """Take the visitor address from X-Forwarded-For when the peer is in CIDR (repeatable)."""
+        self["trusted-proxy"].append(cidr)
+
+    def postOptions(self):
+        try:
+            self["settings"] = server_settings(
+                self["domain"], self["auth-key"], self["port"], self["listen"],
+                limits={name.replace("-", "_"): self[name] for name in LIMIT_OPTIONS},
+                metrics_token=self["metrics-token"], trusted_proxies=self["trusted-proxy"],
+            )
+            self._choose_log_format()
+        except ConfigError as error:
+            # One sentence, not twistd's usage dump followed by it.
+            raise SystemExit(f"tpot: {error}") from None
+
+    def _choose_log_format(self):
+        if self["log-format"] not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {self['log-format']!r}.")
+        # twistd builds its logger from its own options, which are our parent's.
+        observer = LOG_FORMATS[self["log-format"]]
+        if observer is not None and getattr(self, "parent", None) is not None:
+            self.parent["logger"] = observer
+
+
+class ListeningService(StreamServerEndpointService):
+    """Listens at start-up and stops twistd with one sentence if it cannot."""
+
+    _raiseSynchronously = True
+
+    def __init__(self, description, endpoint, factory):
+        super().__init__(endpoint, factory)
+        self.description = description
+
+    def privilegedStartService(self):
+        try:
+            super().privilegedStartService()
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or error.socketError
+            raise SystemExit(f"tpot: cannot listen on {self.description}: {reason}.") from None
+
+
+class ThreadPoolService(Service):
+    """Runs a bounded thread pool for the lifetime of the application."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        self.pool.stop()
+
+
+def _endpoint(reactor, description):
+    try:
+        return serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as error:
+        raise SystemExit(f"tpot: --listen {description!r} is not a valid endpoint ({error}).") from None
+
+
+def makeService(config, reactor=default_reactor):
+    # Autobahn logs every frame at debug level; twistd would record all of it.
+    txaio.use_twisted()
+    txaio.set_global_log_level("info")
+    settings = config["settings"]
+    top = MultiService()
+    limits = settings.limits
+    registry = TunnelRegistry(max_tunnels=limits.max_tunnels, clock=reactor)
+    registry.setServiceParent(top)
+    pool = threadpool.ThreadPool(minthreads=0, maxthreads=KDF_THREADS, name="tpot-kdf")
+    ThreadPoolService(pool).setServiceParent(top)
+    authenticator = Authenticator(
+        settings.auth_key, lambda f, *args: deferToThreadPool(reactor, pool, f, *args)
+    )
+    tunnels = TunnelFactory(registry, reactor)
+    router = RouterFactory(
+        settings.domain, registry, authenticator, tunnels, reactor,
+        header_timeout=limits.header_timeout, idle_timeout=limits.idle_timeout,
+        max_per_source=limits.max_connections_per_ip,
+        metrics_token=settings.metrics_token, trusted_proxies=settings.trusted_proxies,
+        connections=ConnectFactory(reactor),
+    )
+    listeners = DrainingListeners(router, registry, reactor, limits.drain_timeout)
+    listeners.setServiceParent(top)
+    for description in settings.listen:
+        ListeningService(description, _endpoint(reactor, description), router).setServiceParent(listeners)
+    log.info(
+        "tpot {version} serving {domain} on {listen} (auth {auth})",
+        version=__version__,
+        domain=settings.domain,
+        listen=", ".join(settings.listen),
+        auth="on" if settings.auth_key else "off",
+    )
+    return top
