@@ -13,7 +13,7 @@ from tests.support.memory import (
     visitor_request,
 )
 from tpot.protocol import auth
-from tpot.http.head import MAX_HEAD_SIZE
+from tpot.http.head import MAX_FIRST_HEAD_SIZE
 from tpot.server.tunnel import TunnelProtocol
 from tpot.server.visitor import VisitorProtocol
 from tpot.server.router import HEADER_TIMEOUT, RouterProtocol
@@ -138,12 +138,12 @@ def test_no_subdomain_gets_a_random_name(server):
 
 
 def test_head_without_end_beyond_limit_is_431(server):
-    transport = server.connect(b"GET / HTTP/1.1\r\nHost: wire.localhost\r\nX-Big: " + b"a" * MAX_HEAD_SIZE)
+    transport = server.connect(b"GET / HTTP/1.1\r\nHost: wire.localhost\r\nX-Big: " + b"a" * MAX_FIRST_HEAD_SIZE)
     refused(server, transport, 431)
 
 
 def test_complete_head_beyond_limit_is_431(server):
-    head = b"GET / HTTP/1.1\r\nHost: wire.localhost\r\nX-Big: " + b"a" * MAX_HEAD_SIZE + b"\r\n\r\n"
+    head = b"GET / HTTP/1.1\r\nHost: wire.localhost\r\nX-Big: " + b"a" * MAX_FIRST_HEAD_SIZE + b"\r\n\r\n"
     transport = server.connect(head)
     refused(server, transport, 431)
 
@@ -151,8 +151,8 @@ def test_complete_head_beyond_limit_is_431(server):
 def test_head_just_under_limit_is_routed(server):
     server.open_tunnel("wire")
     start = b"GET / HTTP/1.1\r\nHost: wire.localhost\r\nX-Big: "
-    head = start + b"a" * (MAX_HEAD_SIZE - len(start) - 4) + b"\r\n\r\n"
-    assert len(head) == MAX_HEAD_SIZE
+    head = start + b"a" * (MAX_FIRST_HEAD_SIZE - len(start) - 4) + b"\r\n\r\n"
+    assert len(head) == MAX_FIRST_HEAD_SIZE
     transport = server.visit("wire", head)
     assert transport.value() == b"" and not transport.lost
 

@@ -4,7 +4,7 @@
 import pytest
 
 from tpot.server.requests import check_create_request
-from tpot.http.head import MAX_HEAD_SIZE, HeadError, HeadReader, RequestHead, parse_head, parse_host
+from tpot.http.head import MAX_FIRST_HEAD_SIZE, HeadError, HeadReader, RequestHead, parse_head, parse_host
 from tpot.server.router import CONTROL, route
 from tests.support.fixtures import SESSION
 
@@ -21,7 +21,7 @@ WEBSOCKET = (
 )
 
 
-def read(*chunks, max_size=MAX_HEAD_SIZE):
+def read(*chunks, max_size=MAX_FIRST_HEAD_SIZE):
     """Feed chunks; return (head or None, reader)."""
     reader = HeadReader(max_size)
     head = None
@@ -150,13 +150,13 @@ def padded_head(total):
 
 
 def test_head_of_exactly_the_limit_is_accepted():
-    head, _ = read(padded_head(MAX_HEAD_SIZE))
+    head, _ = read(padded_head(MAX_FIRST_HEAD_SIZE))
     assert head.host == "a"
 
 
 @pytest.mark.parametrize("chunks", [1, 2, 100], ids=lambda n: f"{n}-chunks")
 def test_head_one_byte_over_the_limit_is_431(chunks):
-    stream = padded_head(MAX_HEAD_SIZE + 1)
+    stream = padded_head(MAX_FIRST_HEAD_SIZE + 1)
     size = -(-len(stream) // chunks)
     with pytest.raises(HeadError) as error:
         read(*(stream[i:i + size] for i in range(0, len(stream), size)))
@@ -165,7 +165,7 @@ def test_head_one_byte_over_the_limit_is_431(chunks):
 
 def test_endless_head_is_431_without_waiting_for_its_end():
     reader = HeadReader()
-    assert reader.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_HEAD_SIZE - 30)) is None
+    assert reader.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_FIRST_HEAD_SIZE - 30)) is None
     with pytest.raises(HeadError) as error:
         reader.feed(b"a" * 100)
     assert error.value.status == 431

@@ -17,7 +17,7 @@ from tpot.client.requestlog import (
     format_size,
     request_line,
 )
-from tpot.http.framing import MAX_HEAD_SIZE
+from tpot.http.framing import MAX_RELAYED_HEAD_SIZE
 from tpot.http.rewrite import HostRewriter
 
 
@@ -213,7 +213,7 @@ def test_a_declined_upgrade_is_logged_and_then_the_log_stops():
     b"SSH-2.0-OpenSSH_9.6\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"HTTP/2 200\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nX: " + b"y" * MAX_HEAD_SIZE + b"\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX: " + b"y" * MAX_RELAYED_HEAD_SIZE + b"\r\n\r\n",
 ])
 def test_what_cannot_be_framed_ends_the_log_at_every_split(response):
     stream = response + MISSING[1]

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from tpot.http.rewrite import MAX_HEAD_SIZE, MAX_LINE_SIZE, HostRewriter
+from tpot.http.rewrite import MAX_RELAYED_HEAD_SIZE, MAX_LINE_SIZE, HostRewriter
 
 TARGET = b"localhost:8080"
 VISITOR = b"demo.tunnel.example"
@@ -244,18 +244,18 @@ def test_request_line_within_the_limit_is_rewritten():
 
 
 def test_oversized_head_gets_the_same_verdict_at_any_split():
-    template = request(b"GET / HTTP/1.1", b"Host: {host}", b"X-Big: " + b"b" * (MAX_HEAD_SIZE + 100))
+    template = request(b"GET / HTTP/1.1", b"Host: {host}", b"X-Big: " + b"b" * (MAX_RELAYED_HEAD_SIZE + 100))
     stream = fill([template, GET], VISITOR)
     whole = rewrite([stream])
-    for cut in (100, MAX_HEAD_SIZE, MAX_HEAD_SIZE + 1, MAX_HEAD_SIZE + 2, MAX_HEAD_SIZE + 50):
+    for cut in (100, MAX_RELAYED_HEAD_SIZE, MAX_RELAYED_HEAD_SIZE + 1, MAX_RELAYED_HEAD_SIZE + 2, MAX_RELAYED_HEAD_SIZE + 50):
         assert rewrite(splits_at(stream, [cut])) == whole, cut
     assert whole == stream
 
 
 def test_large_head_within_the_limit_is_rewritten():
-    template = request(b"GET / HTTP/1.1", b"Host: {host}", b"X-Big: " + b"b" * (MAX_HEAD_SIZE - 200))
+    template = request(b"GET / HTTP/1.1", b"Host: {host}", b"X-Big: " + b"b" * (MAX_RELAYED_HEAD_SIZE - 200))
     stream = fill([template, GET], VISITOR)
-    for cut in (0, 1000, MAX_HEAD_SIZE - 300, len(stream) - 10):
+    for cut in (0, 1000, MAX_RELAYED_HEAD_SIZE - 300, len(stream) - 10):
         assert rewrite(splits_at(stream, [cut])) == fill([template, GET], TARGET), cut
 
 

@@ -1,7 +1,7 @@
 """HTTP/1.x message framing over a byte stream: where each message's head and body end.
 
 `MessageFraming` is the sans-I/O machinery both directions of a conversation share: it
-finds a head (CRLF CRLF, at most MAX_HEAD_SIZE bytes), then follows the body the head
+finds a head (CRLF CRLF, at most MAX_RELAYED_HEAD_SIZE bytes), then follows the body the head
 announced: Content-Length, chunked (extensions, trailers), nothing, or everything until the
 connection closes.  Subclasses decide what a head means (`_is_start_line`, `_head`): the
 request side (tpot.http.rewrite.HostRewriter) and the response side (tpot.client.requestlog).
@@ -14,7 +14,8 @@ request side rewrites them).  `body_size` counts body bytes (chunk data, not its
 
 import re
 
-MAX_HEAD_SIZE = 65536
+# Heads of the requests and responses relayed through a tunnel, followed by the client.
+MAX_RELAYED_HEAD_SIZE = 65536
 MAX_LINE_SIZE = 4096
 
 _CHUNK_SIZE = re.compile(rb"([0-9a-fA-F]{1,16})[ \t]*(;.*)?")
@@ -131,7 +132,7 @@ class MessageFraming:
         self._buffer += data
         end = self._buffer.find(b"\r\n\r\n", searched_from)
         if end < 0:
-            if len(self._buffer) > MAX_HEAD_SIZE or not self._could_be_start():
+            if len(self._buffer) > MAX_RELAYED_HEAD_SIZE or not self._could_be_start():
                 held, self._buffer = self._buffer, b""
                 self._unreadable_head(held, out)
             return b""
@@ -139,7 +140,7 @@ class MessageFraming:
         self._buffer = b""
         lines = head[:-4].split(b"\r\n")
         # The size limits give the verdict a split stream would get (see _could_be_start).
-        if end + 4 > MAX_HEAD_SIZE or not self._is_start_line(lines[0]):
+        if end + 4 > MAX_RELAYED_HEAD_SIZE or not self._is_start_line(lines[0]):
             self._unreadable_head(head, out)
             return rest
         self._head(lines, head, out)

@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
-MAX_HEAD_SIZE = 8192
+# The router reads the first head of every connection before it knows who it is for: kept
+# small (431 beyond it), unlike the heads relayed later (tpot.http.framing, 64 KiB).
+MAX_FIRST_HEAD_SIZE = 8192
 
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) (\S+) HTTP/(1\.[0-9])")
 _HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -92,7 +94,7 @@ def parse_head(raw):
 class HeadReader:
     """Collects bytes until the end of the first request head."""
 
-    def __init__(self, max_size=MAX_HEAD_SIZE):
+    def __init__(self, max_size=MAX_FIRST_HEAD_SIZE):
         self.max_size = max_size
         self.buffered = b""
 

@@ -16,7 +16,7 @@ import re
 
 from tpot.http.framing import (
     DISCARD,
-    MAX_HEAD_SIZE,
+    MAX_RELAYED_HEAD_SIZE,
     MAX_LINE_SIZE,
     PASSTHROUGH,
     MessageFraming,
@@ -24,7 +24,7 @@ from tpot.http.framing import (
     parse_headers,
 )
 
-__all__ = ["MAX_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter"]
+__all__ = ["MAX_RELAYED_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter"]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _REQUEST_LINE = re.compile(_TOKEN + rb"+ \S+ HTTP/1\.[0-9]")
