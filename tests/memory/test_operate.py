@@ -448,6 +448,40 @@ def test_trusted_proxy_address_reaches_the_client(server):
     assert (opened.host, opened.port) == ("198.51.100.9", 0)
 
 
+def test_every_x_forwarded_for_line_is_one_list_and_its_right_most_untrusted_entry_wins(server):
+    # What HAProxy's `option forwardfor` sends for a visitor who brought a line of its own.
+    server.router.trusted_proxies = LOOPBACK
+    opened = visit_and_open(server, [("X-Forwarded-For", "10.9.9.9"), ("X-Forwarded-For", "198.51.100.9")])
+    assert (opened.host, opened.port) == ("198.51.100.9", 0)
+
+
+def test_behind_a_trusted_proxy_the_per_address_cap_counts_visitors_not_the_proxy(server):
+    server.router.trusted_proxies = LOOPBACK
+    server.router.max_per_source = 1
+    tunnel = server.open_tunnel("demo", peer=("203.0.113.1", 1))
+    slow = [server.connect(b"GET / HT", peer=("127.0.0.1", 40000 + n)) for n in range(10)]
+    settle(server.clock)
+    assert not any(transport.disconnecting for transport in slow)
+    assert server.router._per_source == {"203.0.113.1": 1}
+    visitors = [
+        server.connect(request("/", host="demo.localhost", headers=[("X-Forwarded-For", f"198.51.100.{n}")]),
+                       peer=("127.0.0.1", 41000 + n))
+        for n in range(10)
+    ]
+    settle(server.clock)
+    assert not any(transport.disconnecting for transport in visitors)
+    assert server.router._per_source == {"203.0.113.1": 1, **{f"198.51.100.{n}": 1 for n in range(10)}}
+    # The cap still holds per visitor.
+    again = server.connect(request("/", host="demo.localhost", headers=[("X-Forwarded-For", "198.51.100.3")]),
+                           peer=("127.0.0.1", 42000))
+    settle(server.clock)
+    assert parse_response(again.value()).status == 429
+    for transport in slow + visitors + [tunnel.transport]:
+        transport.peer_closes()
+    settle(server.clock)
+    assert server.router._per_source == {}
+
+
 def test_without_trusted_proxy_the_peer_is_reported(server):
     opened = visit_and_open(server, [("X-Forwarded-For", "198.51.100.9")])
     assert (opened.host, opened.port) == ("127.0.0.1", 43210)

@@ -65,6 +65,42 @@ def test_bare_domain_with_port_and_upper_case_is_the_control_endpoint(server):
     assert peer.response.status == 101
 
 
+@pytest.mark.parametrize("head", [
+    b"GET / HTTP/1.1\r\nHost: wire.localhost\r\nX-Pad: 1\nX-Forwarded-Host: admin.internal\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: wire.localhost\r\nX-Pad: 1\rX-Forwarded-Proto: https\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: wire.localhost\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: wire.localhost\r\r\n\r\n",
+])
+def test_a_bare_cr_or_lf_in_the_head_is_400_and_never_reaches_the_tunnel(server, head):
+    peer = server.open_tunnel("wire")
+    response = refused(server, server.connect(head), 400)
+    assert b"bare CR or LF" in response.body
+    assert peer.new_messages() == []
+
+
+@pytest.mark.parametrize("target", [b"http://[", b"//[x]/create-tpot", b"http://[::1/"])
+def test_a_request_target_that_is_not_a_url_is_400(server, target):
+    response = refused(server, server.connect(b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"), 400)
+    assert b"not a valid URL" in response.body
+
+
+@pytest.mark.parametrize("name, reason", [
+    (b"www", b"reserved"), (b"create-tpot", b"reserved"), (b"api", b"reserved"),
+    (b"demo-", b"ending with '-'"), (b"xn--80ak6aa92e", b"xn--"),
+])
+def test_reserved_and_non_dns_names_are_400_with_a_reason(server, name, reason):
+    response = refused(server, server.connect(upgrade_request(b"/create-tpot?subdomain=" .decode() + name.decode())), 400)
+    assert reason in response.body
+
+
+def test_the_reserved_list_is_the_servers_to_choose(server):
+    server.router.reserved_names = frozenset({"demo"})
+    refused(server, server.connect(upgrade_request("/create-tpot?subdomain=demo")), 400)
+    peer = WebSocketPeer(server.connect(upgrade_request("/create-tpot?subdomain=www")))
+    settle(server.clock)
+    assert peer.new_messages() == [b"\x11GTPoT/1 www"]
+
+
 def test_post_create_is_405_with_allow(server):
     request = upgrade_request(method="POST")
     transport = server.connect(request)

@@ -44,6 +44,11 @@ class RequestHead:
                 return value
         return None
 
+    def header_values(self, name):
+        """The values of every header called `name` (any case), in order."""
+        wanted = name.lower()
+        return [value for key, value in self.headers if key == wanted]
+
     def header_tokens(self, name):
         """Comma-separated tokens of every `name` header, lower-cased (for Connection etc.)."""
         wanted = name.lower()
@@ -68,6 +73,14 @@ class RequestHead:
         return values[0] if values else None
 
 
+def _check_target(target):
+    """HeadError unless the request target can be split as a URL (`http://[`, `//[x]/` cannot)."""
+    try:
+        urlsplit(target)
+    except ValueError:
+        raise HeadError(400, "The request target is not a valid URL.") from None
+
+
 def parse_host(value):
     match = _HOST.fullmatch(value.strip().lower())
     if match is None:
@@ -77,11 +90,17 @@ def parse_host(value):
 
 def parse_head(raw):
     """Parse a complete head (without its final blank line) into a RequestHead."""
+    lone = raw.replace(b"\r\n", b"")
+    if b"\n" in lone or b"\r" in lone:
+        # A lenient server behind us may split on a bare LF or CR: what is one header here
+        # (a visitor's X-Pad) would be several there (a forged X-Forwarded-Host).
+        raise HeadError(400, "The request head has a bare CR or LF; lines end with CRLF.")
     request_line, _, header_block = raw.partition(b"\r\n")
     match = _REQUEST_LINE.fullmatch(request_line)
     if match is None:
         raise HeadError(400, "The request line is not METHOD TARGET HTTP/1.x.")
     method, target, version = (part.decode("latin-1") for part in match.groups())
+    _check_target(target)
     head = RequestHead(method, target, version)
     for line in header_block.split(b"\r\n") if header_block else ():
         name, colon, value = line.partition(b":")

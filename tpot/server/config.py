@@ -8,6 +8,7 @@ from dotenv import dotenv_values
 
 from tpot.protocol.auth import MIN_KEY_LENGTH
 from tpot.http.addresses import parse_networks
+from tpot.protocol.names import RESERVED_NAMES, name_problem
 
 DEFAULT_PORT = 3000
 
@@ -40,6 +41,7 @@ class ServerSettings:
     limits: Limits = field(default_factory=Limits)
     metrics_token: str = None
     trusted_proxies: tuple = ()
+    reserved_names: frozenset = RESERVED_NAMES
 
 
 def environment(dotenv_path=".env"):
@@ -50,7 +52,7 @@ def environment(dotenv_path=".env"):
 
 
 def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, limits=None,
-                    metrics_token=None, trusted_proxies=()):
+                    metrics_token=None, trusted_proxies=(), reserved_names=None):
     """Merge command-line values (None when not given) with `env`; raise ConfigError.
 
     `limits` maps Limits field names to command-line strings (None when not given).
@@ -69,7 +71,20 @@ def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, 
     except ValueError as error:
         raise ConfigError(f"{error}.") from None
     metrics_token = metrics_token if metrics_token is not None else env.get("METRICS_TOKEN") or None
-    return ServerSettings(domain, auth_key, list(listen), parse_limits(limits or {}), metrics_token, networks)
+    return ServerSettings(
+        domain, auth_key, list(listen), parse_limits(limits or {}), metrics_token, networks,
+        RESERVED_NAMES if reserved_names is None else parse_name_list(reserved_names),
+    )
+
+
+def parse_name_list(text):
+    """--reserved-names: comma-separated names (an empty list reserves none)."""
+    names = frozenset(part.strip().lower() for part in text.split(",") if part.strip())
+    for name in sorted(names):
+        problem = name_problem(name)
+        if problem is not None:
+            raise ConfigError(f"--reserved-names: {name!r} is not a tunnel name ({problem}).")
+    return names
 
 
 def default_listen(port, stack=None):

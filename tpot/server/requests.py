@@ -7,19 +7,19 @@ the request asks for, or raises HeadError with the status to answer.
 from tpot.http.head import HeadError
 from tpot.protocol import auth
 from tpot.protocol.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, TCP
-from tpot.protocol.names import valid_name
+from tpot.protocol.names import RESERVED_NAMES, name_problem
 
 CREATE_PATH = "/create-tpot"
 CONNECT_PATH = "/connect-tpot"
 SUPPORTED_EXTENSIONS = frozenset({RECLAIM, IPV6, TCP})
 
 
-def check_create_request(head):
+def check_create_request(head, reserved=RESERVED_NAMES):
     """The requested name (or None for a random one); HeadError if the request is invalid."""
     if head.path != CREATE_PATH:
         raise HeadError(404, "Not found: tunnels are created at /create-tpot.")
     check_upgrade(head, "create a tunnel")
-    return _requested_name(head)
+    return _requested_name(head, reserved)
 
 
 def check_connect_request(head):
@@ -46,14 +46,18 @@ def check_upgrade(head, purpose):
         raise HeadError(400, "Not a valid WebSocket upgrade request.")
 
 
-def _requested_name(head):
-    """The lower-cased `subdomain` of the query, None if absent or empty; HeadError if invalid."""
+def _requested_name(head, reserved=frozenset()):
+    """The lower-cased `subdomain` of the query, None if absent or empty; HeadError if
+    invalid or one of the `reserved` names."""
     name = head.query("subdomain")
     if name is None or name == "":
         return None
     name = name.lower()
-    if not valid_name(name):
-        raise HeadError(400, "Invalid subdomain: use 1-24 of a-z, 0-9 and '-', not starting with '-'.")
+    problem = name_problem(name)
+    if problem is not None:
+        raise HeadError(400, f"Invalid subdomain: {problem}.")
+    if name in reserved:
+        raise HeadError(400, f"The subdomain {name} is reserved on this server; pick another.")
     return name
 
 

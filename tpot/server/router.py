@@ -21,8 +21,9 @@ from tpot.server.requests import (
     check_create_request,
     requested_extensions,
 )
-from tpot.http.addresses import forwarded_client, plain_address
+from tpot.http.addresses import address_in, forwarded_client, plain_address
 from tpot.http.head import HeadError, HeadReader
+from tpot.protocol.names import RESERVED_NAMES
 from tpot.server.registry import NameTaken, RegistryFull
 from tpot.server.visitor import VisitorProtocol
 from tpot.http.responses import error_response
@@ -59,10 +60,12 @@ class RouterProtocol(Protocol):
         self._timeout = None
         self._next = None
         self._gone = False
+        self._counted = None  # the address this connection counts against, once known
 
     def connectionMade(self):
         self.source = plain_address(getattr(self.transport.getPeer(), "host", ""))
-        if not self.factory.admit(self.source):
+        # A trusted proxy's connections count against the visitor it names, once the head says.
+        if not self.factory.trusts(self.source) and not self._count(self.source):
             self.refuse(429, "Too many connections from your address.")
             return
         self._timeout = self.factory.clock.callLater(self.factory.header_timeout, self._too_slow)
@@ -82,7 +85,7 @@ class RouterProtocol(Protocol):
     def connectionLost(self, reason=None):
         self._gone = True
         self._cancel_timeout()
-        self.factory.release(self.source)
+        self._count(None)
         if self._next is not None:
             self._next.connectionLost(reason)
 
@@ -100,12 +103,17 @@ class RouterProtocol(Protocol):
         """Who this really is, now that a PROXY header (read before the head) or a trusted
         proxy's X-Forwarded-For can say; the per-address cap follows the real address."""
         self.visitor_address = self.factory.visitor_address(self.transport.getPeer(), head)
-        source = self.visitor_address[0]
-        if source != self.source:
-            self.factory.release(self.source)
-            self.source = source
-            if not self.factory.admit(source):
-                raise HeadError(429, "Too many connections from your address.")
+        self.source = self.visitor_address[0]
+        if self.source != self._counted and not self._count(self.source):
+            raise HeadError(429, "Too many connections from your address.")
+
+    def _count(self, source):
+        """Count this connection against `source` (None: against nobody) instead of the
+        address it counted against so far; False if `source` is over the cap."""
+        if self._counted is not None:
+            self.factory.release(self._counted)
+        self._counted = source
+        return source is None or self.factory.admit(source)
 
     def _refuse_while_draining(self):
         if self.factory.draining:
@@ -121,7 +129,7 @@ class RouterProtocol(Protocol):
 
     @defer.inlineCallbacks
     def _create_tunnel(self, head):
-        requested = check_create_request(head)
+        requested = check_create_request(head, self.factory.reserved_names)
         self._refuse_while_draining()
         yield self.factory.authenticator.check(head.header("authorization"), self.source)
         extensions = requested_extensions(head)
@@ -216,12 +224,14 @@ class RouterFactory(Factory):
 
     def __init__(self, domain, registry, authenticator, tunnels, clock,
                  header_timeout=HEADER_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_per_source=None,
-                 stats=None, metrics_token=None, trusted_proxies=(), connections=None):
+                 stats=None, metrics_token=None, trusted_proxies=(), connections=None,
+                 reserved_names=RESERVED_NAMES):
         self.stats = tunnels.stats if stats is None else stats
         # Builds the protocols of /connect-tpot (tpot.server.connect.ConnectFactory).
         self.connections = ConnectFactory(clock) if connections is None else connections
         self.metrics_token = metrics_token
         self.trusted_proxies = tuple(trusted_proxies)
+        self.reserved_names = reserved_names
         self.draining = False
         self.domain = domain
         self.registry = registry
@@ -240,8 +250,14 @@ class RouterFactory(Factory):
     def visitor_address(self, peer, head):
         """(host, port) of the visitor: the peer, or what a trusted proxy in front reports."""
         host, port = plain_address(getattr(peer, "host", "")), getattr(peer, "port", 0)
-        forwarded = forwarded_client(host, head.header("x-forwarded-for"), self.trusted_proxies)
+        # Every X-Forwarded-For line is part of one list (RFC 9110, 5.3): a visitor's own
+        # line before the proxy's cannot stand in for the entry the proxy appended.
+        chain = ", ".join(head.header_values("x-forwarded-for"))
+        forwarded = forwarded_client(host, chain, self.trusted_proxies)
         return (host, port) if forwarded is None else (forwarded, 0)
+
+    def trusts(self, source):
+        return address_in(source, self.trusted_proxies)
 
     def uptime(self):
         return self.clock.seconds() - self.started

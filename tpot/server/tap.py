@@ -44,6 +44,8 @@ class Options(usage.Options):
         ["drain-timeout", None, None, "Seconds open conversations get to finish after SIGTERM (default 30)."],
         ["metrics-token", None, None, "Require Authorization: Bearer TOKEN for /metrics (env METRICS_TOKEN)."],
         ["log-format", None, "text", "text, or json: one JSON object per line on stdout."],
+        ["reserved-names", None, None,
+         "Comma-separated names no tunnel may take, replacing the built-in list (www, api, admin, ...)."],
     ]
 
     def __init__(self):
@@ -65,6 +67,7 @@ class Options(usage.Options):
                 self["domain"], self["auth-key"], self["port"], self["listen"],
                 limits={name.replace("-", "_"): self[name] for name in LIMIT_OPTIONS},
                 metrics_token=self["metrics-token"], trusted_proxies=self["trusted-proxy"],
+                reserved_names=self["reserved-names"],
             )
             self._choose_log_format()
         except ConfigError as error:
@@ -139,7 +142,7 @@ def makeService(config, reactor=default_reactor):
         header_timeout=limits.header_timeout, idle_timeout=limits.idle_timeout,
         max_per_source=limits.max_connections_per_ip,
         metrics_token=settings.metrics_token, trusted_proxies=settings.trusted_proxies,
-        connections=ConnectFactory(reactor),
+        connections=ConnectFactory(reactor), reserved_names=settings.reserved_names,
     )
     listeners = DrainingListeners(router, registry, reactor, limits.drain_timeout)
     listeners.setServiceParent(top)
