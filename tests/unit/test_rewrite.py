@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from tpot.http.rewrite import MAX_RELAYED_HEAD_SIZE, MAX_LINE_SIZE, HostRewriter
+from tpot.http.rewrite import MAX_LINE_SIZE, MAX_RELAYED_HEAD_SIZE, Forwarded, HostRewriter
 
 TARGET = b"localhost:8080"
 VISITOR = b"demo.tunnel.example"
@@ -269,3 +269,73 @@ def test_long_chunk_lines_get_the_same_verdict_at_any_split(extension_size):
         assert rewrite(splits_at(stream, [start + offset])) == whole, offset
     if extension_size < MAX_LINE_SIZE:
         assert whole == fill([template, GET], TARGET)
+
+
+# What a visitor writes cannot override what the tunnel vouches for (issue 11).
+
+
+def refusal_at_every_split(stream):
+    """The rewriter's output and verdict, which must be the same wherever `stream` is split."""
+    results = set()
+    for cut in range(len(stream) + 1):
+        rewriter = HostRewriter(TARGET.decode(), Forwarded("198.51.100.7", "https"))
+        out = b"".join(rewriter.feed(piece) for piece in splits_at(stream, [cut]))
+        results.add((out, rewriter.refused))
+    assert len(results) == 1, results
+    return results.pop()
+
+
+@pytest.mark.parametrize("smuggled", [
+    b"GET /x HTTP/1.1\r\nHost: {host}\r\nX-Pad: 1\nX-Forwarded-Host: admin.internal\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: {host}\r\nX-Pad: 1\rX-Forwarded-Proto: http\r\n\r\n",
+    b"GET /x HTTP/1.1\nHost: {host}\nX-Forwarded-For: 10.9.9.9\n\n",
+    b"GET /x HTTP/1.1\r\nHost: {host}\nX-Forwarded-For: 10.9.9.9\n\n",
+])
+def test_a_later_head_with_a_bare_cr_or_lf_is_refused_and_nothing_of_it_reaches_the_target(smuggled):
+    first = fill([GET], VISITOR)
+    out, refused = refusal_at_every_split(first + fill([smuggled, GET], VISITOR))
+    assert refused == 400
+    assert out.count(b"\r\n\r\n") == 1 and out.startswith(b"GET / HTTP/1.1\r\nHost: " + TARGET)
+    assert b"admin.internal" not in out and b"10.9.9.9" not in out and b"/x" not in out
+
+
+def test_bare_lf_inside_a_body_is_not_a_head():
+    body = b"line one\nline two\r\n"
+    stream = fill([with_length(b"POST /b HTTP/1.1", body), GET], VISITOR)
+    out, refused = refusal_at_every_split(stream)
+    assert refused is None and body in out and out.count(b"Host: " + TARGET) == 2
+
+
+@pytest.mark.parametrize("line, origin", [
+    (b"GET http://admin.internal/secret?a=1 HTTP/1.1", b"GET /secret?a=1 HTTP/1.1"),
+    (b"GET http://admin.internal HTTP/1.1", b"GET / HTTP/1.1"),
+    (b"POST https://admin.internal:8443/p HTTP/1.1", b"POST /p HTTP/1.1"),
+    (b"GET HTTP://Admin.Internal?q HTTP/1.0", b"GET /?q HTTP/1.0"),
+])
+def test_absolute_form_targets_reach_the_target_in_origin_form_on_every_request(line, origin):
+    absolute, rewritten = request(line, b"Host: {host}"), request(origin, b"Host: {host}")
+    assert rewrite([fill([absolute], VISITOR)]) == fill([rewritten], TARGET)
+    assert_same_for_every_split(fill([GET, absolute, absolute], VISITOR), fill([GET, rewritten, rewritten], TARGET),
+                                random_splits=5)
+
+
+def test_an_absolute_form_request_without_host_gets_one():
+    stream = fill([GET], VISITOR) + b"GET http://admin.internal/x HTTP/1.1\r\nAccept: */*\r\n\r\n"
+    assert rewrite([stream]).endswith(b"GET /x HTTP/1.1\r\nHost: " + TARGET + b"\r\nAccept: */*\r\n\r\n")
+    without_rewrite = HostRewriter(None).feed(stream)
+    assert without_rewrite.endswith(b"GET /x HTTP/1.1\r\nHost: " + VISITOR + b"\r\nAccept: */*\r\n\r\n")
+
+
+def test_connect_and_asterisk_targets_are_left_alone():
+    stream = fill([request(b"OPTIONS * HTTP/1.1", b"Host: {host}")], VISITOR)
+    assert rewrite([stream]) == fill([request(b"OPTIONS * HTTP/1.1", b"Host: {host}")], TARGET)
+    connect = fill([request(b"CONNECT admin.internal:443 HTTP/1.1", b"Host: {host}")], VISITOR)
+    assert rewrite([connect]).startswith(b"CONNECT admin.internal:443 HTTP/1.1\r\n")
+
+
+def test_x_forwarded_host_is_the_tunnels_public_host_on_every_request():
+    other = request(b"GET /two HTTP/1.1", b"Host: other-tunnel.tunnel.example", b"X-Forwarded-Host: evil")
+    rewriter = HostRewriter(TARGET.decode(), Forwarded("198.51.100.7", "https"))
+    out = rewriter.feed(fill([GET], VISITOR) + other)
+    assert out.count(b"X-Forwarded-Host: " + VISITOR + b"\r\n") == 2
+    assert b"other-tunnel" not in out and b"evil" not in out

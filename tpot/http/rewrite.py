@@ -10,6 +10,12 @@ tpot.http.framing's, shared with the response side of the request log.
 
 `on_head`, when given, sees every request head before it is rewritten: the request log
 records it, a visitor policy may strip headers from it or refuse it (see HostRewriter).
+
+What the visitor writes cannot override what the tunnel vouches for: a head with a bare CR
+or LF (which a lenient target might split into more headers) is refused, `refused` says
+with which status, and nothing from it on reaches the target; an absolute-form target
+(`GET http://admin.internal/ HTTP/1.1`) is sent in origin form, so the target goes by the
+Host we set; and every request has a Host.
 """
 
 import re
@@ -28,6 +34,8 @@ __all__ = ["MAX_RELAYED_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter"
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _REQUEST_LINE = re.compile(_TOKEN + rb"+ \S+ HTTP/1\.[0-9]")
+_ABSOLUTE_FORM = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [A-Za-z][A-Za-z0-9+.\-]*://[^/?# ]*(\S*) (HTTP/1\.[0-9])")
+BARE_CR_OR_LF = "the request head has a bare CR or LF; lines end with CRLF"
 # What the start of a request line may look like before its CRLF has arrived.
 _REQUEST_LINE_START = re.compile(
     _TOKEN + rb"*|" + _TOKEN + rb"+ \S*|"
@@ -42,16 +50,14 @@ class Forwarded:
         self.client = client.encode("latin-1")
         self.proto = proto.encode("latin-1")
 
-    def apply(self, lines):
-        """Append the client to X-Forwarded-For; set Proto and Host (a visitor's own are dropped)."""
-        host = None
+    def apply(self, lines, host):
+        """Append the client to X-Forwarded-For; set Proto, and Host to `host` (the tunnel's
+        public host); a visitor's own X-Forwarded-Proto and -Host are dropped."""
         kept = [lines[0]]
         chain = []
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
-            if name == b"host" and host is None:
-                host = value.strip()
             if name == b"x-forwarded-for":
                 chain.append(value.strip())
             elif name not in (b"x-forwarded-proto", b"x-forwarded-host"):
@@ -81,6 +87,10 @@ class HostRewriter(MessageFraming):
         self.host = host.encode("latin-1") if host is not None else None
         self.forwarded = forwarded
         self.on_head = on_head
+        # The Host of the first request, which the server routed to this tunnel by it: the
+        # tunnel's public host, whatever later requests of the connection claim.
+        self.public_host = None
+        self.refused = None  # the status of a request refused here (400), if one was
 
     def feed(self, data):
         out = []
@@ -98,12 +108,25 @@ class HostRewriter(MessageFraming):
         return len(first_line) <= MAX_LINE_SIZE and _REQUEST_LINE_START.fullmatch(first_line) is not None
 
     def _unreadable_head(self, data, out):
+        if _bare_lf_request(data):
+            self._refuse(400)
+            return
         if self.on_head is not None and self.on_head(None) is None:
             self.state = DISCARD
             return
         super()._unreadable_head(data, out)
 
+    def _refuse(self, status):
+        self.refused = status
+        self.state = DISCARD
+
     def _head(self, lines, head, out):
+        lone = head.replace(b"\r\n", b"")
+        if b"\r" in lone or b"\n" in lone:
+            self._refuse(400)
+            return
+        if self.public_host is None:
+            self.public_host = _host_of(lines) or b""
         if self.on_head is not None:
             lines = self.on_head(lines)
             if lines is None:
@@ -118,14 +141,47 @@ class HostRewriter(MessageFraming):
         self._frame_body(headers, until_close=False)
 
     def _rewritten(self, lines):
+        absolute = _ABSOLUTE_FORM.fullmatch(lines[0])
+        if absolute is not None and not lines[0][:8].upper() == b"CONNECT ":
+            method, path, version = absolute.groups()
+            lines = [b"%s %s %s" % (method, _origin_form(path), version), *lines[1:]]
         if self.forwarded is not None:
-            lines = self.forwarded.apply(lines)  # before Host changes: it records the original
+            lines = self.forwarded.apply(lines, self.public_host)
         if self.host is not None:
             for index in range(1, len(lines)):
                 name, colon, _ = lines[index].partition(b":")
                 if colon and name.strip().lower() == b"host":
                     lines[index] = b"Host: " + self.host
+        if absolute is not None and _host_of(lines) is None:
+            # Its authority was the only host it named: it must not reach the target without one.
+            lines.insert(1, b"Host: " + (self.host or self.public_host))
         return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _host_of(lines):
+    """The value of the first Host header of a head's lines, or None."""
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"host":
+            return value.strip()
+    return None
+
+
+def _origin_form(path):
+    """The path and query of an absolute-form target (`http://h/p?q` -> `/p?q`, `http://h` -> `/`)."""
+    if not path:
+        return b"/"
+    return path if path[:1] == b"/" else b"/" + path
+
+
+def _bare_lf_request(data):
+    """Whether bytes that did not frame as a head are a request whose lines end in a bare
+    LF (or CR): what a lenient target would read as a request with headers of its own."""
+    lone = data.replace(b"\r\n", b"")
+    if b"\n" not in lone and b"\r" not in lone:
+        return False
+    first_line = re.split(rb"\r\n|\n|\r", data, maxsplit=1)[0]
+    return _REQUEST_LINE.fullmatch(first_line) is not None
 
 
 def _is_request_line(line):
