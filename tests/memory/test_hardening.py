@@ -270,8 +270,11 @@ def test_router_answers_429_with_retry_after_and_closes(servers):
     assert response.header("retry-after") == "60"
     assert response.header("connection") == "close"
     assert server.registry.lookup("wire").result is None
-    # Another address with the same good header gets its tunnel.
-    peer = server.open_tunnel("wire", headers=good, peer=("10.0.0.2", 41007))
+    # That header is used up, even though it was refused before its check...
+    transport = server.connect(upgrade_request("/create-tpot?subdomain=wire", headers=good), peer=("10.0.0.2", 41007))
+    response_of(server, transport, 401)
+    # ...and another address with a good header of its own gets its tunnel.
+    peer = server.open_tunnel("wire", headers=[("Authorization", header())], peer=("10.0.0.2", 41008))
     assert peer.name == "wire"
 
 

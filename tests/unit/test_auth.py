@@ -306,25 +306,61 @@ def test_too_many_pending_checks_is_503():
     assert len(kdf.calls) == 2
     kdf.finish(1)  # a failure frees its slot too
     assert failed(second, HeadError).status == 401
-    third = checker.check(header(nonce="3" + NONCE[1:]))
-    assert failed(checker.check(header(nonce="4" + NONCE[1:])), HeadError).status == 503
+    third = checker.check(header(nonce="4" + NONCE[1:]))
+    assert failed(checker.check(header(nonce="5" + NONCE[1:])), HeadError).status == 503
     kdf.finish(0)
     kdf.finish(2)
     succeeded(first)
     succeeded(third)
-    fourth = checker.check(header(nonce="4" + NONCE[1:]))
+    fourth = checker.check(header(nonce="6" + NONCE[1:]))
     assert not fourth.called and len(kdf.calls) == 4
+
+
+def test_a_header_refused_with_503_is_used_up():
+    kdf = PendingKdf()
+    checker = authenticator(run_kdf=kdf, max_pending=1)
+    checker.check(header(nonce="1" + NONCE[1:]))
+    busy = header(nonce="2" + NONCE[1:])
+    assert failed(checker.check(busy), HeadError).status == 503
+    kdf.finish(0)
+    assert failed(checker.check(busy), HeadError).status == 401
+    assert len(kdf.calls) == 1
 
 
 def test_concurrent_checks_of_one_header_accept_only_one():
     kdf = PendingKdf()
     checker = authenticator(run_kdf=kdf)
     first, second = checker.check(header()), checker.check(header())
-    kdf.finish(0)
-    kdf.finish(1)
-    succeeded(first)
+    # The second is a replay from the moment the first was seen: no KDF run for it.
     assert failed(second, HeadError).status == 401
+    assert len(kdf.calls) == 1
+    kdf.finish(0)
+    succeeded(first)
 
+
+def test_concurrent_bad_headers_from_one_address_get_five_kdf_runs_then_429():
+    kdf = PendingKdf()
+    checker = authenticator(run_kdf=kdf, max_pending=100)
+    checks = [checker.check(header(nonce=f"{n:02d}" + NONCE[2:], key="w" * 32), "10.0.0.1") for n in range(70)]
+    assert len(kdf.calls) == 5
+    assert [failed(d, HeadError).status for d in checks[5:]] == [429] * 65
+    for index in range(5):
+        kdf.finish(index)
+    assert [failed(d, HeadError).status for d in checks[:5]] == [401] * 5
+    # Another address is not affected, and one that succeeds gives its slot back.
+    good = [checker.check(header(nonce=f"g{n}" + NONCE[2:]), "10.0.0.2") for n in range(5)]
+    for index in range(5, 10):
+        kdf.finish(index)
+    assert all(succeeded(d) is None for d in good)
+    assert checker.failures.retry_after("10.0.0.2", T0) is None
+
+
+def test_spend_uses_up_a_header_refused_before_its_check():
+    checker = authenticator()
+    captured = header()
+    checker.spend(captured)
+    assert failed(checker.check(captured), HeadError).status == 401
+    checker.spend("garbage")  # nothing to use up, nothing raised
 
 
 # Connections to TCP tunnels: the tunnel's access secret, or the server's key.
@@ -360,7 +396,7 @@ def test_access_needs_proof_even_without_a_server_key():
     assert failed(checker.check_access(SECRET, None), HeadError).status == 401
     error = failed(checker.check_access(SECRET, header(key="w" * 40)), HeadError)
     assert error.status == 401 and "access secret" in error.reason
-    assert succeeded(checker.check_access(SECRET, header(key=SECRET))) == "access secret"
+    assert succeeded(checker.check_access(SECRET, header(key=SECRET, nonce="9" + NONCE[1:]))) == "access secret"
 
 
 def test_one_replay_cache_serves_both_checks():

@@ -194,6 +194,12 @@ class FailureLimiter:
             return None
         return max(1, -(-(window[0] + self.window_ms - now) // 1000))
 
+    def forgive(self, source, since):
+        """Take back one failure counted at `since` (an attempt that succeeded after all)."""
+        window = self._windows.get(source)
+        if window is not None and window[1] > 0 and since - window[0] < self.window_ms:
+            window[1] -= 1
+
     def failed(self, source, now):
         window = self._windows.get(source)
         if window is None or now - window[0] >= self.window_ms:

@@ -10,7 +10,8 @@ from twisted.logger import Logger
 from tpot.http.head import HeadError
 from tpot.protocol import auth
 
-MAX_PENDING_AUTH = 64
+# KDF jobs waiting for the pool; beyond them 503 at once (the pool is tpot.server.tap's).
+MAX_PENDING_AUTH = 16
 CREATE_REFUSAL = "Authentication failed: check the client's auth key and clock."
 CONNECT_REFUSAL = "Authentication failed: check the tunnel's access secret (or the server's auth key) and your clock."
 # What a connection to a TCP tunnel proved, by the index auth.verify_any returns.
@@ -49,32 +50,61 @@ class Authenticator:
         d = self._prove(keys, header, source, CONNECT_REFUSAL, name)
         return d.addCallback(PROVED.__getitem__)
 
+    def spend(self, header):
+        """Use up the nonce of a header refused before its check (a bad name, a tunnel not
+        connected, draining): a captured header must not work later for another request."""
+        try:
+            self._spend(auth.parse_authorization(header, (auth.SCHEME, auth.SECRET_SCHEME)), self.clock_ms())
+        except auth.AuthError:
+            pass
+
+    def _spend(self, credentials, now):
+        """Whether this is the first time the nonce is seen; it is used up either way."""
+        try:
+            self.replays.remember(credentials, now)
+        except auth.AuthError:
+            return False
+        return True
+
     def _prove(self, keys, header, source, refusal, name=None):
         """Both checks: one replay cache, failure limiter and KDF bound.  TPoT-1 tries all
         `keys` in one KDF job; TPoT-Secret (only where `name` is given) proves keys[0]."""
-        retry_after = self.failures.retry_after(source, self.clock_ms())
+        now = self.clock_ms()
+        schemes = (auth.SCHEME,) if name is None else (auth.SCHEME, auth.SECRET_SCHEME)
+        try:
+            credentials, problem = auth.parse_authorization(header, schemes), None
+        except auth.AuthError as error:
+            credentials, problem = None, error
+        # Spent whatever comes next, a 429 included.
+        if credentials is not None and not self._spend(credentials, now):
+            problem = auth.AuthError("replayed Authorization header")
+        retry_after = self.failures.retry_after(source, now)
         if retry_after is not None:
             return defer.fail(HeadError(
                 429, "Too many failed authentication attempts; wait before retrying.",
                 [("Retry-After", str(retry_after))],
             ))
-        schemes = (auth.SCHEME,) if name is None else (auth.SCHEME, auth.SECRET_SCHEME)
         try:
-            credentials = auth.parse_authorization(header, schemes)
-            auth.check_fresh(credentials, self.clock_ms())
+            if problem is not None:
+                raise problem
+            auth.check_fresh(credentials, now)
         except auth.AuthError as error:
             return defer.fail(self._refusal(error, source, refusal))
+        # Counted as failed until it succeeds: attempts in flight count against the limit,
+        # so concurrent guesses from one address cannot each get a KDF run.
+        self.failures.failed(source, now)
         if credentials.scheme == auth.SECRET_SCHEME:
             # An HMAC takes microseconds: checked here, not queued for the KDF pool.
             d = defer.maybeDeferred(auth.verify_secret, keys[0], name, credentials)
             d.addCallback(lambda _: 0)
         else:
             if self._pending >= self.max_pending:
+                self.failures.forgive(source, now)
                 return defer.fail(HeadError(503, "The server is busy checking credentials; retry shortly."))
             self._pending += 1
             d = self.run_kdf(auth.verify_any, keys, credentials)
             d.addBoth(self._done)
-        d.addCallback(self._accepted, credentials)
+        d.addCallback(self._accepted, source, now)
         d.addErrback(self._refuse_auth_failure, source, refusal)
         return d
 
@@ -82,15 +112,16 @@ class Authenticator:
         self._pending -= 1
         return result
 
-    def _accepted(self, proved, credentials):
-        self.replays.remember(credentials, self.clock_ms())
+    def _accepted(self, proved, source, started):
+        self.failures.forgive(source, started)
         return proved
 
     def _refuse_auth_failure(self, failure, source, refusal):
         failure.trap(auth.AuthError)
-        raise self._refusal(failure.value, source, refusal)
+        raise self._refusal(failure.value, source, refusal, counted=True)
 
-    def _refusal(self, error, source, refusal):
-        self.failures.failed(source, self.clock_ms())
+    def _refusal(self, error, source, refusal, counted=False):
+        if not counted:
+            self.failures.failed(source, self.clock_ms())
         self.log.info("authentication refused for {source}: {reason}", source=source, reason=str(error))
         return HeadError(401, refusal)

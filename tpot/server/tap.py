@@ -21,7 +21,8 @@ from tpot.server.router import RouterFactory
 
 log = Logger()
 
-KDF_THREADS = 2
+# One thread: guessers, however many, can take one core with the KDF, never every core.
+KDF_THREADS = 1
 LIMIT_OPTIONS = ("header-timeout", "idle-timeout", "drain-timeout", "max-tunnels", "max-connections-per-ip")
 LOG_FORMATS = {"text": None, "json": "tpot.server.logs.json_observer"}
 
