@@ -32,9 +32,9 @@ test: $(VENV)/.test-deps
 clean:
 	rm -rf $(VENV) build *.egg-info twisted/plugins/dropin.cache
 
-# `make bench` measures the tunnel against nginx on loopback and prints one table (also
-# written as JSON under bench/results/); it installs wrk, nginx-light and curl with apt-get
-# when missing. Quick run: make bench BENCH_DURATION=2 BENCH_REPEAT=1
+# `make bench` (python -m bench) measures the tunnel against nginx on loopback and prints
+# one table (also written as JSON under bench/results/, git-ignored); it installs wrk,
+# nginx-light and curl with apt-get when missing. Quick run: make bench BENCH_DURATION=2 BENCH_REPEAT=1
 BENCH_DURATION ?= 10
 BENCH_REPEAT ?= 3
 
@@ -42,4 +42,4 @@ BENCH_REPEAT ?= 3
 bench: $(VENV)/.run-deps
 	@command -v wrk >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v curl >/dev/null \
 		|| { apt-get update -q && apt-get install -y -q wrk nginx-light curl; }
-	BENCH_DURATION=$(BENCH_DURATION) BENCH_REPEAT=$(BENCH_REPEAT) $(VENV)/bin/python bench/run.py
+	BENCH_DURATION=$(BENCH_DURATION) BENCH_REPEAT=$(BENCH_REPEAT) $(VENV)/bin/python -m bench

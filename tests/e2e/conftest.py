@@ -6,10 +6,8 @@ SIGKILL).
 """
 
 import hashlib
-import os
 import queue
 import random
-import resource
 import signal
 import socket
 import subprocess
@@ -22,32 +20,31 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.support.processes import (  # noqa: F401 (the e2e tests import these from here)
+    HOST,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    clean_env,
+    pick_free_port,
+    raise_nofile_limit,
+    start_process,
+    stop_process,
+    wait_for_port,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 TPOT = str(BIN / "tpot")
 
-HOST = "127.0.0.1"
 DOMAIN = "localhost"
 AUTH_KEY = "e2e-test-key-0123456789abcdefghijklmnop"
-START_TIMEOUT = 15.0
 IO_TIMEOUT = 10.0  # one awaited line or response
 CLIENT_TIMEOUT = 15.0
-STOP_TIMEOUT = 5.0
-
-# Settings that must not leak into the processes under test from the outer environment.
-LEAKY = ("DOMAIN", "AUTH_KEY", "PORT", "TPOT_SERVER", "TPOT_AUTH_KEY")
 
 
 # ---------------------------------------------------------------------------------------
 # helpers
-
-
-def pick_free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def expected_bytes(n, seed):
@@ -72,36 +69,6 @@ def stream_sha256(n, seed):
     for piece in stream_chunks(n, seed):
         digest.update(piece)
     return digest.hexdigest()
-
-
-def clean_env(home):
-    env = {k: v for k, v in os.environ.items() if k not in LEAKY}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["HOME"] = str(home)  # no ~/.tpot/config.json from the real home
-    return env
-
-
-def stop_process(proc, sig=signal.SIGTERM):
-    if proc.poll() is None:
-        try:
-            proc.send_signal(sig)
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT)
-
-
-def wait_for_port(port, proc, timeout=START_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def read_to_eof(sock, tolerate_reset=False):
@@ -186,9 +153,7 @@ class Server:
 
     def start(self):
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            self.args(), cwd=str(self.workdir), env=clean_env(self.workdir), stdout=self._log, stderr=self._stderr()
-        )
+        self.proc = start_process(self.args(), self.workdir, clean_env(self.workdir), self._log, self._stderr())
         if not wait_for_port(self.port, self.proc):
             self.stop()
             raise RuntimeError(f"twistd did not start listening on {self.port}:\n{self.log()}")
@@ -228,16 +193,6 @@ def auth_server(tmp_path_factory):
     s = _server(tmp_path_factory, AUTH_KEY)
     yield s
     s.stop()
-
-
-def raise_nofile_limit():
-    """Soft RLIMIT_NOFILE up to the hard limit (processes started afterwards inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return soft
-    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    return wanted
 
 
 @pytest.fixture
@@ -438,9 +393,8 @@ class Client:
     def __init__(self, args, home):
         self.stderr_path = home / f"client-{time.monotonic_ns()}.err"
         with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [TPOT, *args], cwd=str(home), env=clean_env(home), stdout=subprocess.PIPE, stderr=err,
-                text=True, encoding="utf-8",
+            self.proc = start_process(
+                [TPOT, *args], home, clean_env(home), subprocess.PIPE, err, text=True, encoding="utf-8"
             )
         self.lines = queue.Queue()
         self.seen = []
