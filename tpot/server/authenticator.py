@@ -2,6 +2,9 @@
 
 `Authenticator` runs the TPoT-1 check with the KDF in a bounded thread pool, refuses
 replays and rate-limits failures per address (tpot.protocol.auth holds the pure parts).
+The replay cache and the failure limiter are injected (auth.IReplayCache,
+auth.IFailureLimiter), so that nodes of a cluster can share them; either may answer
+with a Deferred.
 """
 
 from twisted.internet import defer
@@ -26,13 +29,14 @@ class Authenticator:
 
     log = Logger()
 
-    def __init__(self, key, run_kdf, clock_ms=auth.now_ms, max_pending=MAX_PENDING_AUTH):
+    def __init__(self, key, run_kdf, clock_ms=auth.now_ms, max_pending=MAX_PENDING_AUTH, replays=None,
+                 failures=None):
         self.key = key
         self.run_kdf = run_kdf
         self.clock_ms = clock_ms
         self.max_pending = max_pending
-        self.replays = auth.ReplayCache()
-        self.failures = auth.FailureLimiter()
+        self.replays = auth.ReplayCache() if replays is None else replays
+        self.failures = auth.FailureLimiter() if failures is None else failures
         self._pending = 0
 
     def check(self, header, source=""):
@@ -52,25 +56,33 @@ class Authenticator:
     def _prove(self, keys, header, source, refusal, name=None):
         """Both checks: one replay cache, failure limiter and KDF bound.  TPoT-1 tries all
         `keys` in one KDF job; TPoT-Secret (only where `name` is given) proves keys[0]."""
-        retry_after = self.failures.retry_after(source, self.clock_ms())
+        d = defer.maybeDeferred(self.failures.retry_after, source, self.clock_ms())
+        d.addCallback(self._unless_blocked, keys, header, source, refusal, name)
+        # A fresh Deferred that fires with the answer: `d` itself counts as called while
+        # it waits on the KDF or on a shared cache.
+        answer = defer.Deferred()
+        d.chainDeferred(answer)
+        return answer
+
+    def _unless_blocked(self, retry_after, keys, header, source, refusal, name):
         if retry_after is not None:
-            return defer.fail(HeadError(
+            raise HeadError(
                 429, "Too many failed authentication attempts; wait before retrying.",
                 [("Retry-After", str(retry_after))],
-            ))
+            )
         schemes = (auth.SCHEME,) if name is None else (auth.SCHEME, auth.SECRET_SCHEME)
         try:
             credentials = auth.parse_authorization(header, schemes)
             auth.check_fresh(credentials, self.clock_ms())
         except auth.AuthError as error:
-            return defer.fail(self._refusal(error, source, refusal))
+            raise self._refusal(error, source, refusal) from None
         if credentials.scheme == auth.SECRET_SCHEME:
             # An HMAC takes microseconds: checked here, not queued for the KDF pool.
             d = defer.maybeDeferred(auth.verify_secret, keys[0], name, credentials)
             d.addCallback(lambda _: 0)
         else:
             if self._pending >= self.max_pending:
-                return defer.fail(HeadError(503, "The server is busy checking credentials; retry shortly."))
+                raise HeadError(503, "The server is busy checking credentials; retry shortly.")
             self._pending += 1
             d = self.run_kdf(auth.verify_any, keys, credentials)
             d.addBoth(self._done)
@@ -83,14 +95,17 @@ class Authenticator:
         return result
 
     def _accepted(self, proved, credentials):
-        self.replays.remember(credentials, self.clock_ms())
-        return proved
+        # A replay raises AuthError here (or fails the Deferred of a shared cache).
+        d = defer.maybeDeferred(self.replays.remember, credentials, self.clock_ms())
+        return d.addCallback(lambda _: proved)
 
     def _refuse_auth_failure(self, failure, source, refusal):
         failure.trap(auth.AuthError)
         raise self._refusal(failure.value, source, refusal)
 
     def _refusal(self, error, source, refusal):
-        self.failures.failed(source, self.clock_ms())
+        counted = defer.maybeDeferred(self.failures.failed, source, self.clock_ms())
+        # Not waited for: a shared limiter that cannot count must not turn a 401 into a 500.
+        counted.addErrback(lambda failure: self.log.failure("counting an authentication failure", failure))
         self.log.info("authentication refused for {source}: {reason}", source=source, reason=str(error))
         return HeadError(401, refusal)
