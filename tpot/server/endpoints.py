@@ -2,8 +2,8 @@
 
 `/healthz` for probes, `/metrics` for Prometheus, `/api/status` as JSON, `/` a landing
 page.  They exist only on the bare domain: on NAME.DOMAIN every path belongs to the tunnel.
-`server` is the router factory: it has table (the live tunnels), stats, draining, uptime(), domain and
-metrics_token.
+`server` is the router factory: it has table (this node's live tunnels, whose counts are
+reported), stats, draining, uptime(), domain and metrics_token.
 """
 
 import hmac
