@@ -482,7 +482,7 @@ def test_a_session_through_the_server(server):
     tunnel.send(signal(1, b"X"))
     wire.pump()
     assert local.value() == b"SSH-2.0-server\r\n" and local.lost
-    assert client.err.getvalue() == "" and server.registry.active_conversations() == 0
+    assert client.err.getvalue() == "" and server.table.active_conversations() == 0
 
 
 def test_closing_locally_reaches_the_tunnel(server):

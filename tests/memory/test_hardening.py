@@ -1,7 +1,7 @@
 """Server-side hardening, in memory and as units: every limit and timeout proven to bite.
 
 FailureLimiter and the Authenticator's 429, name reservations for the reclaim extension
-(registry and over the wire), SilenceTimer, the visitor idle timeout, the per-address
+(over the wire; the store's own rules are in its contract suite), SilenceTimer, the visitor idle timeout, the per-address
 connection cap, /api/status, and 4180 for oversized or malformed WebSocket messages.
 Every test here runs on a memory clock; none opens a socket.  An autouse fixture checks
 that nothing was logged as an error (no exception escaped into Twisted's log).
@@ -35,7 +35,8 @@ from tpot.protocol.codec import EXTENSIONS_HEADER, MAX_MESSAGE_SIZE, RECLAIM_HEA
 from tpot.protocol.codec import CLOSE_PROTOCOL_ERROR
 from tpot.server.authenticator import Authenticator
 from tpot.http.head import HeadError
-from tpot.server.registry import RESERVE_SECONDS, NameTaken, TunnelRegistry
+from tpot.server.memory_store import MemoryNameStore
+from tpot.server.store import RESERVE_SECONDS
 from tpot.server.visitor import VisitorProtocol
 from tpot.server.router import IDLE_TIMEOUT, RouterProtocol
 from tpot.server.timers import SilenceTimer
@@ -68,13 +69,13 @@ def logged_errors():
 
 
 class HardenedServer(MemoryServer):
-    """A MemoryServer whose registry also runs on the memory clock, with router limits set."""
+    """A MemoryServer whose name store has a tunnel limit, with router limits set."""
 
     def __init__(self, key=None, clock_ms=None, max_tunnels=None, **router_limits):
         super().__init__(key=key, clock_ms=clock_ms)
-        self.registry = TunnelRegistry(max_tunnels=max_tunnels, clock=self.clock)
-        self.tunnels.registry = self.registry
-        self.router.registry = self.registry
+        self.store = MemoryNameStore(max_tunnels=max_tunnels, clock=self.clock)
+        self.tunnels.store = self.store
+        self.router.store = self.store
         for name, value in router_limits.items():
             assert hasattr(self.router, name), name
             setattr(self.router, name, value)
@@ -269,7 +270,7 @@ def test_router_answers_429_with_retry_after_and_closes(servers):
     response = response_of(server, transport, 429)
     assert response.header("retry-after") == "60"
     assert response.header("connection") == "close"
-    assert server.registry.lookup("wire").result is None
+    assert server.tunnel_serving("wire") is None
     # That header is used up, even though it was refused before its check...
     transport = server.connect(upgrade_request("/create-tpot?subdomain=wire", headers=good), peer=("10.0.0.2", 41007))
     response_of(server, transport, 401)
@@ -278,105 +279,36 @@ def test_router_answers_429_with_retry_after_and_closes(servers):
     assert peer.name == "wire"
 
 
+@pytest.mark.parametrize("request_path, status", [
+    ("/create-tpot?subdomain=www", 400),  # a reserved name
+    ("/create-tpot?subdomain=bad-", 400),
+    ("/connect-tpot?subdomain=nothere", 503),  # no such TCP tunnel
+])
+def test_a_header_refused_before_its_check_is_used_up(servers, request_path, status):
+    server = servers(key=KEY, clock_ms=lambda: NOW_MS)
+    captured = [("Authorization", header())]
+    response_of(server, server.connect(upgrade_request(request_path, headers=captured), peer=("10.0.0.1", 1)), status)
+    transport = server.connect(upgrade_request("/create-tpot?subdomain=other", headers=captured), peer=("10.0.0.3", 2))
+    response_of(server, transport, 401)
+
+
+def test_a_header_refused_while_draining_is_used_up(servers):
+    server = servers(key=KEY, clock_ms=lambda: NOW_MS)
+    captured = [("Authorization", header())]
+    server.router.draining = True
+    response_of(server, server.connect(upgrade_request("/create-tpot?subdomain=one", headers=captured)), 503)
+    server.router.draining = False
+    response_of(server, server.connect(upgrade_request("/create-tpot?subdomain=one", headers=captured)), 401)
+
+
 # ---------------------------------------------------------------------------------------
-# Registry reservations (the reclaim extension)
-
-
-class FakeTunnel:
-    conversations = {}
-
-    def shutdown(self):
-        pass
-
-
-def attached(registry, name, clock):
-    assert succeeded(registry.claim(name)) == name
-    tunnel = FakeTunnel()
-    registry.attach(name, tunnel)
-    return tunnel, registry.reclaim_token(name)
+# Name reservations (the reclaim extension): the store-level rules are in the name store
+# contract (tests/support/store_contract.py); here, what a client sees over the wire.
 
 
 @pytest.fixture
 def clock():
     return task.Clock()
-
-
-def test_release_with_reserve_keeps_the_name_for_60_s_for_its_token(clock):
-    registry = TunnelRegistry(clock=clock)
-    tunnel, token = attached(registry, "wire", clock)
-    assert isinstance(token, str) and len(token) >= 16
-    registry.release("wire", tunnel, reserve=True)
-    assert succeeded(registry.lookup("wire")) is None
-    assert registry.active_tunnels() == 0
-    failed(registry.claim("wire"), NameTaken)
-    failed(registry.claim("wire", "not-the-token"), NameTaken)
-    failed(registry.claim("wire", token[:-1]), NameTaken)
-    failed(registry.claim("wire", ""), NameTaken)
-    clock.advance(RESERVE_SECONDS - 1)
-    assert succeeded(registry.claim("wire", token)) == "wire"
-    # Reclaimed: the expiry is cancelled and the name is held again.
-    assert not clock.getDelayedCalls()
-    clock.advance(RESERVE_SECONDS * 2)
-    failed(registry.claim("wire"), NameTaken)
-    registry.attach("wire", FakeTunnel())
-    assert registry.active_tunnels() == 1
-
-
-def test_reservation_expires_after_60_s(clock):
-    registry = TunnelRegistry(clock=clock)
-    tunnel, token = attached(registry, "wire", clock)
-    registry.release("wire", tunnel, reserve=True)
-    clock.advance(RESERVE_SECONDS - 0.001)
-    failed(registry.claim("wire"), NameTaken)
-    clock.advance(0.001)
-    assert not clock.getDelayedCalls()
-    # Expired: the token no longer means anything and anyone may take the name.
-    assert succeeded(registry.claim("wire")) == "wire"
-    registry.release("wire")
-    assert succeeded(registry.claim("wire", token)) == "wire"
-
-
-def test_a_token_only_reclaims_its_own_name(clock):
-    registry = TunnelRegistry(clock=clock)
-    one, token_one = attached(registry, "one", clock)
-    two, token_two = attached(registry, "two", clock)
-    assert token_one != token_two
-    registry.release("one", one, reserve=True)
-    registry.release("two", two, reserve=True)
-    failed(registry.claim("one", token_two), NameTaken)
-    assert succeeded(registry.claim("one", token_one)) == "one"
-
-
-def test_release_without_reserve_frees_the_name_at_once(clock):
-    registry = TunnelRegistry(clock=clock)
-    tunnel, token = attached(registry, "wire", clock)
-    registry.release("wire", tunnel)
-    assert not clock.getDelayedCalls()
-    assert succeeded(registry.claim("wire")) == "wire"
-
-
-def test_a_claimed_but_never_attached_name_is_not_reserved(clock):
-    registry = TunnelRegistry(clock=clock)
-    assert succeeded(registry.claim("wire")) == "wire"
-    registry.release("wire", reserve=True)
-    assert succeeded(registry.claim("wire")) == "wire"
-
-
-def test_reserved_names_count_against_max_tunnels_and_are_cancelled_on_stop(clock):
-    registry = TunnelRegistry(max_tunnels=1, clock=clock)
-    tunnel, token = attached(registry, "wire", clock)
-    registry.release("wire", tunnel, reserve=True)
-    failed(registry.claim("other"), Exception)
-    assert succeeded(registry.claim("wire", token)) == "wire"
-    registry.release("wire", None, reserve=False)
-    tunnel, token = attached(registry, "wire", clock)
-    registry.release("wire", tunnel, reserve=True)
-    registry.startService()
-    registry.stopService()
-    assert not clock.getDelayedCalls()
-
-
-# Reservations over the wire.
 
 
 def test_101_grants_reclaim_only_when_asked(server):
@@ -389,7 +321,7 @@ def test_101_grants_reclaim_only_when_asked(server):
     asked = server.open_tunnel("asked", headers=[(EXTENSIONS_HEADER, "teleport, Reclaim")])
     assert asked.response.header(EXTENSIONS_HEADER) == "reclaim"
     token = asked.response.header(RECLAIM_TOKEN_HEADER)
-    assert token and token == server.registry.reclaim_token("asked")
+    assert token and token == server.tunnel_serving("asked").claim.token
     other = server.open_tunnel("other", headers=[ASK_RECLAIM])
     assert other.response.header(RECLAIM_TOKEN_HEADER) not in (None, token)
 
@@ -405,7 +337,7 @@ def test_reclaim_after_a_drop(server):
     first.transport.peer_closes()  # dropped: no close frame
     settle(server.clock)
     assert response_of(server, waiting, 503)
-    assert server.registry.lookup("wire").result is None
+    assert server.tunnel_serving("wire") is None
     assert counts(server) == (0, 0)
     # Visitors meanwhile get 503; nobody else gets the name; a wrong token neither.
     assert response_of(server, server.visit("wire"), 503)
@@ -417,7 +349,7 @@ def test_reclaim_after_a_drop(server):
     # The holder of the token gets it back, and visitors reach the new tunnel.
     again = server.open_tunnel("wire", headers=[ASK_RECLAIM, (RECLAIM_HEADER, token)])
     assert again.name == "wire"
-    assert server.registry.lookup("wire").result is again.protocol
+    assert server.tunnel_serving("wire") is again.protocol
     visitor, cid = visit(server, again, 40002)
     again.send(data(cid, b"HTTP/1.1 204 No Content\r\n\r\n"))
     assert visitor.value() == b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -426,7 +358,7 @@ def test_reclaim_after_a_drop(server):
         server.clock.advance(15)
         again.ping()  # keeps the new tunnel itself alive
     assert not again.transport.disconnecting
-    assert server.registry.lookup("wire").result is again.protocol
+    assert server.tunnel_serving("wire") is again.protocol
     response_of(server, upgrade(server, "wire"), 409)
 
 
@@ -761,7 +693,7 @@ def only_bad_one_died(server, bad, bad_visitor, good, good_visitor, good_id):
     settle(server.clock)
     assert bad.transport.lost
     assert parse_response(bad_visitor.value()).status == 503 and bad_visitor.lost
-    assert server.registry.lookup("bad").result is None
+    assert server.tunnel_serving("bad") is None
     assert not good.transport.disconnecting and not good_visitor.disconnecting
     good.send(data(good_id, b"fine"))
     good_visitor.receive(b"also fine")

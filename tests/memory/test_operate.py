@@ -15,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.application.service import Service
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from tests.support.memory import CLOSE, parse_response, settle, upgrade_request, visitor_request
 from tpot import __version__
@@ -25,6 +27,7 @@ from tpot.server.drain import CLOSE_WAIT, POLL, DrainingListeners
 from tpot.http.addresses import forwarded_client, parse_networks
 from tpot.server.logs import json_line, json_observer
 from tpot.http.rewrite import Forwarded, HostRewriter
+from tpot.server.table import ITunnelCounts
 
 TOKEN = "metrics-token-0123456789"
 
@@ -272,7 +275,8 @@ def test_tunnel_auth_refusal_still_challenges_tpot1(keyed):
 
 
 def test_render_is_counts_only():
-    class Registry:
+    @implementer(ITunnelCounts)
+    class Counts:
         def active_tunnels(self):
             return 3
 
@@ -285,7 +289,8 @@ def test_render_is_counts_only():
     stats.bytes_downstream = 2000
     for status in (401, 401, 503, 429):
         stats.count_refusal(status)
-    text = metrics.render(stats, Registry()).decode("utf-8")
+    assert verifyObject(ITunnelCounts, Counts())
+    text = metrics.render(stats, Counts()).decode("utf-8")
     assert samples(text) == {
         ("tpot_tunnels_active", ()): 3,
         ("tpot_conversations_active", ()): 7,
@@ -298,8 +303,8 @@ def test_render_is_counts_only():
         ("tpot_http_errors_total", (("code", "503"),)): 1,
     }
     assert "# TYPE tpot_bytes counter" in text or "# TYPE tpot_bytes_total counter" in text
-    # A fresh registry per scrape: rendering twice does not fail or double anything.
-    assert metrics.render(stats, Registry()).decode("utf-8") == text
+    # A fresh collector registry per scrape: rendering twice does not fail or double anything.
+    assert metrics.render(stats, Counts()).decode("utf-8") == text
 
 
 # ---------------------------------------------------------------------------------------
@@ -316,7 +321,7 @@ class Recorder(Service):
 
 
 def draining(server, timeout):
-    listeners = DrainingListeners(server.router, server.registry, server.clock, timeout)
+    listeners = DrainingListeners(server.router, server.table, server.clock, timeout)
     port = Recorder()
     port.setServiceParent(listeners)
     listeners.startService()
@@ -355,7 +360,7 @@ def test_drain_waits_for_conversations_then_closes_tunnels_with_4012(server):
     server.clock.advance(POLL)
     settle(server.clock)
     assert port.stopped and len(results) == 1 and not isinstance(results[0], Failure)
-    assert server.registry.active_tunnels() == 0
+    assert server.table.active_tunnels() == 0
 
 
 def test_drain_is_bounded_by_its_timeout_and_the_close_wait(server):

@@ -158,7 +158,7 @@ def test_upgrade_tokens_are_lists(server):
 def test_bad_subdomain_is_400(server, name):
     transport = server.connect(upgrade_request(f"/create-tpot?subdomain={name}"))
     refused(server, transport, 400)
-    assert server.registry.active_tunnels() == 0
+    assert server.table.active_tunnels() == 0
 
 
 def test_longest_valid_subdomain(server):
@@ -228,7 +228,7 @@ def test_visitor_of_missing_tunnel_is_503(server):
 
 
 def test_visitor_of_claimed_but_not_open_tunnel_is_503(server):
-    server.registry.claim("wire")
+    server.store.claim("wire")
     transport = server.connect(visitor_request("wire"))
     refused(server, transport, 503)
 
@@ -238,7 +238,7 @@ def test_name_in_use_is_409(server):
     transport = server.connect(upgrade_request("/create-tpot?subdomain=wire"))
     refused(server, transport, 409)
     # The first tunnel is untouched.
-    assert server.registry.active_tunnels() == 1
+    assert server.table.active_tunnels() == 1
 
 
 def test_name_in_use_is_case_insensitive(server):
@@ -248,7 +248,7 @@ def test_name_in_use_is_case_insensitive(server):
 
 
 def test_registry_full_is_503(server):
-    server.registry.max_tunnels = 1
+    server.store.max_tunnels = 1
     server.open_tunnel("one")
     transport = server.connect(upgrade_request("/create-tpot?subdomain=two"))
     refused(server, transport, 503)
@@ -313,7 +313,7 @@ def test_missing_authorization_is_401(keyed):
     transport = keyed.connect(upgrade_request("/create-tpot?subdomain=wire"))
     response = refused(keyed, transport, 401)
     assert response.header("www-authenticate") == "TPoT-1"
-    assert keyed.registry.active_tunnels() == 0
+    assert keyed.table.active_tunnels() == 0
 
 
 @pytest.mark.parametrize(
@@ -331,7 +331,7 @@ def test_missing_authorization_is_401(keyed):
 def test_bad_authorization_is_401(keyed, value):
     transport = keyed.connect(upgrade_request("/create-tpot?subdomain=wire", headers=[("Authorization", value)]))
     refused(keyed, transport, 401)
-    assert keyed.registry.lookup("wire").result is None
+    assert keyed.tunnel_serving("wire") is None
 
 
 def test_good_authorization_opens_the_tunnel(keyed):

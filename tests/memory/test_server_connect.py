@@ -209,7 +209,7 @@ def test_the_conversation_is_raw_and_carries_the_connecting_address(server):
     tunnel = tcp_tunnel(server)
     connect(server, port=40001)
     assert tunnel.new_messages() == [opened_raw(1, 40001)]
-    assert server.registry.active_conversations() == 1
+    assert server.table.active_conversations() == 1
 
 
 def test_a_trusted_proxy_reports_the_address_it_forwards(server):
@@ -279,7 +279,7 @@ def test_the_target_closing_sends_the_rest_then_1000(server):
     settle(server.clock)
     assert side.transport.lost
     assert tunnel.new_messages() == []  # no X back: the client said it first
-    assert server.registry.active_conversations() == 0
+    assert server.table.active_conversations() == 0
 
 
 def test_no_connect_is_4502(server):
@@ -320,7 +320,7 @@ def test_the_connecting_side_closing_sends_x(server, how):
     settle(server.clock)
     assert side.transport.lost
     assert tunnel.new_messages() == [signal(1, b"X")]
-    assert server.registry.active_conversations() == 0
+    assert server.table.active_conversations() == 0
 
 
 def test_a_text_message_closes_only_that_connection_with_4180(server):
@@ -462,4 +462,4 @@ def test_a_connection_leaving_during_the_check_opens_nothing(server):
     transport.peer_closes()
     server.clock.advance(1)
     settle(server.clock)
-    assert tunnel.new_messages() == [] and server.registry.active_conversations() == 0
+    assert tunnel.new_messages() == [] and server.table.active_conversations() == 0

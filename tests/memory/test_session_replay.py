@@ -183,7 +183,7 @@ def test_closes_match_the_recording(replay):
     protocol = replay.client.protocol
     assert protocol.conversations == {}
     assert not replay.client.transport.lost
-    assert replay.server.registry.lookup("wire").result is protocol
+    assert replay.server.tunnel_serving("wire") is protocol
 
 
 def test_ping_is_answered_with_pong(replay, session):

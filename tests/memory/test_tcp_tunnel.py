@@ -17,7 +17,7 @@ def open_tcp_tunnel(server, name="ssh", secret=SECRET):
 
 
 def tunnel_protocol(server, name):
-    return server.registry.lookup(name).result
+    return server.tunnel_serving(name)
 
 
 def test_a_tcp_tunnel_is_granted_with_its_secret(server):
@@ -45,7 +45,7 @@ def test_a_tcp_tunnel_without_a_good_secret_is_400(server, headers):
     settle(server.clock)
     response = parse_response(transport.value())
     assert response.status == 400 and b"TPoT-Access-Secret" in response.body
-    assert server.registry.active_tunnels() == 0
+    assert server.table.active_tunnels() == 0
 
 
 def test_http_visitors_of_a_tcp_tunnel_get_404_and_never_reach_it(server):

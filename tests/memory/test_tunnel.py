@@ -53,7 +53,7 @@ def test_upgrade_answers_101_and_greets_with_the_name(server):
     assert peer.response.header("upgrade").lower() == "websocket"
     # Compression is never negotiated: the reference client would not expect it.
     assert peer.response.header("sec-websocket-extensions") is None
-    assert server.registry.active_tunnels() == 1
+    assert server.table.active_tunnels() == 1
 
 
 def test_frames_sent_with_the_upgrade_are_not_lost(server):
@@ -237,7 +237,7 @@ def test_bad_message_closes_only_that_tunnel_with_4180(server, payload, opcode):
     settle(server.clock)
     assert bad.transport.lost
     assert_503(bad_visitor)
-    assert server.registry.lookup("bad").result is None
+    assert server.tunnel_serving("bad") is None
 
     # The other tunnel and its visitor carry on.
     assert not good.transport.lost and not good_visitor.lost
@@ -246,7 +246,7 @@ def test_bad_message_closes_only_that_tunnel_with_4180(server, payload, opcode):
     assert good_visitor.value() == b"fine"
     assert good.new_messages() == [data(good_id, b"also fine")]
     another, _ = visit(server, good, 40003)
-    assert server.registry.lookup("good").result is good.protocol
+    assert server.tunnel_serving("good") is good.protocol
 
 
 def test_bad_message_tunnel_dropped_if_client_does_not_answer_the_close(server):
@@ -256,7 +256,7 @@ def test_bad_message_tunnel_dropped_if_client_does_not_answer_the_close(server):
     server.clock.advance(10)
     settle(server.clock)
     assert bad.transport.lost
-    assert server.registry.lookup("bad").result is None
+    assert server.tunnel_serving("bad") is None
 
 
 # The tunnel going away.
@@ -282,7 +282,7 @@ def test_tunnel_connection_lost_ends_its_visitors(server):
     peer.transport.peer_closes()
     settle(server.clock)
     assert_503(waiting)
-    assert server.registry.active_tunnels() == 0
+    assert server.table.active_tunnels() == 0
     # Visitors arriving afterwards find no tunnel.
     late = server.visit("wire")
     assert_503(late)
@@ -305,8 +305,8 @@ def test_a_stale_tunnel_closing_does_not_release_a_newer_holder(server):
     first.transport.peer_closes()
     second = server.open_tunnel("wire")
     # A second close notification from the dead tunnel must not free the name.
-    first.protocol.registry.release("wire", first.protocol)
-    assert server.registry.lookup("wire").result is second.protocol
+    first.protocol.store.release(first.protocol.claim.lease)
+    assert server.tunnel_serving("wire") is second.protocol
 
 
 # Liveness.
@@ -321,7 +321,7 @@ def test_silent_tunnel_is_dropped_after_30_s(server):
     settle(server.clock)
     assert peer.transport.lost
     assert_503(waiting)
-    assert server.registry.active_tunnels() == 0
+    assert server.table.active_tunnels() == 0
     assert server.open_tunnel("wire").name == "wire"
 
 
@@ -476,7 +476,7 @@ def test_leaving_during_the_auth_check_frees_the_name(server):
     transport.peer_closes()
     clock.advance(1)
     settle(clock)
-    assert server.registry.claim("gone").result == "gone"
+    assert server.store.claim("gone").result.name == "gone"
 
 
 # Closing a visitor whose send buffer filled up (Twisted keeps a connection with a paused

@@ -29,8 +29,9 @@ from twisted.python.failure import Failure
 
 from tpot.server.authenticator import Authenticator
 from tpot.server.tunnel import TunnelFactory
-from tpot.server.registry import TunnelRegistry
+from tpot.server.memory_store import MemoryNameStore
 from tpot.server.router import RouterFactory
+from tpot.server.table import TunnelTable
 
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -432,18 +433,19 @@ NOW_MS = 1_800_000_000_000
 
 
 class MemoryServer:
-    """A whole TPoT server (registry, authenticator, tunnels, router) on a memory clock."""
+    """A whole TPoT server (name store, tunnel table, authenticator, tunnels, router) on a memory clock."""
 
     def __init__(self, domain="localhost", key=None, clock_ms=None, clock=None):
         self.clock = clock or MemoryReactorClock()
-        self.registry = TunnelRegistry()
+        self.store = MemoryNameStore(clock=self.clock)
+        self.table = TunnelTable()
         self.authenticator = Authenticator(
             key,
             lambda f, *args: defer.maybeDeferred(f, *args),
             clock_ms=clock_ms or (lambda: int(self.clock.seconds() * 1000)),
         )
-        self.tunnels = TunnelFactory(self.registry, self.clock)
-        self.router = RouterFactory(domain, self.registry, self.authenticator, self.tunnels, self.clock)
+        self.tunnels = TunnelFactory(self.store, self.table, self.clock)
+        self.router = RouterFactory(domain, self.store, self.table, self.authenticator, self.tunnels, self.clock)
         self.domain = domain
         self._next_port = 50000
 
@@ -470,6 +472,11 @@ class MemoryServer:
         assert len(greeting) == 1 and greeting[0].startswith(b"\x11GTPoT/1 "), greeting
         peer.name = greeting[0][len(b"\x11GTPoT/1 "):].decode("ascii")
         return peer
+
+    def tunnel_serving(self, name):
+        """The live tunnel visitors of `name` reach now (by the store's route), or None."""
+        route = self.store.lookup(name).result
+        return None if route is None else self.table.get(route.lease)
 
     def visit(self, name, data=None, peer=None):
         """A visitor connection to NAME.DOMAIN, sending `data` (a simple GET by default)."""

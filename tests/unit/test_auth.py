@@ -5,6 +5,8 @@ import hashlib
 
 import pytest
 from twisted.internet import defer
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from tests.support.deferreds import failed, succeeded
 from tpot.protocol import auth
@@ -459,3 +461,101 @@ def test_secret_proofs_are_not_replayed_and_failures_are_limited():
 
 def test_a_secret_proof_does_not_open_a_tunnel():
     assert failed(authenticator().check(secret_header(secret=KEY)), HeadError).status == 401
+
+
+# The replay cache and failure limiter are injected: shared by nodes, or answering later.
+
+
+@implementer(auth.IReplayCache)
+class LaterReplayCache:
+    """A replay cache that answers with a Deferred fired by `answer()`, as a shared store would."""
+
+    def __init__(self):
+        self.cache = ReplayCache()
+        self.pending = []
+
+    def remember(self, credentials, now):
+        d = defer.Deferred()
+        self.pending.append((d, credentials, now))
+        return d
+
+    def answer(self):
+        d, credentials, now = self.pending.pop(0)
+        try:
+            self.cache.remember(credentials, now)
+        except AuthError as error:
+            d.errback(error)
+        else:
+            d.callback(None)
+
+
+@implementer(auth.IFailureLimiter)
+class LaterFailureLimiter:
+    """A failure limiter whose answers are Deferreds, fired at once here."""
+
+    def __init__(self):
+        self.limiter = auth.FailureLimiter()
+
+    def retry_after(self, source, now):
+        return defer.succeed(self.limiter.retry_after(source, now))
+
+    def failed(self, source, now):
+        self.limiter.failed(source, now)
+        return defer.succeed(None)
+
+    def forgive(self, source, since):
+        self.limiter.forgive(source, since)
+        return defer.succeed(None)
+
+
+def test_the_replay_cache_and_failure_limiter_provide_their_interfaces():
+    assert verifyObject(auth.IReplayCache, ReplayCache())
+    assert verifyObject(auth.IFailureLimiter, auth.FailureLimiter())
+    assert verifyObject(auth.IReplayCache, LaterReplayCache())
+    assert verifyObject(auth.IFailureLimiter, LaterFailureLimiter())
+
+
+def test_by_default_each_authenticator_has_its_own_cache_and_limiter():
+    one, two = authenticator(), authenticator()
+    assert isinstance(one.replays, ReplayCache) and isinstance(one.failures, auth.FailureLimiter)
+    assert one.replays is not two.replays and one.failures is not two.failures
+    succeeded(one.check(header()))
+    succeeded(two.check(header()))
+
+
+def test_a_shared_replay_cache_refuses_a_header_replayed_to_another_node():
+    shared = ReplayCache()
+    one, two = authenticator(replays=shared), authenticator(replays=shared)
+    succeeded(one.check(header()))
+    assert failed(two.check(header()), HeadError).status == 401
+
+
+def test_a_shared_failure_limiter_blocks_a_source_on_every_node():
+    shared = auth.FailureLimiter()
+    one, two = authenticator(failures=shared), authenticator(failures=shared)
+    for _ in range(5):
+        assert failed(one.check(header(key="w" * 32), "10.0.0.1"), HeadError).status == 401
+    error = failed(two.check(header(), "10.0.0.1"), HeadError)
+    assert error.status == 429 and dict(error.headers)["Retry-After"]
+    succeeded(two.check(header(nonce="2" + NONCE[1:]), "10.0.0.2"))
+
+
+def test_an_asynchronous_replay_cache_is_waited_for():
+    replays = LaterReplayCache()
+    checker = authenticator(replays=replays)
+    first = checker.check(header())
+    assert not first.called
+    replays.answer()
+    assert succeeded(first) is None
+    again = checker.check(header())
+    replays.answer()
+    assert failed(again, HeadError).status == 401
+
+
+def test_an_asynchronous_failure_limiter_counts_and_blocks():
+    failures = LaterFailureLimiter()
+    checker = authenticator(failures=failures)
+    for _ in range(5):
+        assert failed(checker.check("garbage", "10.0.0.1"), HeadError).status == 401
+    assert failed(checker.check(header(), "10.0.0.1"), HeadError).status == 429
+    assert succeeded(checker.check(header(nonce="2" + NONCE[1:]), "10.0.0.2")) is None

@@ -1,137 +1,128 @@
-"""The in-memory TunnelRegistry, subdomain names, and conversation id allocation."""
+"""The name store and the tunnel table, subdomain names, and conversation id allocation."""
 
 import random
 import re
 
 import pytest
+from twisted.internet import task
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
-from tests.support.deferreds import failed, succeeded
+from tests.support.deferreds import succeeded
+from tests.support.store_contract import WEB, NameStoreContract
 from tpot.protocol.codec import MAX_CONVERSATION_ID
 from tpot.protocol.names import random_name, valid_name
-from tpot.server.registry import ITunnelRegistry, NameTaken, RegistryFull, TunnelRegistry
 from tpot.protocol.session import ConversationIds
+from tpot.server.memory_store import MemoryNameStore
+from tpot.server.store import RESERVE_SECONDS, NameTaken
+from tpot.server.table import ILiveTunnel, ITunnelCounts, ITunnelTable, TunnelTable
+from tpot.server.tunnel import TunnelProtocol
 
 
+class TestMemoryNameStore(NameStoreContract):
+    @pytest.fixture(autouse=True)
+    def _clock(self):
+        self.clock = task.Clock()
+
+    def new_store(self, max_tunnels=None):
+        return MemoryNameStore(max_tunnels=max_tunnels, clock=self.clock)
+
+    def advance(self, seconds):
+        self.clock.advance(seconds)
+
+    # Beyond the contract: what only the in-memory store promises.
+
+    def test_reservations_expire_to_the_millisecond_and_leave_no_timers(self):
+        store = self.new_store()
+        self.dropped(store, "wire")
+        assert not self.clock.getDelayedCalls()  # compared when asked: nothing to cancel at exit
+        self.advance(RESERVE_SECONDS - 0.001)
+        self.refused(store.claim("wire"), NameTaken)
+        self.advance(0.001)
+        assert self.ok(store.claim("wire")).name == "wire"
+        assert not self.clock.getDelayedCalls()
+
+    def test_a_reclaim_leaves_no_timers(self):
+        store = self.new_store()
+        claim = self.dropped(store, "wire")
+        self.ok(store.claim("wire", claim.token))
+        assert not self.clock.getDelayedCalls()
+
+    def test_expired_reservations_are_forgotten(self):
+        store = self.new_store()
+        for name in ("a", "b", "c"):
+            self.dropped(store, name)
+        self.advance(RESERVE_SECONDS)
+        self.ok(store.lookup("z"))
+        assert store._names == {} and store._leases == {} and not store._reserved
+
+
+# The node-local tunnel table.
+
+
+@implementer(ILiveTunnel)
 class FakeTunnel:
-    def __init__(self):
+    def __init__(self, conversations=0):
+        self.conversations = dict.fromkeys(range(conversations))
         self.shut_down = False
 
     def shutdown(self):
         self.shut_down = True
 
 
-def claim(registry, name=None):
-    return succeeded(registry.claim(name))
+def test_fakes_and_tunnels_provide_the_interfaces():
+    assert verifyObject(ITunnelTable, TunnelTable())
+    assert verifyObject(ITunnelCounts, TunnelTable())
+    assert verifyObject(ILiveTunnel, FakeTunnel())
+    assert ILiveTunnel.implementedBy(TunnelProtocol)
 
 
-def lookup(registry, name):
-    return succeeded(registry.lookup(name))
+def test_table_add_get_remove_and_counts():
+    table, one, two = TunnelTable(), FakeTunnel(conversations=2), FakeTunnel(conversations=3)
+    assert table.active_tunnels() == table.active_conversations() == 0
+    table.add("lease-1", one)
+    table.add("lease-2", two)
+    assert table.get("lease-1") is one and table.get("lease-2") is two
+    assert table.get("lease-3") is None
+    assert (table.active_tunnels(), table.active_conversations()) == (2, 5)
+    table.remove("lease-1")
+    table.remove("lease-1")  # harmless twice
+    table.remove("no-such-lease")
+    assert table.get("lease-1") is None
+    assert (table.active_tunnels(), table.active_conversations()) == (1, 3)
 
 
-def test_provides_the_interface():
-    assert ITunnelRegistry.providedBy(TunnelRegistry())
-
-
-def test_claim_an_explicit_name():
-    registry = TunnelRegistry()
-    assert claim(registry, "demo") == "demo"
-    assert failed(registry.claim("demo"), NameTaken)
-
-
-def test_claim_random_names_are_distinct_and_valid():
-    registry = TunnelRegistry()
-    names = {claim(registry) for _ in range(200)}
-    assert len(names) == 200
-    assert all(valid_name(name) and len(name) == 8 for name in names)
-
-
-def test_random_claim_skips_names_in_use(monkeypatch):
-    sequence = iter(["taken000", "taken000", "free0000"])
-    monkeypatch.setattr("tpot.protocol.names.random_name", lambda: next(sequence))
-    registry = TunnelRegistry()
-    assert claim(registry) == "taken000"
-    assert claim(registry) == "free0000"
-
-
-def test_registry_full_counts_claimed_and_attached_names():
-    registry = TunnelRegistry(max_tunnels=2)
-    claim(registry, "a")
-    registry.attach("a", FakeTunnel())
-    claim(registry)
-    failed(registry.claim("c"), RegistryFull)
-    failed(registry.claim(), RegistryFull)
-    registry.release("a")
-    assert claim(registry, "c") == "c"
-
-
-def test_full_wins_over_taken():
-    registry = TunnelRegistry(max_tunnels=1)
-    claim(registry, "a")
-    failed(registry.claim("a"), RegistryFull)
-
-
-def test_attach_lookup_release():
-    registry, tunnel = TunnelRegistry(), FakeTunnel()
-    claim(registry, "demo")
-    assert lookup(registry, "demo") is None  # claimed but not open yet
-    assert registry.active_tunnels() == 0
-    registry.attach("demo", tunnel)
-    assert lookup(registry, "demo") is tunnel
-    assert registry.active_tunnels() == 1
-    registry.release("demo", tunnel)
-    assert lookup(registry, "demo") is None
-    assert registry.active_tunnels() == 0
-    assert claim(registry, "demo") == "demo"
-
-
-def test_lookup_of_an_unknown_name_is_none():
-    assert lookup(TunnelRegistry(), "nobody") is None
-
-
-def test_release_by_another_tunnel_keeps_the_name():
-    registry, owner, stranger = TunnelRegistry(), FakeTunnel(), FakeTunnel()
-    claim(registry, "demo")
-    registry.attach("demo", owner)
-    registry.release("demo", stranger)
-    assert lookup(registry, "demo") is owner
-    failed(registry.claim("demo"), NameTaken)
-
-
-def test_release_without_tunnel_frees_claimed_and_attached_names():
-    registry = TunnelRegistry()
-    claim(registry, "claimed")
-    claim(registry, "open")
-    registry.attach("open", FakeTunnel())
-    registry.release("claimed")
-    registry.release("open")
-    assert claim(registry, "claimed") == "claimed"
-    assert claim(registry, "open") == "open"
-
-
-def test_release_of_an_unknown_name_is_harmless():
-    registry = TunnelRegistry()
-    registry.release("ghost")
-    registry.release("ghost", FakeTunnel())
-    assert registry.active_tunnels() == 0
-
-
-def test_shutdown_tunnels_closes_attached_tunnels_only():
-    registry, first, second = TunnelRegistry(), FakeTunnel(), FakeTunnel()
-    for name, tunnel in (("a", first), ("b", second)):
-        claim(registry, name)
-        registry.attach(name, tunnel)
-    claim(registry, "pending")
-    registry.shutdown_tunnels()
+def test_shutdown_tunnels_closes_every_tunnel_of_the_table():
+    table, first, second = TunnelTable(), FakeTunnel(), FakeTunnel()
+    table.add("a", first)
+    table.add("b", second)
+    table.shutdown_tunnels()
     assert first.shut_down and second.shut_down
 
 
-def test_stop_service_leaves_tunnels_to_the_drain():
-    registry, tunnel = TunnelRegistry(), FakeTunnel()
-    claim(registry, "a")
-    registry.attach("a", tunnel)
-    registry.startService()
-    registry.stopService()
-    assert not tunnel.shut_down
+def test_shutdown_tunnels_survives_tunnels_leaving_the_table_as_they_close():
+    table = TunnelTable()
+
+    @implementer(ILiveTunnel)
+    class LeavingTunnel(FakeTunnel):
+        def shutdown(self):
+            super().shutdown()
+            table.remove(self.lease)
+
+    tunnels = [LeavingTunnel() for _ in range(3)]
+    for i, tunnel in enumerate(tunnels):
+        tunnel.lease = f"lease-{i}"
+        table.add(tunnel.lease, tunnel)
+    table.shutdown_tunnels()
+    assert all(tunnel.shut_down for tunnel in tunnels) and table.active_tunnels() == 0
+
+
+def test_store_and_table_together_route_to_the_live_tunnel():
+    store, table, tunnel = MemoryNameStore(clock=task.Clock()), TunnelTable(), FakeTunnel()
+    claim = succeeded(store.claim("demo"))
+    table.add(claim.lease, tunnel)
+    succeeded(store.attach(claim.lease, WEB))
+    assert table.get(succeeded(store.lookup("demo")).lease) is tunnel
 
 
 # Names.

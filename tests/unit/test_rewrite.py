@@ -339,3 +339,9 @@ def test_x_forwarded_host_is_the_tunnels_public_host_on_every_request():
     out = rewriter.feed(fill([GET], VISITOR) + other)
     assert out.count(b"X-Forwarded-Host: " + VISITOR + b"\r\n") == 2
     assert b"other-tunnel" not in out and b"evil" not in out
+
+
+def test_a_bare_lf_after_an_overlong_request_line_gets_the_same_verdict_at_any_split():
+    stream = fill([GET], VISITOR) + b"GET /" + b"a" * (MAX_LINE_SIZE + 10) + b" HTTP/1.1\nHost: x\n\n"
+    out, refused = refusal_at_every_split(stream)
+    assert refused is None  # given up on as too long before the LF could be seen

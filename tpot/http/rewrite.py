@@ -181,7 +181,7 @@ def _bare_lf_request(data):
     if b"\n" not in lone and b"\r" not in lone:
         return False
     first_line = re.split(rb"\r\n|\n|\r", data, maxsplit=1)[0]
-    return _REQUEST_LINE.fullmatch(first_line) is not None
+    return _is_request_line(first_line)  # bounded as everywhere, for the same verdict at any split
 
 
 def _is_request_line(line):

@@ -2,6 +2,9 @@
 
 `Authenticator` runs the TPoT-1 check with the KDF in a bounded thread pool, refuses
 replays and rate-limits failures per address (tpot.protocol.auth holds the pure parts).
+The replay cache and the failure limiter are injected (auth.IReplayCache,
+auth.IFailureLimiter), so that nodes of a cluster can share them; either may answer
+with a Deferred.
 """
 
 from twisted.internet import defer
@@ -27,13 +30,14 @@ class Authenticator:
 
     log = Logger()
 
-    def __init__(self, key, run_kdf, clock_ms=auth.now_ms, max_pending=MAX_PENDING_AUTH):
+    def __init__(self, key, run_kdf, clock_ms=auth.now_ms, max_pending=MAX_PENDING_AUTH, replays=None,
+                 failures=None):
         self.key = key
         self.run_kdf = run_kdf
         self.clock_ms = clock_ms
         self.max_pending = max_pending
-        self.replays = auth.ReplayCache()
-        self.failures = auth.FailureLimiter()
+        self.replays = auth.ReplayCache() if replays is None else replays
+        self.failures = auth.FailureLimiter() if failures is None else failures
         self._pending = 0
 
     def check(self, header, source=""):
@@ -54,21 +58,28 @@ class Authenticator:
         """Use up the nonce of a header refused before its check (a bad name, a tunnel not
         connected, draining): a captured header must not work later for another request."""
         try:
-            self._spend(auth.parse_authorization(header, (auth.SCHEME, auth.SECRET_SCHEME)), self.clock_ms())
+            credentials = auth.parse_authorization(header, (auth.SCHEME, auth.SECRET_SCHEME))
         except auth.AuthError:
-            pass
+            return
+        self._spend(credentials, self.clock_ms()).addErrback(self._log_store_failure, "spending a nonce")
 
     def _spend(self, credentials, now):
-        """Whether this is the first time the nonce is seen; it is used up either way."""
-        try:
-            self.replays.remember(credentials, now)
-        except auth.AuthError:
-            return False
-        return True
+        """A Deferred of whether this is the first time the nonce is seen; it is used up either way."""
+        d = defer.maybeDeferred(self.replays.remember, credentials, now)
+        return d.addCallbacks(lambda _: True, lambda failure: failure.trap(auth.AuthError) and False)
 
     def _prove(self, keys, header, source, refusal, name=None):
+        # A fresh Deferred that fires with the answer: the inner one counts as called while
+        # it waits on the KDF or on a shared cache.
+        answer = defer.Deferred()
+        self._proof(keys, header, source, refusal, name).chainDeferred(answer)
+        return answer
+
+    @defer.inlineCallbacks
+    def _proof(self, keys, header, source, refusal, name):
         """Both checks: one replay cache, failure limiter and KDF bound.  TPoT-1 tries all
-        `keys` in one KDF job; TPoT-Secret (only where `name` is given) proves keys[0]."""
+        `keys` in one KDF job; TPoT-Secret (only where `name` is given) proves keys[0].
+        With the in-process cache and limiter every step up to the KDF runs at once."""
         now = self.clock_ms()
         schemes = (auth.SCHEME,) if name is None else (auth.SCHEME, auth.SECRET_SCHEME)
         try:
@@ -76,52 +87,58 @@ class Authenticator:
         except auth.AuthError as error:
             credentials, problem = None, error
         # Spent whatever comes next, a 429 included.
-        if credentials is not None and not self._spend(credentials, now):
+        if credentials is not None and not (yield self._spend(credentials, now)):
             problem = auth.AuthError("replayed Authorization header")
-        retry_after = self.failures.retry_after(source, now)
+        retry_after = yield self.failures.retry_after(source, now)
         if retry_after is not None:
-            return defer.fail(HeadError(
+            raise HeadError(
                 429, "Too many failed authentication attempts; wait before retrying.",
                 [("Retry-After", str(retry_after))],
-            ))
+            )
         try:
             if problem is not None:
                 raise problem
             auth.check_fresh(credentials, now)
         except auth.AuthError as error:
-            return defer.fail(self._refusal(error, source, refusal))
+            raise self._refusal(error, source, refusal) from None
         # Counted as failed until it succeeds: attempts in flight count against the limit,
         # so concurrent guesses from one address cannot each get a KDF run.
-        self.failures.failed(source, now)
+        yield self.failures.failed(source, now)
+        try:
+            proved = yield self._verify(keys, credentials, name)
+        except auth.AuthError as error:
+            raise self._refusal(error, source, refusal, counted=True) from None
+        except HeadError:
+            self._forgive(source, now)
+            raise
+        self._forgive(source, now)
+        return proved
+
+    def _verify(self, keys, credentials, name):
+        """A Deferred of the index of the key the credentials prove."""
         if credentials.scheme == auth.SECRET_SCHEME:
             # An HMAC takes microseconds: checked here, not queued for the KDF pool.
-            d = defer.maybeDeferred(auth.verify_secret, keys[0], name, credentials)
-            d.addCallback(lambda _: 0)
-        else:
-            if self._pending >= self.max_pending:
-                self.failures.forgive(source, now)
-                return defer.fail(HeadError(503, "The server is busy checking credentials; retry shortly."))
-            self._pending += 1
-            d = self.run_kdf(auth.verify_any, keys, credentials)
-            d.addBoth(self._done)
-        d.addCallback(self._accepted, source, now)
-        d.addErrback(self._refuse_auth_failure, source, refusal)
-        return d
+            return defer.maybeDeferred(auth.verify_secret, keys[0], name, credentials).addCallback(lambda _: 0)
+        if self._pending >= self.max_pending:
+            return defer.fail(HeadError(503, "The server is busy checking credentials; retry shortly."))
+        self._pending += 1
+        return self.run_kdf(auth.verify_any, keys, credentials).addBoth(self._done)
 
     def _done(self, result):
         self._pending -= 1
         return result
 
-    def _accepted(self, proved, source, started):
-        self.failures.forgive(source, started)
-        return proved
-
-    def _refuse_auth_failure(self, failure, source, refusal):
-        failure.trap(auth.AuthError)
-        raise self._refusal(failure.value, source, refusal, counted=True)
+    def _forgive(self, source, since):
+        d = defer.maybeDeferred(self.failures.forgive, source, since)
+        d.addErrback(self._log_store_failure, "taking back an authentication failure")
 
     def _refusal(self, error, source, refusal, counted=False):
         if not counted:
-            self.failures.failed(source, self.clock_ms())
+            d = defer.maybeDeferred(self.failures.failed, source, self.clock_ms())
+            # Not waited for: a shared limiter that cannot count must not turn a 401 into a 500.
+            d.addErrback(self._log_store_failure, "counting an authentication failure")
         self.log.info("authentication refused for {source}: {reason}", source=source, reason=str(error))
         return HeadError(401, refusal)
+
+    def _log_store_failure(self, failure, doing):
+        self.log.failure(doing, failure)

@@ -17,10 +17,10 @@ CLOSE_WAIT = 2.0
 class DrainingListeners(MultiService):
     log = Logger()
 
-    def __init__(self, router, registry, clock, drain_timeout):
+    def __init__(self, router, table, clock, drain_timeout):
         super().__init__()
         self.router = router
-        self.registry = registry
+        self.table = table  # the live tunnels of this node
         self.clock = clock
         self.drain_timeout = drain_timeout
 
@@ -29,11 +29,11 @@ class DrainingListeners(MultiService):
         self.router.draining = True
         self.log.info(
             "draining: {n} conversations, up to {t:.0f} s",
-            n=self.registry.active_conversations(), t=self.drain_timeout,
+            n=self.table.active_conversations(), t=self.drain_timeout,
         )
-        yield self._until(lambda: self.registry.active_conversations() == 0, self.drain_timeout)
-        self.registry.shutdown_tunnels()
-        yield self._until(lambda: self.registry.active_tunnels() == 0, CLOSE_WAIT)
+        yield self._until(lambda: self.table.active_conversations() == 0, self.drain_timeout)
+        self.table.shutdown_tunnels()
+        yield self._until(lambda: self.table.active_tunnels() == 0, CLOSE_WAIT)
         yield super().stopService()
         # Once the reactor stops, twistd kills itself with the signal that stopped it
         # (status 143 for SIGTERM); a drained shutdown is a clean one: exit status 0.

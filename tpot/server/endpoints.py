@@ -2,8 +2,8 @@
 
 `/healthz` for probes, `/metrics` for Prometheus, `/api/status` as JSON, `/` a landing
 page.  They exist only on the bare domain: on NAME.DOMAIN every path belongs to the tunnel.
-`server` is the router factory: it has registry, stats, draining, uptime(), domain and
-metrics_token.
+`server` is the router factory: it has table (this node's live tunnels, whose counts are
+reported), stats, draining, uptime(), domain and metrics_token.
 """
 
 import hmac
@@ -30,8 +30,8 @@ def response(status, content_type, body, with_body=True):
 def status(server):
     """What /api/status reports: counts only, nothing about who is connected."""
     return {
-        "tunnels": server.registry.active_tunnels(),
-        "conversations": server.registry.active_conversations(),
+        "tunnels": server.table.active_tunnels(),
+        "conversations": server.table.active_conversations(),
         "uptime_s": round(server.uptime(), 3),
         "version": __version__,
         "draining": server.draining,
@@ -50,7 +50,7 @@ def _metrics(head, server):
         presented = token.strip().encode("utf-8", "replace")
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented, server.metrics_token.encode()):
             raise HeadError(401, "Metrics need Authorization: Bearer TOKEN.", [("WWW-Authenticate", "Bearer")])
-    return "200 OK", metrics.CONTENT_TYPE, metrics.render(server.stats, server.registry)
+    return "200 OK", metrics.CONTENT_TYPE, metrics.render(server.stats, server.table)
 
 
 def _status(head, server):

@@ -29,16 +29,16 @@ class Stats:
 
 
 class _Collector:
-    def __init__(self, stats, registry):
+    def __init__(self, stats, table):
         self.stats = stats
-        self.registry = registry
+        self.table = table
 
     def collect(self):
         stats = self.stats
-        yield GaugeMetricFamily("tpot_tunnels_active", "Tunnels open now.", value=self.registry.active_tunnels())
+        yield GaugeMetricFamily("tpot_tunnels_active", "Tunnels open now.", value=self.table.active_tunnels())
         yield GaugeMetricFamily(
             "tpot_conversations_active", "Visitor connections relayed now.",
-            value=self.registry.active_conversations(),
+            value=self.table.active_conversations(),
         )
         yield CounterMetricFamily(
             "tpot_conversations", "Visitor connections relayed since start.", value=stats.conversations_total
@@ -58,8 +58,8 @@ class _Collector:
         yield errors
 
 
-def render(stats, registry):
+def render(stats, table):
     """The exposition-format text for one scrape."""
     collectors = CollectorRegistry(auto_describe=False)
-    collectors.register(_Collector(stats, registry))
+    collectors.register(_Collector(stats, table))
     return generate_latest(collectors)

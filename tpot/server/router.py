@@ -24,7 +24,7 @@ from tpot.server.requests import (
 from tpot.http.addresses import address_in, forwarded_client, plain_address
 from tpot.http.head import HeadError, HeadReader
 from tpot.protocol.names import RESERVED_NAMES
-from tpot.server.registry import NameTaken, RegistryFull
+from tpot.server.store import LocalRoute, NameTaken, RegistryFull
 from tpot.server.visitor import VisitorProtocol
 from tpot.http.responses import error_response
 
@@ -97,7 +97,7 @@ class RouterProtocol(Protocol):
         if target == CONTROL:
             return self._control(head)
         self._refuse_while_draining()
-        return self.factory.registry.lookup(target).addCallback(self._visit, target)
+        return self.factory.store.lookup(target).addCallback(self._visit, target)
 
     def _identify(self, head):
         """Who this really is, now that a PROXY header (read before the head) or a trusted
@@ -123,9 +123,15 @@ class RouterProtocol(Protocol):
         response = endpoints.respond(head, self.factory)
         if response is None:
             start = self._connect if head.path == CONNECT_PATH else self._create_tunnel
-            return start(head)
+            return start(head).addErrback(self._spend_credentials, head)
         self.transport.write(response)
         self.transport.loseConnection()
+
+    def _spend_credentials(self, failure, head):
+        # Refused before or after its check, a header is used up: captured, it must not
+        # open another tunnel, or this one under another name, within its window.
+        self.factory.authenticator.spend(head.header("authorization"))
+        return failure
 
     @defer.inlineCallbacks
     def _create_tunnel(self, head):
@@ -135,43 +141,53 @@ class RouterProtocol(Protocol):
         extensions = requested_extensions(head)
         secret = access_secret(head, extensions)
         try:
-            name = yield self.factory.registry.claim(requested, head.header(RECLAIM_HEADER))
+            claim = yield self.factory.store.claim(requested, head.header(RECLAIM_HEADER))
         except NameTaken:
             raise HeadError(409, f"The subdomain {requested} is already in use.") from None
         except RegistryFull:
             raise HeadError(503, "This server has reached its tunnel limit.") from None
         if self._gone:
-            self.factory.registry.release(name)
+            yield self.factory.store.release(claim.lease)
             return
-        self._hand_over(self.factory.tunnels.build_tunnel(name, extensions, secret, self.visitor_address))
+        self._hand_over(self.factory.tunnels.build_tunnel(claim, extensions, secret, self.visitor_address))
 
     @defer.inlineCallbacks
     def _connect(self, head):
         name = check_connect_request(head)
         self._refuse_while_draining()
-        tunnel = yield self.factory.registry.lookup(name)
-        if tunnel is None:
+        route = yield self.factory.store.lookup(name)
+        if route is None:
             raise HeadError(503, f"Tunnel {name} is not connected.")
-        if tunnel.kind != TCP:
+        if route.info.kind != TCP:
             raise HeadError(404, f"Tunnel {name} is not a TCP tunnel.")
+        tunnel = self._local_tunnel(route, name)
         # Unlike /create-tpot, always: a TCP tunnel is for those who know its secret.
         proved = yield self.factory.authenticator.check_access(
-            tunnel.access_secret, head.header("authorization"), self.source, name
+            route.info.access_secret, head.header("authorization"), self.source, name
         )
         if not self._gone:
             self._hand_over(self.factory.connections.build_connection(
                 tunnel, name, self.visitor_address, self.factory.idle_timeout, proved
             ))
 
-    def _visit(self, tunnel, name):
-        if tunnel is None:
+    def _visit(self, route, name):
+        if route is None:
             raise HeadError(503, f"Tunnel {name} is not connected.")
-        if tunnel.kind == TCP:
+        if route.info.kind == TCP:
             raise HeadError(404, f"Tunnel {name} is a TCP tunnel; reach it with tpot connect {name}.")
+        tunnel = self._local_tunnel(route, name)
         if not self._gone:
             self._hand_over(VisitorProtocol(
                 tunnel, self.factory.clock, self.factory.idle_timeout, self.factory.stats, self.visitor_address
             ))
+
+    def _local_tunnel(self, route, name):
+        """The live tunnel of `route` on this node; a 503 if there is none here."""
+        # A RemoteRoute needs a hop to its node, which no store hands out yet.
+        tunnel = self.factory.table.get(route.lease) if isinstance(route, LocalRoute) else None
+        if tunnel is None:
+            raise HeadError(503, f"Tunnel {name} is not connected.")
+        return tunnel
 
     def _hand_over(self, protocol):
         """Give the live transport to `protocol` and replay what was read (as Autobahn's resource does)."""
@@ -222,7 +238,7 @@ class RouterProtocol(Protocol):
 class RouterFactory(Factory):
     """Shared state for every connection on the listening port(s)."""
 
-    def __init__(self, domain, registry, authenticator, tunnels, clock,
+    def __init__(self, domain, store, table, authenticator, tunnels, clock,
                  header_timeout=HEADER_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_per_source=None,
                  stats=None, metrics_token=None, trusted_proxies=(), connections=None,
                  reserved_names=RESERVED_NAMES):
@@ -234,7 +250,8 @@ class RouterFactory(Factory):
         self.reserved_names = reserved_names
         self.draining = False
         self.domain = domain
-        self.registry = registry
+        self.store = store  # who holds which name (tpot.server.store.INameStore)
+        self.table = table  # the live tunnels of this node (tpot.server.table.TunnelTable)
         self.authenticator = authenticator
         self.tunnels = tunnels
         self.clock = clock

@@ -16,8 +16,9 @@ from tpot.server.connect import ConnectFactory
 from tpot.server.authenticator import Authenticator
 from tpot.server.tunnel import TunnelFactory
 from tpot.server.drain import DrainingListeners
-from tpot.server.registry import TunnelRegistry
+from tpot.server.memory_store import MemoryNameStore
 from tpot.server.router import RouterFactory
+from tpot.server.table import TunnelTable
 
 log = Logger()
 
@@ -130,22 +131,22 @@ def makeService(config, reactor=default_reactor):
     settings = config["settings"]
     top = MultiService()
     limits = settings.limits
-    registry = TunnelRegistry(max_tunnels=limits.max_tunnels, clock=reactor)
-    registry.setServiceParent(top)
+    store = MemoryNameStore(max_tunnels=limits.max_tunnels, clock=reactor)
+    table = TunnelTable()
     pool = threadpool.ThreadPool(minthreads=0, maxthreads=KDF_THREADS, name="tpot-kdf")
     ThreadPoolService(pool).setServiceParent(top)
     authenticator = Authenticator(
         settings.auth_key, lambda f, *args: deferToThreadPool(reactor, pool, f, *args)
     )
-    tunnels = TunnelFactory(registry, reactor)
+    tunnels = TunnelFactory(store, table, reactor)
     router = RouterFactory(
-        settings.domain, registry, authenticator, tunnels, reactor,
+        settings.domain, store, table, authenticator, tunnels, reactor,
         header_timeout=limits.header_timeout, idle_timeout=limits.idle_timeout,
         max_per_source=limits.max_connections_per_ip,
         metrics_token=settings.metrics_token, trusted_proxies=settings.trusted_proxies,
         connections=ConnectFactory(reactor), reserved_names=settings.reserved_names,
     )
-    listeners = DrainingListeners(router, registry, reactor, limits.drain_timeout)
+    listeners = DrainingListeners(router, table, reactor, limits.drain_timeout)
     listeners.setServiceParent(top)
     for description in settings.listen:
         ListeningService(description, _endpoint(reactor, description), router).setServiceParent(listeners)

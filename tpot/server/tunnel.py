@@ -8,6 +8,7 @@ connection the router has already read and checked.
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
+from zope.interface import implementer
 
 from tpot.http.addresses import format_address
 from tpot.protocol import codec
@@ -25,6 +26,8 @@ from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames
 from tpot.protocol.session import ConversationIds
 from tpot.server.metrics import Stats
+from tpot.server.store import LeaseLost, RouteInfo
+from tpot.server.table import ILiveTunnel
 from tpot.server.timers import SilenceTimer
 from tpot.server.visitor import TOO_MANY, TUNNEL_GONE, WRONG_KIND, ConversationRefused
 
@@ -38,6 +41,7 @@ SERVER_PROTOCOL_OPTIONS = dict(
 )
 
 
+@implementer(ILiveTunnel)
 class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
     """One open tunnel: the WebSocket of a client and the conversations relayed over it."""
 
@@ -45,15 +49,17 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
     # txaio.set_global_log_level (tpot.server.tap sets "info"), a plain twisted Logger does not.
     log = txaio.make_logger()
 
-    def __init__(self, name, registry, clock, extensions=frozenset(), stats=None, access_secret=None,
+    def __init__(self, claim, store, table, clock, extensions=frozenset(), stats=None, access_secret=None,
                  address=None):
         super().__init__()
-        self.name = name
+        self.claim = claim  # the name, and the lease that attaches and releases it
+        self.name = claim.name
         self.address = address  # the client's (host, port), as the router saw it, for logs
         # A TCP tunnel takes raw conversations only, from those who prove access_secret.
         self.kind = TCP if TCP in extensions else HTTP
         self.access_secret = access_secret
-        self.registry = registry
+        self.store = store
+        self.table = table
         self.clock = clock
         self.extensions = extensions
         self.stats = Stats() if stats is None else stats
@@ -80,12 +86,14 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
             return None
         headers = {EXTENSIONS_HEADER: ", ".join(sorted(self.extensions))}
         if RECLAIM in self.extensions:
-            headers[RECLAIM_TOKEN_HEADER] = self.registry.reclaim_token(self.name)
+            headers[RECLAIM_TOKEN_HEADER] = self.claim.token
         return None, headers
 
     def onOpen(self):
         self._lean_setup()
-        self.registry.attach(self.name, self)
+        self.table.add(self.claim.lease, self)
+        attached = self.store.attach(self.claim.lease, RouteInfo(self.kind, self.access_secret))
+        attached.addErrback(self._lease_lost)
         self.backpressure.register(self.transport)
         self.opened_at = self.clock.seconds()
         self.liveness.start()
@@ -114,7 +122,8 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
     def onClose(self, wasClean, code, reason):
         # A client that closed normally has left; any other end may be a drop it comes back from.
         left = getattr(self, "remoteCloseCode", None) == 1000
-        self.registry.release(self.name, self, reserve=RECLAIM in self.extensions and not left)
+        self.table.remove(self.claim.lease)
+        self.store.release(self.claim.lease, reserve=RECLAIM in self.extensions and not left)
         self.liveness.stop()
         for visitor in list(self.conversations.values()):
             visitor.tunnel_lost()
@@ -199,6 +208,12 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
         # nothing more from a misbehaving client reaches its visitors.
         self._fail_connection(CLOSE_PROTOCOL_ERROR, reason[:120])
 
+    def _lease_lost(self, failure):
+        # The store gave the name to someone else first (a shared store's lease expired).
+        failure.trap(LeaseLost)
+        self.log.warn("tunnel {name} lost its name before it opened; closing it", name=self.name)
+        self.dropConnection(abort=True)
+
     def _silent(self, silent_for):
         self.log.info("tunnel {name} silent for {s:.0f} s; dropping it", name=self.name, s=silent_for)
         self.dropConnection(abort=True)
@@ -207,14 +222,17 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
 class TunnelFactory(WebSocketServerFactory):
     """Builds tunnel protocols for connections the router has already accepted."""
 
-    def __init__(self, registry, clock, stats=None, url="ws://localhost/create-tpot"):
+    def __init__(self, store, table, clock, stats=None, url="ws://localhost/create-tpot"):
         super().__init__(url)
-        self.registry = registry
+        self.store = store
+        self.table = table
         self.clock = clock
         self.stats = Stats() if stats is None else stats
         self.setProtocolOptions(**SERVER_PROTOCOL_OPTIONS)
 
-    def build_tunnel(self, name, extensions=frozenset(), access_secret=None, address=None):
-        protocol = TunnelProtocol(name, self.registry, self.clock, extensions, self.stats, access_secret, address)
+    def build_tunnel(self, claim, extensions=frozenset(), access_secret=None, address=None):
+        protocol = TunnelProtocol(
+            claim, self.store, self.table, self.clock, extensions, self.stats, access_secret, address
+        )
         protocol.factory = self
         return protocol

@@ -1,0 +1,67 @@
+"""The node-local table: the live tunnels of this node, by lease.
+
+The name store (tpot.server.store) holds data a cluster can share; the tunnel objects
+themselves exist only here, so the counts /api/status and /metrics report, and the
+drain's closing of every tunnel (tpot.server.drain), are this node's.
+"""
+
+from zope.interface import Attribute, Interface, implementer
+
+
+class ILiveTunnel(Interface):
+    """What the table needs of a tunnel open on this node."""
+
+    conversations = Attribute("The tunnel's open conversations, by id (a sized container).")
+
+    def shutdown():
+        """Close the tunnel, telling its client the server is restarting."""
+
+
+class ITunnelCounts(Interface):
+    """What /api/status and /metrics report of this node."""
+
+    def active_tunnels():
+        """How many tunnels are open on this node."""
+
+    def active_conversations():
+        """How many conversations the tunnels of this node have open."""
+
+
+class ITunnelTable(ITunnelCounts):
+    def add(lease, tunnel):
+        """Record the ILiveTunnel attached under `lease`."""
+
+    def remove(lease):
+        """Forget the tunnel under `lease`, if any."""
+
+    def get(lease):
+        """The tunnel attached under `lease` on this node, or None."""
+
+    def shutdown_tunnels():
+        """Close every tunnel of this node, telling clients the server is restarting."""
+
+
+@implementer(ITunnelTable)
+class TunnelTable:
+    def __init__(self):
+        self._tunnels = {}
+
+    def add(self, lease, tunnel):
+        self._tunnels[lease] = tunnel
+
+    def remove(self, lease):
+        self._tunnels.pop(lease, None)
+
+    def get(self, lease):
+        return self._tunnels.get(lease)
+
+    def active_tunnels(self):
+        return len(self._tunnels)
+
+    def active_conversations(self):
+        return sum(len(tunnel.conversations) for tunnel in self._tunnels.values())
+
+    def shutdown_tunnels(self):
+        # A copy: a tunnel that closes at once leaves the table while we go through it.
+        for tunnel in list(self._tunnels.values()):
+            tunnel.shutdown()
