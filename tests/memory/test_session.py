@@ -377,6 +377,28 @@ def test_malformed_server_message_closes_with_4180(client, payload, opcode):
     assert client.closes and client.closes[0][1] == 4180
 
 
+def test_nothing_the_server_sends_after_a_malformed_message_is_acted_on(client, clock):
+    client.server_sends(opened(1))
+    target = client.connect_target()
+    client.server_sends(data(1, b"GET /before HTTP/1.1\r\n\r\n"))
+    client.server_sends(b"\x13")
+    client.server_sends(data(1, b"GET /after HTTP/1.1\r\n\r\n"))
+    client.server_sends(signal(1, b"X"))
+    client.server_sends(opened(2))
+    assert target.value().startswith(b"GET /before ") and b"after" not in target.value()
+    assert not target.disconnecting
+    assert len(clock.tcpClients) == 1
+    assert [frame.close_code for frame in client.frames()] == [4180]
+
+
+def test_half_close_in_an_http_tunnel_closes_with_4180(client):
+    client.server_sends(opened(1))
+    target = client.connect_target()
+    client.server_sends(signal(1, b"E"))
+    assert [frame.close_code for frame in client.frames()] == [4180]
+    assert not target.write_closed
+
+
 def test_websocket_closing_closes_every_target(client):
     client.server_sends(opened(1))
     client.server_sends(opened(2, 40002))

@@ -170,14 +170,14 @@ def test_ids_count_up_and_are_not_reused_at_once(server):
 
 def test_ids_wrap_within_1_to_32767(server):
     peer = server.open_tunnel("wire")
-    peer.protocol.ids._last = 32765
+    peer.protocol.session.ids._last = 32765
     ids = [visit(server, peer, 40000 + n)[1] for n in range(3)]
     assert ids == [32766, 32767, 1]
 
 
 def test_ids_skip_those_still_open_when_wrapping(server):
     peer = server.open_tunnel("wire")
-    peer.protocol.ids = ConversationIds(maximum=3)
+    peer.protocol.session.ids = ConversationIds(maximum=3)
     visitors = [visit(server, peer, 40000 + n) for n in range(3)]
     assert [cid for _, cid in visitors] == [1, 2, 3]
     visitors[1][0].peer_closes()
@@ -196,7 +196,7 @@ def test_conversation_ids_never_exceed_32767():
 
 def test_too_many_conversations_is_503_for_the_visitor(server):
     peer = server.open_tunnel("wire")
-    peer.protocol.ids = ConversationIds(maximum=1)
+    peer.protocol.session.ids = ConversationIds(maximum=1)
     visit(server, peer, 40001)
     refused = server.visit("wire", visitor_request("wire"))
     settle(server.clock)

@@ -1,7 +1,8 @@
 """The client's WebSocket to the server: one tunnel and its conversations.
 
-`TunnelClientProtocol` decodes server messages and keeps the conversation table; the
-factory reports the outcome (greeting, refusal, loss) to whoever runs the client.
+`TunnelClientProtocol` hands server messages to its session (tpot.protocol.session, which
+keeps the conversation table) and does what that says to the conversations; the factory
+reports the outcome (greeting, refusal, loss) to whoever runs the client.
 """
 
 import txaio
@@ -9,12 +10,23 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.protocol import WebSocketProtocol
 
 from tpot.protocol import codec
-from tpot.protocol.codec import EXTENSIONS_HEADER, RECLAIM_TOKEN_HEADER, TCP
+from tpot.protocol.codec import EXTENSIONS_HEADER, HTTP, RECLAIM_TOKEN_HEADER, TCP
 from tpot.client.target import Conversation, LoggedRawConversation, RawConversation, TargetConnector
 from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.http.addresses import format_address
 from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames
 from tpot.http.rewrite import Forwarded
+from tpot.protocol.session import (
+    ClientSession,
+    Deliver,
+    Greeted,
+    OpenRequested,
+    PauseReading,
+    PeerClosed,
+    PeerDoneSending,
+    ResumeReading,
+    WrongKind,
+)
 
 PING_INTERVAL = 15
 PING_TIMEOUT = 30
@@ -26,9 +38,12 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
     # txaio's logger, so that the level set in cli.main also silences Autobahn's per-frame debug.
     log = txaio.make_logger()
 
-    def __init__(self):
+    def __init__(self, kind=HTTP):
         super().__init__()
-        self.conversations = {}
+        # The TPoT/1 rules (tpot.protocol.session); its table holds this tunnel's conversations.
+        self.session = ClientSession(kind)
+        self.conversations = self.session.conversations
+        self._conversation_for_data = self.conversations.get  # data's fast path: one lookup
         self.backpressure = WebSocketBackpressure(self.conversations)
         self.refused_status = None
         self.unsupported = False
@@ -60,71 +75,41 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
 
     def onMessage(self, payload, isBinary):
         try:
-            if not isBinary:
-                raise codec.ProtocolError("text message")
-            message = codec.decode(payload, codec.FROM_SERVER)
+            message = self.session.decode(payload, isBinary)
+            # A tunnel the server does not support is closing: its messages go unheard.
+            events = () if self.unsupported else self.session.receive(message)
         except codec.ProtocolError as error:
             self.log.warn("server sent a malformed message: {reason}", reason=str(error))
             self.sendClose(code=codec.CLOSE_PROTOCOL_ERROR, reason=str(error)[:120])
             return
-        kind = type(message)
-        if self.unsupported:
-            return
-        if kind is codec.Greeting:
-            self.factory.greeted(message.name)
-        elif kind is codec.OpenHTTP or kind is codec.OpenRaw:
-            self._open(message)
-        else:
-            conversation = self.conversations.get(message.id)
-            if conversation is not None:
-                self._dispatch(conversation, message)
+        for event in events:
+            _PERFORM[type(event)](self, event)
 
-    def _dispatch(self, conversation, message):
-        kind = type(message)
-        if kind is codec.Data:
-            conversation.from_tunnel(message.payload)
-        elif kind is codec.Pause:
-            conversation.pause_reading(PEER)
-        elif kind is codec.Resume:
-            conversation.resume_reading(PEER)
-        elif kind is codec.Close:
-            self.conversations.pop(message.id, None)
-            conversation.remote_closed()
-        elif kind is codec.HalfClose:
-            conversation.peer_done_sending()
-
-    def _open(self, message):
-        stale = self.conversations.pop(message.id, None)
-        if stale is not None:
-            stale.remote_closed()
-        settings = self.factory.settings
-        raw = type(message) is codec.OpenRaw
-        if raw != (settings.kind == TCP):
-            # A TCP service must never see HTTP visitors, nor an HTTP target raw streams.
-            self.log.warn("refused a {kind} conversation on a {tunnel} tunnel",
-                          kind="raw" if raw else "HTTP", tunnel=settings.kind)
-            self.send_no_connect(message.id)
-            return
-        conversation = self._conversation_for(message, raw)
-        self.conversations[message.id] = conversation
+    def _open(self, event):
+        conversation = self._conversation_for(event)
+        self.session.accept(event.id, conversation)
         self.backpressure.admit(conversation)
-        self.log.debug("conversation {id} from {host}:{port}", id=message.id, host=message.host, port=message.port)
+        self.log.debug("conversation {id} from {host}:{port}", id=event.id, host=event.host, port=event.port)
         conversation.connect(self.factory.target)
 
-    def _conversation_for(self, message, raw):
+    def _refuse(self, event):
+        self.log.warn("refused a {kind} conversation on a {tunnel} tunnel",
+                      kind="raw" if event.raw else "HTTP", tunnel=self.session.kind)
+        self.send_no_connect(event.id)
+
+    def _conversation_for(self, event):
         settings, visitors = self.factory.settings, self.factory.visitors
-        if not raw:
-            forwarded = Forwarded(message.host, settings.server.scheme) if settings.forwarded_headers else None
-            return Conversation(self, message.id, settings.host_rewrite, forwarded, visitors, message.host)
+        if not event.raw:
+            forwarded = Forwarded(event.host, settings.server.scheme) if settings.forwarded_headers else None
+            return Conversation(self, event.id, settings.host_rewrite, forwarded, visitors, event.host)
         if visitors is not None and visitors.log is not None:
-            address = format_address((message.host, message.port))
-            return LoggedRawConversation(self, message.id, address, visitors)
-        return RawConversation(self, message.id)
+            address = format_address((event.host, event.port))
+            return LoggedRawConversation(self, event.id, address, visitors)
+        return RawConversation(self, event.id)
 
     def onClose(self, wasClean, code, reason):
-        for conversation in list(self.conversations.values()):
+        for conversation in self.session.lost():
             conversation.remote_closed()
-        self.conversations.clear()
         if self.unsupported:
             self.factory.on_unsupported()
             return
@@ -147,20 +132,35 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
         self._send(codec.encode(codec.HalfClose(conversation_id)))
 
     def send_no_connect(self, conversation_id):
-        self._send(codec.encode(codec.NoConnect(conversation_id)))
+        self._send(codec.encode(self.session.no_connect(conversation_id)))
 
     def conversation_ended(self, conversation_id, notify):
-        if self.conversations.pop(conversation_id, None) is not None and notify:
-            self._send(codec.encode(codec.Close(conversation_id)))
+        closing = self.session.end(conversation_id, notify)
+        if closing is not None:
+            self._send(codec.encode(closing))
 
     def _send(self, payload):
         self._send_message(payload)
 
     def _deliver_data(self, conversation_id, data):
-        # LeanFrames' shortcut past onMessage for data messages.
-        conversation = self.conversations.get(conversation_id)
+        # LeanFrames' shortcut past onMessage for data messages: what the session's
+        # Deliver event would say, without making one (session._data).
+        conversation = self._conversation_for_data(conversation_id)
         if conversation is not None:
             conversation.from_tunnel(data)
+
+
+# What each of the session's events does (conversations: tpot.client.target).
+_PERFORM = {
+    Greeted: lambda tunnel, event: tunnel.factory.greeted(event.name),
+    OpenRequested: TunnelClientProtocol._open,
+    WrongKind: TunnelClientProtocol._refuse,
+    Deliver: lambda tunnel, event: event.conversation.from_tunnel(event.payload),
+    PauseReading: lambda tunnel, event: event.conversation.pause_reading(PEER),
+    ResumeReading: lambda tunnel, event: event.conversation.resume_reading(PEER),
+    PeerDoneSending: lambda tunnel, event: event.conversation.peer_done_sending(),
+    PeerClosed: lambda tunnel, event: event.conversation.remote_closed(),
+}
 
 
 class TunnelClientFactory(WebSocketClientFactory):
@@ -189,7 +189,9 @@ class TunnelClientFactory(WebSocketClientFactory):
         self.setProtocolOptions(autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT, **CLIENT_PROTOCOL_OPTIONS)
 
     def buildProtocol(self, addr):
-        self.current = super().buildProtocol(addr)
+        # The tunnel's kind is known here (its settings), before the protocol's first message.
+        self.current = self.protocol(self.settings.kind)
+        self.current.factory = self
         return self.current
 
     def greeted(self, name):

@@ -24,7 +24,18 @@ from tpot.protocol.codec import (
 )
 from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames
-from tpot.protocol.session import ConversationIds
+from tpot.protocol.session import (
+    KIND_MISMATCH,
+    NO_FREE_ID,
+    Deliver,
+    OpenRefused,
+    PauseReading,
+    PeerClosed,
+    PeerCouldNotConnect,
+    PeerDoneSending,
+    ResumeReading,
+    ServerSession,
+)
 from tpot.server.metrics import Stats
 from tpot.server.store import LeaseLost, RouteInfo
 from tpot.server.table import ILiveTunnel
@@ -66,18 +77,12 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
         self.bytes_upstream = 0
         self.bytes_downstream = 0
         self.opened_at = None
-        self.conversations = {}
-        self.ids = ConversationIds()
+        # The TPoT/1 rules (tpot.protocol.session); its table holds this tunnel's visitors.
+        self.session = ServerSession(self.kind)
+        self.conversations = self.session.conversations
+        self._visitor_for_data = self.conversations.get  # data's fast path: one lookup
         self.backpressure = WebSocketBackpressure(self.conversations)
         self.liveness = SilenceTimer(clock, LIVENESS_TIMEOUT, self._silent)
-        self._handlers = {
-            codec.Data: lambda visitor, message: self._relay_data(visitor, message.payload),
-            codec.Pause: lambda visitor, _: visitor.pause_reading(PEER),
-            codec.Resume: lambda visitor, _: visitor.resume_reading(PEER),
-            codec.Close: lambda visitor, _: visitor.remote_closed(),
-            codec.NoConnect: lambda visitor, _: visitor.no_connect(),
-            codec.HalfClose: lambda visitor, _: visitor.peer_done_sending(),
-        }
 
     # Autobahn callbacks.
 
@@ -103,17 +108,12 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
     def onMessage(self, payload, isBinary):
         self.liveness.touch()
         try:
-            if not isBinary:
-                raise codec.ProtocolError("text message")
-            message = codec.decode(payload, codec.FROM_CLIENT)
-            if type(message) is codec.HalfClose and self.kind != TCP:
-                raise codec.ProtocolError("half-close in an HTTP conversation")
+            events = self.session.receive(self.session.decode(payload, isBinary))
         except codec.ProtocolError as error:
             self._protocol_error(str(error))
             return
-        visitor = self.conversations.get(message.id)
-        if visitor is not None:
-            self._handlers[type(message)](visitor, message)
+        for event in events:
+            _PERFORM[type(event)](self, event)
 
     def onPing(self, payload):
         self.liveness.touch()
@@ -125,7 +125,7 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
         self.table.remove(self.claim.lease)
         self.store.release(self.claim.lease, reserve=RECLAIM in self.extensions and not left)
         self.liveness.stop()
-        for visitor in list(self.conversations.values()):
+        for visitor in self.session.lost():
             visitor.tunnel_lost()
         if self.opened_at is not None:
             self.log.info(
@@ -139,19 +139,16 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
 
     def open_conversation(self, visitor, host, port, raw=False):
         """A new conversation's id: raw (`R`) on a TCP tunnel, HTTP (`H`) on an HTTP one."""
-        if raw != (self.kind == TCP):
-            raise ConversationRefused(WRONG_KIND)
         if self.state != WebSocketProtocol.STATE_OPEN:
             raise ConversationRefused(TUNNEL_GONE)
-        conversation_id = self.ids.allocate()
-        if conversation_id is None:
-            raise ConversationRefused(TOO_MANY)
-        self.conversations[conversation_id] = visitor
+        try:
+            opening = self.session.open(visitor, host, port, raw)
+        except OpenRefused as refusal:
+            raise ConversationRefused(_REFUSALS[refusal.reason]) from None
         self.stats.conversations_total += 1
-        opening = codec.OpenRaw if raw else codec.OpenHTTP
-        self._send(codec.encode(opening(conversation_id, host, port), ipv6=IPV6 in self.extensions))
+        self._send(codec.encode(opening, ipv6=IPV6 in self.extensions))
         self.backpressure.admit(visitor)
-        return conversation_id
+        return opening.id
 
     def send_data(self, conversation_id, data):
         self.bytes_upstream += len(data)
@@ -168,11 +165,9 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
         self._send(codec.encode(codec.HalfClose(conversation_id)))
 
     def conversation_ended(self, conversation_id, notify):
-        if self.conversations.pop(conversation_id, None) is None:
-            return
-        self.ids.release(conversation_id)
-        if notify:
-            self._send(codec.encode(codec.Close(conversation_id)))
+        closing = self.session.end(conversation_id, notify)
+        if closing is not None:
+            self._send(codec.encode(closing))
 
     def shutdown(self):
         self.sendClose(code=CLOSE_SERVER_RESTARTING, reason="server restarting; reconnect")
@@ -185,8 +180,9 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
 
     def _deliver_data(self, conversation_id, data):
         # LeanFrames' shortcut past onMessage for data messages.
+        # What the session's Deliver event would say, without making one (session._data).
         self.liveness.touch()
-        visitor = self.conversations.get(conversation_id)
+        visitor = self._visitor_for_data(conversation_id)
         if visitor is not None:
             self._relay_data(visitor, data)
 
@@ -217,6 +213,19 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
     def _silent(self, silent_for):
         self.log.info("tunnel {name} silent for {s:.0f} s; dropping it", name=self.name, s=silent_for)
         self.dropConnection(abort=True)
+
+
+# What each of the session's events does to its visitor (tpot.server.visitor, tpot.server.connect).
+_PERFORM = {
+    Deliver: lambda tunnel, event: tunnel._relay_data(event.conversation, event.payload),
+    PauseReading: lambda tunnel, event: event.conversation.pause_reading(PEER),
+    ResumeReading: lambda tunnel, event: event.conversation.resume_reading(PEER),
+    PeerDoneSending: lambda tunnel, event: event.conversation.peer_done_sending(),
+    PeerClosed: lambda tunnel, event: event.conversation.remote_closed(),
+    PeerCouldNotConnect: lambda tunnel, event: event.conversation.no_connect(),
+}
+# What a visitor is told when the session cannot open its conversation.
+_REFUSALS = {KIND_MISMATCH: WRONG_KIND, NO_FREE_ID: TOO_MANY}
 
 
 class TunnelFactory(WebSocketServerFactory):
