@@ -81,6 +81,13 @@ def clean_env(home):
     return env
 
 
+def default_sigint():
+    """preexec_fn for every child: SIGINT at its default.  subprocess restores SIGPIPE and
+    friends, but a SIGINT ignored by a background shell (`make test &`) would stay ignored in
+    the child, and the tests that stop a client with SIGINT would hang."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop_process(proc, sig=signal.SIGTERM):
     if proc.poll() is None:
         try:
@@ -150,7 +157,8 @@ def serving(server):
 def run_tpot(args, home, timeout=CLIENT_TIMEOUT):
     """Run a client expected to exit by itself; the CompletedProcess."""
     return subprocess.run(
-        [TPOT, *args], env=clean_env(home), cwd=str(home), capture_output=True, text=True, timeout=timeout
+        [TPOT, *args], env=clean_env(home), cwd=str(home), capture_output=True, text=True, timeout=timeout,
+        preexec_fn=default_sigint,
     )
 
 
@@ -187,7 +195,8 @@ class Server:
     def start(self):
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            self.args(), cwd=str(self.workdir), env=clean_env(self.workdir), stdout=self._log, stderr=self._stderr()
+            self.args(), cwd=str(self.workdir), env=clean_env(self.workdir), stdout=self._log, stderr=self._stderr(),
+            preexec_fn=default_sigint,
         )
         if not wait_for_port(self.port, self.proc):
             self.stop()
@@ -440,7 +449,7 @@ class Client:
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [TPOT, *args], cwd=str(home), env=clean_env(home), stdout=subprocess.PIPE, stderr=err,
-                text=True, encoding="utf-8",
+                text=True, encoding="utf-8", preexec_fn=default_sigint,
             )
         self.lines = queue.Queue()
         self.seen = []
