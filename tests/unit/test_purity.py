@@ -78,15 +78,35 @@ print("pure")
 '''
 
 
+def start_import(module):
+    """A fresh interpreter (-S: no site-packages, so nothing but the stdlib and the checkout)
+    importing `module` under CHILD's rules."""
+    code = f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + CHILD.format(blocked=BLOCKED, module=module)
+    return subprocess.Popen([sys.executable, "-S", "-c", code], cwd=str(REPO), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 def import_in_isolation(module):
-    code = CHILD.format(blocked=BLOCKED, module=module)
-    return subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=60)
+    proc = start_import(module)
+    stdout, stderr = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def isolated_imports():
+    """Every PURE module imported in its own interpreter, all at once."""
+    started = {module: start_import(module) for module in PURE}
+    results = {}
+    for module, proc in started.items():
+        stdout, stderr = proc.communicate(timeout=60)
+        results[module] = (proc.returncode, stdout, stderr)
+    return results
 
 
 @pytest.mark.parametrize("module", PURE)
-def test_pure_module_imports_without_frameworks_or_io(module):
-    result = import_in_isolation(module)
-    assert result.returncode == 0 and result.stdout == "pure\n", result.stderr[-2000:]
+def test_pure_module_imports_without_frameworks_or_io(module, isolated_imports):
+    returncode, stdout, stderr = isolated_imports[module]
+    assert returncode == 0 and stdout == "pure\n", stderr[-2000:]
 
 
 def impurities(module):
