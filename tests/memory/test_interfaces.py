@@ -26,10 +26,12 @@ from zope.interface.verify import verifyObject
 
 from tests.support.conversations import Harness
 from tests.support.memory import MemoryServer, MemoryTransport
-from tpot.client.connect import LocalSide
+from tpot.client.connect import ConnectClientProtocol, LocalSide
+from tpot.client.session import TunnelClientProtocol
 from tpot.client.target import HalfCloseableTargetProtocol, InsecureClientTLS, TargetFactory, TargetProtocol
 from tpot.protocol.flow import ReadPauses, ReadWhileRoom, WebSocketBackpressure
-from tpot.server.router import RouterProtocol
+from tpot.server.connect import ConnectProtocol
+from tpot.server.tunnel import TunnelProtocol
 from tpot.server.visitor import VisitorProtocol
 
 
@@ -50,6 +52,8 @@ OBJECTS = {
     "VisitorProtocol": (lambda: VisitorProtocol(None, Clock()), {IPushProducer, IProtocol, ILoggingContext}),
     "RouterProtocol": (lambda: memory_server().router.buildProtocol(None), {IProtocol}),
     "RouterFactory": (lambda: memory_server().router, {IProtocolFactory}),
+    "TunnelProtocol": (lambda: TunnelProtocol("name", None, Clock()), {IProtocol}),
+    "ConnectProtocol": (lambda: ConnectProtocol(None, "name", Clock()), {IPushProducer, IProtocol}),
     # the client
     "InsecureClientTLS": (lambda: InsecureClientTLS("localhost"), {IOpenSSLClientConnectionCreator}),
     "TargetProtocol": (lambda: TargetProtocol(conversation()), {IProtocol, IHandshakeListener}),
@@ -58,6 +62,8 @@ OBJECTS = {
     "TargetFactory": (lambda: TargetFactory(conversation(), None), {IProtocolFactory}),
     "Conversation": (conversation, {IPushProducer}),
     "LocalSide": (lambda: LocalSide(None), {IHalfCloseableProtocol, IProtocol}),
+    "TunnelClientProtocol": (TunnelClientProtocol, {IProtocol}),
+    "ConnectClientProtocol": (ConnectClientProtocol, {IProtocol}),
     # test doubles
     "MemoryTransport": (lambda: MemoryTransport(Clock()), {ITCPTransport, ITransport, IConsumer, IPushProducer}),
 }
