@@ -27,14 +27,16 @@ venv: $(VENV)/.run-deps
 run: $(VENV)/.run-deps
 	$(VENV)/bin/twistd -n --pidfile= tpot --domain $(DOMAIN) --port $(PORT)
 
-# The programs tests/e2e/test_deploy.py runs on the deployment files: nginx (nginx -t) and
-# systemd-analyze (verify, security).  Installed with apt-get when missing and we are root;
+# The programs some e2e tests run: nginx (nginx -t on deploy/nginx) and systemd-analyze
+# (verify, security on deploy/tpot.service) in test_deploy.py, haproxy (a real PROXY-protocol
+# sender) in test_operate_e2e.py.  Installed with apt-get when missing and we are root;
 # otherwise those tests skip, and fail under CI=true (tests/conftest.py).
 test-tools:
 	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v systemd-analyze >/dev/null \
+		&& { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null \
 		|| if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light systemd; \
-		else echo "make: nginx or systemd-analyze missing (apt-get install nginx-light systemd); their tests will skip"; fi
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light systemd haproxy; \
+		else echo "make: nginx, systemd-analyze or haproxy missing (apt-get install nginx-light systemd haproxy); their tests will skip"; fi
 
 test: $(VENV)/.test-deps test-tools
 	$(VENV)/bin/python -m pytest

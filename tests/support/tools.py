@@ -1,4 +1,4 @@
-"""External programs some tests run (nginx, systemd-analyze): found, or the test is skipped.
+"""External programs some tests run (nginx, systemd-analyze, haproxy): found, or the test is skipped.
 
 `make test` installs them with apt-get when they are missing, so a skip means a machine
 where they cannot be installed (no apt-get, not root).  With CI=true a skip is a failure
