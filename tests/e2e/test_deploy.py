@@ -304,7 +304,7 @@ def test_kubernetes_deployment():
     for probe in ("readinessProbe", "livenessProbe"):
         get = block(block(text, probe), "httpGet")
         assert scalar(get, "path") == "/healthz"
-        assert scalar(get, "port") in (port_name, "3000")
+        assert scalar(get, "port") == port_name  # the named container port, not a number to keep in step
         assert scalar(get, "httpHeaders") == f"[{{name: Host, value: {EXAMPLE_DOMAIN}}}]"
     resources = block(text, "resources")
     for section in ("requests", "limits"):
