@@ -25,6 +25,7 @@ from tests.support.processes import (  # noqa: F401 (the e2e tests import these 
     START_TIMEOUT,
     STOP_TIMEOUT,
     clean_env,
+    default_sigint,
     pick_free_port,
     raise_nofile_limit,
     start_process,
@@ -117,7 +118,8 @@ def serving(server):
 def run_tpot(args, home, timeout=CLIENT_TIMEOUT):
     """Run a client expected to exit by itself; the CompletedProcess."""
     return subprocess.run(
-        [TPOT, *args], env=clean_env(home), cwd=str(home), capture_output=True, text=True, timeout=timeout
+        [TPOT, *args], env=clean_env(home), cwd=str(home), capture_output=True, text=True, timeout=timeout,
+        preexec_fn=default_sigint,
     )
 
 

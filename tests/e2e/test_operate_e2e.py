@@ -18,14 +18,18 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.tools import require_tool
+
 from .conftest import (
     AUTH_KEY,
     DOMAIN,
     HOST,
     Server,
     Target,
+    default_sigint,
     pick_free_port,
     raw,
+    read_to_eof,
     run_tpot,
     serving,
     status_of,
@@ -435,6 +439,55 @@ def test_proxy_protocol_visitor_address(servers, target, tpot_client):
     # On the plain listener the peer itself is the visitor.
     assert status_of(raw(plain, request.replace(b"/px1", b"/px3"))) == 200
     assert header_values(target.seen("/px3")[0], "X-Forwarded-For") == ["127.0.0.1"]
+
+
+HAPROXY_CONFIG = """global
+    maxconn 100
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend visitors
+    bind 127.0.0.1:{front}
+    default_backend tpot
+backend tpot
+    server tpot 127.0.0.1:{proxied} {send_proxy}
+"""
+
+
+@pytest.mark.parametrize("send_proxy", ["send-proxy", "send-proxy-v2"])
+def test_a_real_haproxy_in_front_of_the_proxy_listener(servers, target, tpot_client, tmp_path, send_proxy):
+    haproxy = require_tool("haproxy", "haproxy")
+    plain, proxied, front = pick_free_port(), pick_free_port(), pick_free_port()
+    server = servers(
+        "--listen", f"tcp:{plain}:interface=127.0.0.1",
+        "--listen", f"haproxy:tcp:{proxied}:interface=127.0.0.1",
+        port=plain,
+    )
+    assert wait_for_port(proxied, server.proc)
+    tpot_client(server, target.address, name="hp")
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(HAPROXY_CONFIG.format(front=front, proxied=proxied, send_proxy=send_proxy), encoding="utf-8")
+    proc = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=default_sigint)
+    try:
+        assert wait_for_port(front, proc), proc.stderr.read() if proc.poll() is not None else "haproxy is not listening"
+        # The visitor comes from 127.0.0.2; haproxy connects to us from 127.0.0.1: only the
+        # PROXY header haproxy writes can tell the server who the visitor is.
+        host = f"hp.{DOMAIN}:{front}"
+        with socket.socket() as sock:
+            sock.settimeout(IO_TIMEOUT)
+            sock.bind(("127.0.0.2", 0))
+            sock.connect((HOST, front))
+            sock.sendall(f"GET /hp1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            answer = read_to_eof(sock)
+        assert status_of(answer) == 200, answer[:300]
+        [record] = target.seen("/hp1")
+        assert header_values(record, "X-Forwarded-For") == ["127.0.0.2"]
+        assert header_values(record, "X-Forwarded-Host") == [host]
+    finally:
+        stop_process(proc)
 
 
 # ---------------------------------------------------------------------------------------

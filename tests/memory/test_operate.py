@@ -8,6 +8,7 @@ included, belongs to the tunnel.
 
 import io
 import json
+import re
 import struct
 
 import pytest
@@ -302,8 +303,15 @@ def test_render_is_counts_only():
         ("tpot_http_errors_total", (("code", "429"),)): 1,
         ("tpot_http_errors_total", (("code", "503"),)): 1,
     }
-    assert "# TYPE tpot_bytes counter" in text or "# TYPE tpot_bytes_total counter" in text
-    # A fresh collector registry per scrape: rendering twice does not fail or double anything.
+    # Each family declared once with its type (a counter's TYPE line names it with or without
+    # _total, depending on the prometheus_client version).
+    declared = re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M)
+    types = {name.removesuffix("_total") if kind == "counter" else name: kind for name, kind in declared}
+    assert len(types) == len(declared), declared
+    assert types == {"tpot_tunnels_active": "gauge", "tpot_conversations_active": "gauge",
+                     "tpot_conversations": "counter", "tpot_bytes": "counter", "tpot_auth_failures": "counter",
+                     "tpot_http_errors": "counter"}
+    # A fresh registry per scrape: rendering twice does not fail or double anything.
     assert metrics.render(stats, Counts()).decode("utf-8") == text
 
 

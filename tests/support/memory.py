@@ -23,9 +23,10 @@ import struct
 import txaio
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
 from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tpot.server.authenticator import Authenticator
 from tpot.server.tunnel import TunnelFactory
@@ -74,10 +75,15 @@ def tcp_address(host, port):
     return (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
 
 
+@implementer(ITCPTransport)
 class MemoryTransport(StringTransportWithDisconnection):
-    """A StringTransport that closes, pauses and delivers like a TCP connection would."""
+    """A StringTransport that closes, pauses and delivers like a TCP connection would
+    (an ITCPTransport: Nagle and keep-alive are recorded, tests/memory/test_interfaces.py
+    verifies the declaration)."""
 
     bufferSize = 65536
+    no_delay = False
+    keep_alive = False
 
     def __init__(self, clock, peer=("127.0.0.1", 40000), host=("127.0.0.1", 3000)):
         super().__init__(
@@ -137,6 +143,18 @@ class MemoryTransport(StringTransportWithDisconnection):
 
     def writeSequence(self, data):
         self.write(b"".join(data))
+
+    def getTcpNoDelay(self):
+        return self.no_delay
+
+    def setTcpNoDelay(self, enabled):
+        self.no_delay = bool(enabled)
+
+    def getTcpKeepAlive(self):
+        return self.keep_alive
+
+    def setTcpKeepAlive(self, enabled):
+        self.keep_alive = bool(enabled)
 
     def loseConnection(self):
         if self.lost or self.disconnecting:

@@ -11,7 +11,7 @@ from zope.interface.verify import verifyObject
 from tests.support.deferreds import failed, succeeded
 from tpot.protocol import auth
 from tpot.protocol.auth import AuthError, Credentials, ReplayCache, WINDOW_MS
-from tpot.server.authenticator import Authenticator
+from tpot.server.authenticator import Authenticator, IFailureLimiter, IReplayCache
 from tpot.http.head import HeadError
 from tests.support.fixtures import AUTH_VECTORS, SESSION
 
@@ -466,7 +466,7 @@ def test_a_secret_proof_does_not_open_a_tunnel():
 # The replay cache and failure limiter are injected: shared by nodes, or answering later.
 
 
-@implementer(auth.IReplayCache)
+@implementer(IReplayCache)
 class LaterReplayCache:
     """A replay cache that answers with a Deferred fired by `answer()`, as a shared store would."""
 
@@ -489,7 +489,7 @@ class LaterReplayCache:
             d.callback(None)
 
 
-@implementer(auth.IFailureLimiter)
+@implementer(IFailureLimiter)
 class LaterFailureLimiter:
     """A failure limiter whose answers are Deferreds, fired at once here."""
 
@@ -509,10 +509,10 @@ class LaterFailureLimiter:
 
 
 def test_the_replay_cache_and_failure_limiter_provide_their_interfaces():
-    assert verifyObject(auth.IReplayCache, ReplayCache())
-    assert verifyObject(auth.IFailureLimiter, auth.FailureLimiter())
-    assert verifyObject(auth.IReplayCache, LaterReplayCache())
-    assert verifyObject(auth.IFailureLimiter, LaterFailureLimiter())
+    assert verifyObject(IReplayCache, ReplayCache())
+    assert verifyObject(IFailureLimiter, auth.FailureLimiter())
+    assert verifyObject(IReplayCache, LaterReplayCache())
+    assert verifyObject(IFailureLimiter, LaterFailureLimiter())
 
 
 def test_by_default_each_authenticator_has_its_own_cache_and_limiter():

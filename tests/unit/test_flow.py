@@ -1,6 +1,10 @@
 """The shared flow-control pieces: how a tunnel's WebSocket producer pauses and resumes."""
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyClass, verifyObject
+
+from tests.support.memory import MemoryTransport
 
 from tpot.protocol.flow import (
     WEBSOCKET,
@@ -24,16 +28,9 @@ class Recorder:
         self.log.append(self.name)
 
 
-class Transport:
-    bufferSize = 65536
-    no_delay = False
-    producer = None
-
-    def setTcpNoDelay(self, enabled):
-        self.no_delay = enabled
-
-    def registerProducer(self, producer, streaming):
-        self.producer = producer
+def Transport():
+    """A TCP transport (the memory one: an ITCPTransport, verified in test_interfaces)."""
+    return MemoryTransport(Clock())
 
 
 def test_conversations_take_turns_being_resumed_first():
@@ -54,24 +51,29 @@ def test_register_switches_nagle_off_and_allows_a_larger_backlog():
     transport = Transport()
     backpressure = WebSocketBackpressure({})
     backpressure.register(transport)
-    assert transport.producer is backpressure
-    assert transport.no_delay
+    assert transport.producer is backpressure and transport.streaming
+    assert transport.getTcpNoDelay()
     assert transport.bufferSize == WEBSOCKET_BUFFER > 65536 + 16
 
 
 def test_under_tls_the_socket_transport_gets_the_larger_backlog():
-    class TLS(Transport):
+    # TLSMemoryBIOProtocol: an ITCPTransport itself, passing setTcpNoDelay to the socket's.
+    class TLS(MemoryTransport):
         def __init__(self, inner):
+            super().__init__(inner.clock)
             self.transport = inner
 
         def setTcpNoDelay(self, enabled):
             self.transport.setTcpNoDelay(enabled)
 
     inner = Transport()
-    WebSocketBackpressure({}).register(TLS(inner))
-    assert inner.no_delay and inner.bufferSize == WEBSOCKET_BUFFER
+    tls = TLS(inner)
+    WebSocketBackpressure({}).register(tls)
+    assert inner.getTcpNoDelay() and inner.bufferSize == WEBSOCKET_BUFFER
+    assert tls.producer is not None and tls.streaming
 
 
 def test_the_relay_producers_are_push_producers():
-    assert IPushProducer.providedBy(ReadWhileRoom(ReadPauses(), "why"))
-    assert IPushProducer.implementedBy(PausesPeer)
+    assert verifyObject(IPushProducer, ReadWhileRoom(ReadPauses(), "why"))
+    assert verifyObject(IPushProducer, WebSocketBackpressure({}))
+    assert verifyClass(IPushProducer, PausesPeer)

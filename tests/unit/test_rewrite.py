@@ -131,12 +131,14 @@ def test_a_request_without_host_is_left_unchanged():
     assert_same_for_every_split(stream, without + fill([GET], TARGET) + without, random_splits=10)
 
 
-@pytest.mark.parametrize("template", [POST_FORM, CHUNKED], ids=["length", "chunked"])
-def test_host_lookalikes_in_bodies_are_not_rewritten(template):
+@pytest.mark.parametrize("template, lookalike", [(POST_FORM, b"\r\nHost: x\r\n"), (CHUNKED, b"\r\nHost: inner\r\n")],
+                         ids=["length", "chunked"])
+def test_host_lookalikes_in_bodies_are_not_rewritten(template, lookalike):
+    assert lookalike in template
     out = rewrite([fill([template], VISITOR)])
     assert out == fill([template], TARGET)
     assert out.count(b"Host: " + TARGET) == 1
-    assert b"Host: x" in out or b"Host: inner" in out
+    assert out.count(lookalike) == template.count(lookalike) == 1
 
 
 def test_custom_http_host():

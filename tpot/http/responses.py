@@ -1,4 +1,6 @@
-"""Small plain-text HTTP responses the server answers with before closing a connection."""
+"""Small plain-text HTTP responses the server answers with before closing a connection.
+
+Pure: bytes built from a status and a text; writing them is the caller's business."""
 
 from http import HTTPStatus
 

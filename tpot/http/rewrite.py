@@ -1,6 +1,6 @@
 """The client's Host-rewriting state machine over a visitor's request stream.
 
-`HostRewriter.feed(bytes) -> bytes` follows HTTP/1.x request framing across a keep-alive
+Sans-I/O: `HostRewriter.feed(bytes) -> bytes` follows HTTP/1.x request framing across a keep-alive
 connection (Content-Length and chunked bodies, trailers), rewrites the Host header of every
 request head and leaves every other byte alone.  Where it cannot follow the framing (an
 Upgrade, CONNECT, an unknown transfer coding, something that is not HTTP) it stops

@@ -15,7 +15,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from zope.interface import Interface, implementer
 
 SCHEME = "TPoT-1"
 SECRET_SCHEME = "TPoT-Secret"
@@ -138,31 +137,6 @@ def verify_secret(secret, name, credentials):
         raise AuthError("token does not prove the tunnel's access secret")
 
 
-class IReplayCache(Interface):
-    """Nonces already accepted.  Nodes sharing one (a shared store) refuse a header
-    replayed to any of them; such an implementation may return a Deferred."""
-
-    def remember(credentials, now):
-        """Record `credentials.nonce` at `now` (ms); raise AuthError if it was seen and
-        has not expired."""
-
-
-class IFailureLimiter(Interface):
-    """Failed attempts per source address.  Shared by several nodes, it limits a source
-    across all of them; such an implementation may return Deferreds."""
-
-    def retry_after(source, now):
-        """Seconds `source` must wait at `now` (ms) before trying again, or None."""
-
-    def failed(source, now):
-        """Count a failed attempt by `source` at `now` (ms)."""
-
-    def forgive(source, since):
-        """Take back one failure counted at `since` (ms): an attempt counted while in
-        flight that succeeded after all."""
-
-
-@implementer(IReplayCache)
 class ReplayCache:
     """Nonces accepted within the window, bounded in count and in time.
 
@@ -196,7 +170,6 @@ class ReplayCache:
             del self._expiry[nonce]
 
 
-@implementer(IFailureLimiter)
 class FailureLimiter:
     """Failed attempts per source address, in fixed windows, bounded in memory.
 

@@ -2,13 +2,14 @@
 
 `Authenticator` runs the TPoT-1 check with the KDF in a bounded thread pool, refuses
 replays and rate-limits failures per address (tpot.protocol.auth holds the pure parts).
-The replay cache and the failure limiter are injected (auth.IReplayCache,
-auth.IFailureLimiter), so that nodes of a cluster can share them; either may answer
+The replay cache and the failure limiter are injected (IReplayCache,
+IFailureLimiter), so that nodes of a cluster can share them; either may answer
 with a Deferred.
 """
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import Interface, classImplements
 
 from tpot.http.head import HeadError
 from tpot.protocol import auth
@@ -19,6 +20,35 @@ CREATE_REFUSAL = "Authentication failed: check the client's auth key and clock."
 CONNECT_REFUSAL = "Authentication failed: check the tunnel's access secret (or the server's auth key) and your clock."
 # What a connection to a TCP tunnel proved, by the index auth.verify_any returns.
 PROVED = ("access secret", "server key")
+
+
+class IReplayCache(Interface):
+    """Nonces already accepted.  Nodes sharing one (a shared store) refuse a header
+    replayed to any of them; such an implementation may return a Deferred."""
+
+    def remember(credentials, now):
+        """Record `credentials.nonce` at `now` (ms); raise AuthError if it was seen and
+        has not expired."""
+
+
+class IFailureLimiter(Interface):
+    """Failed attempts per source address.  Shared by several nodes, it limits a source
+    across all of them; such an implementation may return Deferreds."""
+
+    def retry_after(source, now):
+        """Seconds `source` must wait at `now` (ms) before trying again, or None."""
+
+    def failed(source, now):
+        """Count a failed attempt by `source` at `now` (ms)."""
+
+    def forgive(source, since):
+        """Take back one failure counted at `since` (ms): an attempt counted while in
+        flight that succeeded after all."""
+
+
+# Declared here rather than in the pure tpot.protocol.auth, which knows no zope.interface.
+classImplements(auth.ReplayCache, IReplayCache)
+classImplements(auth.FailureLimiter, IFailureLimiter)
 
 
 class Authenticator:
