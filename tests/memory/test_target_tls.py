@@ -19,7 +19,8 @@ from tests.memory.test_session import Client, data, opened, signal
 from tpot.client import cli
 from tpot.client.cli import parse_command_line
 from tpot.client.settings import Address, ClientError, client_settings
-from tpot.client.target import HANDSHAKE_TIMEOUT, InsecureClientTLS, TargetConnector, target_tls
+from tpot.client.target import TargetConnector
+from tpot.client.tls import HANDSHAKE_TIMEOUT, InsecureClientTLS, target_tls
 
 SERVER = "http://localhost:3000"
 

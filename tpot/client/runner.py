@@ -14,7 +14,7 @@ from twisted.internet import defer, ssl
 
 from tpot.protocol.auth import make_authorization
 from tpot.client.session import TunnelClientFactory
-from tpot.client.target import VisitorOptions
+from tpot.client.visitors import VisitorOptions
 from tpot.protocol.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_HEADER, TCP
 
 EXIT_FAILURE = 1

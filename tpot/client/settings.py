@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from tpot.protocol.auth import MAX_SECRET_LENGTH, MIN_SECRET_LENGTH, new_access_secret, valid_access_secret
 from tpot.client.policy import parse_allowed, parse_credentials
+from tpot.client.tls import ca_certificates
 from tpot.protocol.codec import HTTP, TCP
 from tpot.protocol.names import valid_name
 
@@ -78,20 +79,6 @@ def parse_address(text, what):
     host = match.group(2)
     return Address(scheme, host.strip("[]"), int(port) if port else (443 if scheme == "https" else 80),
                    f"{host}:{port}" if port else host)
-
-
-def ca_certificates(pem):
-    """The certificates in PEM text `pem`, as twisted.internet.ssl.Certificate; ValueError if none or corrupt."""
-    from OpenSSL.crypto import Error as OpenSSLError
-    from twisted.internet.ssl import Certificate
-
-    blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL)
-    if not blocks:
-        raise ValueError("no PEM certificate")
-    try:
-        return [Certificate.loadPEM(block) for block in blocks]
-    except OpenSSLError as error:
-        raise ValueError(str(error)) from None
 
 
 def read_ca_file(path):
