@@ -11,7 +11,28 @@ With `VisitorOptions` (tpot.client.visitors), a conversation also tells the requ
 (tpot.client.policy): a judged conversation connects to the target only once a request is
 admitted, and answers a refused one itself after the target has answered every earlier
 request.
+
+A conversation is in one `State` at a time:
+
+    AWAITING_ADMISSION --a request admitted--> CONNECTING  (judged conversations start here)
+    CONNECTING --the target connected--> OPEN             (the others start here)
+    CONNECTING --could not connect--> ENDED               (the server hears "no connect")
+    OPEN --the target closed--> ENDED
+    any --the server closed it--> ENDED                   (a target still connecting is closed once it connects)
+    any but ENDED --a refused request's turn came--> ENDED (the refusal goes to the visitor)
+
+and a raw conversation (`RawConversation`) ends each direction on its own:
+
+    CONNECTING or OPEN --the server's half-close--> PEER_DONE    (FIN to the target, once connected)
+    OPEN --the target's end of stream--> TARGET_DONE             (half-close to the server)
+    PEER_DONE or TARGET_DONE --the other direction ends--> CLOSING (the target connection closes)
+    PEER_DONE, TARGET_DONE or CLOSING --the target closed--> ENDED
+
+Independent of the state: whether the server was asked to pause (`_server_paused`), why the
+target is not read (`reading`), and a refused request waiting for its turn (`_refusal`).
 """
+
+import enum
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -27,6 +48,16 @@ from tpot.protocol.flow import ReadPauses, no_delay, shut_down_writing
 MAX_PENDING_BYTES = 256 * 1024
 
 
+class State(enum.Enum):
+    AWAITING_ADMISSION = "awaiting admission"  # judged: no request admitted yet, the target not contacted
+    CONNECTING = "connecting"  # the target is being contacted; data from the tunnel is held
+    OPEN = "open"  # relaying both ways
+    PEER_DONE = "peer done"  # raw: the connecting side sent all it will; the target gets a FIN (once connected)
+    TARGET_DONE = "target done"  # raw: the target sent all it will, and the server was told
+    CLOSING = "closing"  # raw: both directions ended; the target connection is closing
+    ENDED = "ended"  # the session has dropped the conversation; the target hears nothing more
+
+
 @implementer(IPushProducer)
 class Conversation:
     """One visitor, relayed between the tunnel (`session`) and a target connection.
@@ -40,13 +71,11 @@ class Conversation:
     def __init__(self, session, conversation_id, host_rewrite, forwarded=None, visitors=None, address=None):
         self.session = session
         self.id = conversation_id
-        self.transport = None
-        self._pending = []
+        self.transport = None  # the target connection, once it is up
+        self._pending = []  # data for the target until then
         self._pending_size = 0
         self._server_paused = False
         self.reading = ReadPauses()
-        self._close_when_connected = False
-        self._ended = False
         # Without a log or a policy (tpot --quiet) none of this is in the relay's way.
         self._visitors = visitors
         self._log = visitors.log if visitors is not None else None
@@ -56,19 +85,24 @@ class Conversation:
             self._address_allowed = visitors.policy.allows_address(address)
             if visitors.policy.judges(self._address_allowed):
                 self._policy = visitors.policy
+        self.state = State.AWAITING_ADMISSION if self._policy is not None else State.CONNECTING
         watched = self._log is not None or self._policy is not None
         self.responses = ResponseTracker() if watched else None
-        self._connector = None  # held until a request is admitted
-        self._admitted = False
+        self._connector = None  # held while awaiting admission
         self._refusal = None  # (status, method, path, started) until earlier requests are answered
         rewriting = host_rewrite or forwarded is not None or watched
         on_head = self._on_head if watched else None
         self.rewriter = HostRewriter(host_rewrite or None, forwarded, on_head) if rewriting else None
 
     def connect(self, connector):
-        if self._policy is not None and not self._admitted:
-            self._connector = connector  # the target hears of this visitor once admitted
+        """Contact the target through `connector` (a TargetConnector); awaiting admission,
+        once a request is admitted."""
+        if self.state is State.AWAITING_ADMISSION:
+            self._connector = connector
             return
+        self._contact(connector)
+
+    def _contact(self, connector):
         d = connector.connect(TargetFactory(self, connector))
         d.addErrback(lambda _: self.could_not_connect())
 
@@ -95,16 +129,17 @@ class Conversation:
             if status is not None:
                 self._refusal = (status, method, path, now)
                 return None
-            self._admitted = True
+            if self.state is State.AWAITING_ADMISSION:
+                self.state = State.CONNECTING  # the target is contacted once this data is held
         if lines is None:
             return True  # not HTTP: passed through, and the log stops following it
         self.responses.request(method, path, now)
         return lines
 
     def _after_judging(self):
-        if self._admitted and self._connector is not None:
+        if self.state is State.CONNECTING and self._connector is not None:  # just admitted
             connector, self._connector = self._connector, None
-            self.connect(connector)
+            self._contact(connector)
         if self._refusal is not None:
             self._refuse_when_answered()
 
@@ -114,7 +149,7 @@ class Conversation:
         When the responses cannot be followed (or end with the connection) there is no
         moment the answer could go: the conversation then ends when the target closes.
         """
-        if self._ended or not self.responses.answered:
+        if self.state is State.ENDED or not self.responses.answered:
             return
         status, method, path, started = self._refusal
         self._refusal = None
@@ -124,10 +159,11 @@ class Conversation:
         if self._log is not None:
             size = len(response) - response.index(b"\r\n\r\n") - 4
             self._log.write(Entry(method, path, status, size, self._visitors.clock.seconds() - started))
-        self._ended = True
+        self.state = State.ENDED
         self.session.conversation_ended(self.id, notify=True)
         if self.transport is not None:
             self._close()
+        self._on_end("refused")
 
     def pause_reading(self, why):
         self.reading.pause(why)
@@ -139,11 +175,14 @@ class Conversation:
         """A half-close, which only raw conversations have (RawConversation): ignored."""
 
     def remote_closed(self):
-        self._ended = True
+        """The server ended the conversation (the session has dropped it already)."""
+        if self.state is State.ENDED:
+            return
+        self.state = State.ENDED
         if self.transport is not None:
             self._close()
-        else:
-            self._close_when_connected = True
+        # Otherwise a target connection still being made is closed when it arrives (connected).
+        self._on_end("closed")
 
     def _close(self):
         # A transport whose registered producer is paused (the target read slowly) resumes
@@ -162,16 +201,18 @@ class Conversation:
         self._ask_server(pause=False)
         transport.writeSequence(self._pending)
         self._pending = None
-        if self._close_when_connected:
+        if self.state is State.ENDED:
             self._close()
-        else:
-            self._after_connecting()
+            return
+        if self.state is State.CONNECTING:
+            self.state = State.OPEN
+        self._after_connecting()
 
     def _after_connecting(self):
         """What a subclass has held back until the target connection is up."""
 
     def from_target(self, data):
-        if not self._ended:
+        if self.state is not State.ENDED:
             self.session.send_data(self.id, data)
             if self.responses is not None:
                 self._responded(self.responses.feed(data, self._visitors.clock.seconds()))
@@ -187,19 +228,27 @@ class Conversation:
     # id may belong to a new one: only a conversation that is still live reports its end.
 
     def target_lost(self):
-        if not self._ended:
-            if self.responses is not None:
-                # Completes a response read until close; a refusal still waiting cannot
-                # follow such a response (it would read as part of its body): none is sent.
-                self._responded(self.responses.close(self._visitors.clock.seconds()))
-            self._ended = True
-            self.session.conversation_ended(self.id, notify=True)
+        if self.state is State.ENDED:
+            return
+        if self.responses is not None:
+            # Completes a response read until close; a refusal still waiting cannot
+            # follow such a response (it would read as part of its body): none is sent.
+            self._responded(self.responses.close(self._visitors.clock.seconds()))
+        self.state = State.ENDED
+        self.session.conversation_ended(self.id, notify=True)
+        self._on_end("closed")
 
     def could_not_connect(self):
-        if not self._ended:
-            self._ended = True
-            self.session.conversation_ended(self.id, notify=False)
-            self.session.send_no_connect(self.id)
+        if self.state is State.ENDED:
+            return
+        self.state = State.ENDED
+        self.session.conversation_ended(self.id, notify=False)
+        self.session.send_no_connect(self.id)
+        self._on_end("target unreachable")
+
+    def _on_end(self, outcome):
+        """Called once, as the conversation enters ENDED; `outcome` ("closed", "refused",
+        "target unreachable") says how, for a subclass that logs it."""
 
     # IPushProducer for the target's transport: its write buffer filled or drained.
 
@@ -211,7 +260,7 @@ class Conversation:
 
     def _ask_server(self, pause):
         # Twisted calls pauseProducing on every write while the buffer is full; say it once.
-        if self._ended or self._server_paused == pause:
+        if self.state is State.ENDED or self._server_paused == pause:
             return
         self._server_paused = pause
         if pause:
@@ -235,31 +284,31 @@ class RawConversation(Conversation):
 
     def __init__(self, session, conversation_id):
         super().__init__(session, conversation_id, host_rewrite=None)
-        self._peer_done = False  # the server said the connecting side sent all it will
-        self._target_done = False  # the target's end of stream was passed on
 
     def peer_done_sending(self):
-        self._peer_done = True
-        if self.transport is not None:
-            self._shut_down_writing()
+        if self.state is State.CONNECTING:
+            self.state = State.PEER_DONE  # the FIN goes once connected (_after_connecting)
+        elif self.state is State.OPEN:
+            self.state = State.PEER_DONE
+            shut_down_writing(self.transport, self)  # after what is buffered: a FIN to the target
+        elif self.state is State.TARGET_DONE:
+            self._both_done()
 
     def _after_connecting(self):
-        if self._peer_done:
-            self._shut_down_writing()
-
-    def _shut_down_writing(self):
-        if self._target_done:
-            self._close()
-        else:
-            shut_down_writing(self.transport, self)  # after what is buffered: a FIN to the target
+        if self.state is State.PEER_DONE:
+            shut_down_writing(self.transport, self)
 
     def target_done_sending(self):
-        if self._ended or self._target_done:
-            return
-        self._target_done = True
-        self.session.send_half_close(self.id)
-        if self._peer_done:
-            self._close()
+        if self.state is State.OPEN:
+            self.state = State.TARGET_DONE
+            self.session.send_half_close(self.id)
+        elif self.state is State.PEER_DONE:
+            self.session.send_half_close(self.id)
+            self._both_done()
+
+    def _both_done(self):
+        self.state = State.CLOSING
+        self._close()
 
 
 class LoggedRawConversation(RawConversation):
@@ -274,7 +323,6 @@ class LoggedRawConversation(RawConversation):
         self._started = self._clock.seconds()
         self.bytes_in = 0
         self.bytes_out = 0
-        self._logged = False
 
     def from_tunnel(self, payload):
         self.bytes_in += len(payload)
@@ -284,21 +332,7 @@ class LoggedRawConversation(RawConversation):
         self.bytes_out += len(data)
         super().from_target(data)
 
-    def remote_closed(self):
-        super().remote_closed()
-        self._log_end("closed")
-
-    def target_lost(self):
-        super().target_lost()
-        self._log_end("closed")
-
-    def could_not_connect(self):
-        super().could_not_connect()
-        self._log_end("target unreachable")
-
-    def _log_end(self, outcome):
-        if not self._logged:
-            self._logged = True
-            self._log_to.write_connection(ConnectionEntry(
-                self.address, outcome, self.bytes_in, self.bytes_out, self._clock.seconds() - self._started
-            ))
+    def _on_end(self, outcome):
+        self._log_to.write_connection(ConnectionEntry(
+            self.address, outcome, self.bytes_in, self.bytes_out, self._clock.seconds() - self._started
+        ))
