@@ -116,15 +116,23 @@ def test_invalid_names(name):
         settings(name, secret=SECRET)
 
 
-def test_the_command_line(monkeypatch):
-    monkeypatch.setattr("tpot.client.connect.read_config_file", lambda: {})
+def test_the_command_line():
     result = cli.parse_command_line(["connect", "db", "-t", "http://localhost:3000", "--secret", SECRET,
-                                     "--listen", "5433", "-d"])
+                                     "--listen", "5433", "-d"], env={}, config={})
     assert (result.name, result.key, result.listen, result.debug) == ("db", SECRET, ("127.0.0.1", 5433), True)
 
 
-def test_command_line_errors_exit_1_with_one_line(capsys, monkeypatch):
-    monkeypatch.setattr("tpot.client.connect.read_config_file", lambda: {})
+def test_the_command_line_reads_the_environment_and_the_config_file(tmp_path, monkeypatch):
+    (tmp_path / ".tpot").mkdir()
+    (tmp_path / ".tpot" / "config.json").write_text('{"tpotServer": "https://tpot.example"}')
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TPOT_ACCESS_SECRET", SECRET)
+    result = cli.parse_command_line(["connect", "db", "--stdio"])
+    assert (result.server.host, result.key, result.key_is_secret) == ("tpot.example", SECRET, True)
+
+
+def test_command_line_errors_exit_1_with_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no config file
     monkeypatch.delenv("TPOT_ACCESS_SECRET", raising=False)
     monkeypatch.delenv("TPOT_AUTH_KEY", raising=False)
     assert cli.main(["connect", "ssh", "-t", "http://localhost:3000", "--stdio"]) == 1

@@ -28,7 +28,8 @@ from tests.support.conversations import Harness
 from tests.support.memory import MemoryServer, MemoryTransport
 from tpot.client.connect import ConnectClientProtocol, LocalSide
 from tpot.client.session import TunnelClientProtocol
-from tpot.client.target import HalfCloseableTargetProtocol, InsecureClientTLS, TargetFactory, TargetProtocol
+from tpot.client.target import HalfCloseableTargetProtocol, TargetFactory, TargetProtocol
+from tpot.client.tls import InsecureClientTLS
 from tpot.protocol.flow import ReadPauses, ReadWhileRoom, WebSocketBackpressure
 from tpot.server.connect import ConnectProtocol
 from tpot.server.store import Claim

@@ -29,7 +29,8 @@ from tests.support.memory import (
 from tpot.protocol import codec
 from tpot.client.session import PING_INTERVAL, TunnelClientFactory
 from tpot.client.settings import client_settings
-from tpot.client.target import MAX_PENDING_BYTES, VisitorOptions
+from tpot.client.conversation import MAX_PENDING_BYTES
+from tpot.client.visitors import VisitorOptions
 
 
 def opened(conversation_id, port=40001):

@@ -18,8 +18,10 @@ from tests.support.memory import BINARY, MemoryTransport, connect, settle, use_c
 from tests.memory.test_session import Client, data, opened, signal
 from tpot.client import cli
 from tpot.client.cli import parse_command_line
+from tpot.client.files import read_ca_file
 from tpot.client.settings import Address, ClientError, client_settings
-from tpot.client.target import HANDSHAKE_TIMEOUT, InsecureClientTLS, TargetConnector, target_tls
+from tpot.client.target import TargetConnector
+from tpot.client.tls import HANDSHAKE_TIMEOUT, InsecureClientTLS, target_tls
 
 SERVER = "http://localhost:3000"
 
@@ -80,7 +82,8 @@ def test_ca_option_reads_the_file(localhost_cert, other_cert, tmp_path):
     assert result.target_ca == localhost_cert[0] and not result.target_insecure
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(b"a comment\n" + localhost_cert[0] + other_cert[0])
-    assert settings("https://localhost", ca=str(bundle)).target_ca == bundle.read_bytes()
+    assert read_ca_file(str(bundle)) == bundle.read_bytes()
+    assert settings("https://localhost", ca=bundle.read_bytes()).target_ca == bundle.read_bytes()
 
 
 def test_insecure_and_ca_are_command_line_only(tmp_path):
@@ -101,7 +104,7 @@ def bad_ca_files(tmp_path, key):
 def test_bad_ca_file_is_one_sentence(tmp_path, localhost_cert):
     for path in bad_ca_files(tmp_path, localhost_cert[1]):
         with pytest.raises(ClientError) as error:
-            settings("https://localhost", ca=str(path))
+            read_ca_file(str(path))
         assert_one_sentence(str(error.value))
         assert str(path) in str(error.value)
 
@@ -115,7 +118,7 @@ def test_bad_ca_file_exits_1_with_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "target, options",
-    [("http://localhost:8080", {"insecure": True}), ("8080", {"ca": "x.pem"}), ("https://localhost", {"insecure": True, "ca": "x.pem"})],
+    [("http://localhost:8080", {"insecure": True}), ("8080", {"ca": b"PEM"}), ("https://localhost", {"insecure": True, "ca": b"PEM"})],
 )
 def test_tls_options_that_do_not_apply_are_refused(target, options):
     with pytest.raises(ClientError) as error:
@@ -130,7 +133,7 @@ def test_tls_creator_per_target(localhost_cert):
     assert target_tls(settings("http://localhost:8080")) is None
     verified = target_tls(settings("https://localhost:8443"))
     assert verified._hostname == "localhost" and verified._sendServerName
-    private = target_tls(settings("https://localhost:8443", ca=localhost_cert[2]))
+    private = target_tls(settings("https://localhost:8443", ca=localhost_cert[0]))
     assert private._hostname == "localhost"
     insecure = target_tls(settings("https://localhost:8443", insecure=True))
     assert isinstance(insecure, InsecureClientTLS) and insecure.server_name == b"localhost"
@@ -261,7 +264,7 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: wire.localhost:3000\r\n\r\n"
 
 def test_verified_target_gets_the_request_after_the_handshake(clock, localhost_cert):
     cert, key, path = localhost_cert
-    client = open_client(clock, "https://localhost:8443", ca=path)
+    client = open_client(clock, "https://localhost:8443", ca=read_ca_file(path))
     tls_target = TLSTarget(clock, cert, key)
     for conversation_id in (1, 2):  # the second dials the cached address: still verified as localhost
         client.server_sends(opened(conversation_id))
@@ -279,7 +282,7 @@ def test_verified_target_gets_the_request_after_the_handshake(clock, localhost_c
 @pytest.mark.parametrize("options, why", [({}, "certificate verify failed"), ("other", "does not match the host name")])
 def test_untrusted_certificate_is_could_not_connect(clock, localhost_cert, other_cert, capsys, options, why):
     if options == "other":  # trusted, but made out to another name
-        served, options = other_cert, {"ca": other_cert[2]}
+        served, options = other_cert, {"ca": read_ca_file(other_cert[2])}
     else:  # self-signed: not in the system's roots
         served = localhost_cert
     client = open_client(clock, "https://localhost:8443", **options)

@@ -9,7 +9,8 @@ from twisted.internet.testing import StringTransport
 
 from tpot.client.policy import VisitorPolicy, parse_allowed
 from tpot.client.requestlog import RequestLogger
-from tpot.client.target import Conversation, VisitorOptions
+from tpot.client.conversation import Conversation
+from tpot.client.visitors import VisitorOptions
 
 
 class Session:

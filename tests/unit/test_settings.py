@@ -8,7 +8,8 @@ import pytest
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 
 from tpot.client.cli import parse_command_line
-from tpot.client.settings import Address, ClientError, client_settings, parse_address, read_config_file
+from tpot.client.files import read_config_file
+from tpot.client.settings import Address, ClientError, client_settings, parse_address
 from tpot.server.config import (
     DEFAULT_PORT,
     DUAL_STACK,
@@ -376,8 +377,16 @@ def write_home_config(home, config):
 
 def test_default_config_file_is_in_home(home):
     write_home_config(home, {"tpotServer": "https://home.example", "authKey": "home-key"})
-    result = client_settings("8080", env={})
+    assert read_config_file() == {"tpotServer": "https://home.example", "authKey": "home-key"}
+    result = parse_command_line(["http", "8080"])
     assert result.server.host == "home.example" and result.auth_key == "home-key"
+
+
+def test_client_settings_read_no_file_and_no_environment(home, monkeypatch):
+    write_home_config(home, {"tpotServer": "https://home.example"})
+    monkeypatch.setenv("TPOT_SERVER", "https://env.example")
+    with pytest.raises(ClientError, match="No server given"):
+        client_settings("8080")
 
 
 # The command line.

@@ -2,13 +2,22 @@
 connected) and `tpot tcp TARGET` (printing how to connect to it)."""
 
 import argparse
+import os
 import sys
 
 from tpot import __version__
 from tpot.client.connect import ConnectSettings, connect_settings
-from tpot.client.settings import ClientError, client_settings
-
-EXIT_FAILURE = 1
+from tpot.client.files import read_ca_file, read_config_file
+from tpot.client.settings import (
+    ENV_ACCESS_SECRET,
+    ENV_AUTH_KEY,
+    ENV_BASIC_AUTH,
+    ENV_SERVER,
+    EXIT_FAILURE,
+    ClientError,
+    client_settings,
+)
+from tpot.protocol.codec import TCP
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,8 +36,8 @@ def _parser():
 
 
 def _add_server_options(command):
-    command.add_argument("-t", "--server", "--tpot-server", help="URL of the TPoT server (env TPOT_SERVER)")
-    command.add_argument("-k", "--auth-key", help="the server's auth key (env TPOT_AUTH_KEY)")
+    command.add_argument("-t", "--server", "--tpot-server", help=f"URL of the TPoT server (env {ENV_SERVER})")
+    command.add_argument("-k", "--auth-key", help=f"the server's auth key (env {ENV_AUTH_KEY})")
     command.add_argument("-d", "--debug", action="store_true", help="log protocol details to stderr")
 
 
@@ -45,7 +54,7 @@ def _add_http(http):
     http.add_argument("--ca", metavar="FILE", help="https target: trust the CA certificate(s) in this PEM file")
     http.add_argument("-q", "--quiet", action="store_true", help="do not print a line per request on stdout")
     http.add_argument("--basic-auth", metavar="USER:PASS",
-                      help="visitors must log in with these credentials (env TPOT_BASIC_AUTH)")
+                      help=f"visitors must log in with these credentials (env {ENV_BASIC_AUTH})")
     http.add_argument("--allow-ip", metavar="CIDR", action="append", default=[],
                       help="only visitors from this address range (repeatable)")
 
@@ -56,37 +65,42 @@ def _add_tcp(tcp):
     tcp.add_argument("-s", "--subdomain", help="ask for this tunnel name")
     tcp.add_argument("-q", "--quiet", action="store_true", help="do not print a line per connection on stdout")
     tcp.add_argument("--secret", help="the access secret people connecting must give"
-                     " (env TPOT_ACCESS_SECRET; default: a new random one, printed)")
+                     f" (env {ENV_ACCESS_SECRET}; default: a new random one, printed)")
 
 
 def _add_connect(connect):
     connect.add_argument("name", metavar="NAME", help="the TCP tunnel's name")
     _add_server_options(connect)
-    connect.add_argument("--secret", help="the tunnel's access secret, as tpot tcp printed it (env TPOT_ACCESS_SECRET)")
+    connect.add_argument("--secret", help=f"the tunnel's access secret, as tpot tcp printed it (env {ENV_ACCESS_SECRET})")
     connect.add_argument("--listen", metavar="[HOST:]PORT",
                          help="accept local connections here (host 127.0.0.1 unless given; port 0: any free port)")
     connect.add_argument("--stdio", action="store_true", help="relay stdin and stdout (for ssh -o ProxyCommand=...)")
 
 
-def parse_command_line(argv):
+def parse_command_line(argv, env=None, config=None):
+    """The settings for `argv`, with `env` (os.environ unless given) and `config` (the
+    config file's contents; read from ~/.tpot/config.json unless given)."""
     args = _parser().parse_args(argv)
     if args.command is None:
         raise ClientError("Say what to expose, for example: tpot http 8080 -t http://localhost:3000")
+    env = os.environ if env is None else env
+    config = read_config_file() if config is None else config
     if args.command == "connect":
         return connect_settings(
             args.name, server=args.server, auth_key=args.auth_key, secret=args.secret,
-            listen=args.listen, stdio=args.stdio, debug=args.debug,
+            listen=args.listen, stdio=args.stdio, debug=args.debug, env=env, config=config,
         )
     if args.command == "tcp":
         return client_settings(
             args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
-            debug=args.debug, quiet=args.quiet, kind="tcp", access_secret=args.secret,
+            debug=args.debug, quiet=args.quiet, kind=TCP, access_secret=args.secret, env=env, config=config,
         )
     return client_settings(
         args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
         http_host=args.http_host, no_host_rewrite=args.no_host_rewrite, debug=args.debug,
-        no_forwarded_headers=args.no_forwarded_headers, insecure=args.insecure, ca=args.ca,
-        quiet=args.quiet, basic_auth=args.basic_auth, allow_ip=args.allow_ip,
+        no_forwarded_headers=args.no_forwarded_headers, insecure=args.insecure,
+        ca=read_ca_file(args.ca) if args.ca else None,
+        quiet=args.quiet, basic_auth=args.basic_auth, allow_ip=args.allow_ip, env=env, config=config,
     )
 
 

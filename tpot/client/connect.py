@@ -10,7 +10,6 @@ closes the other.
 The settings are parsed purely (`connect_settings`); `ConnectRun` is the Twisted part.
 """
 
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet import defer, ssl, threads
+from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -29,14 +28,17 @@ from tpot.protocol.auth import make_authorization, make_secret_authorization
 from tpot.protocol.codec import CLOSE_NO_CONNECT, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TUNNEL_GONE
 from tpot.client.session import CLIENT_PROTOCOL_OPTIONS
 from tpot.client.settings import (
+    ENV_ACCESS_SECRET,
+    EXIT_FAILURE,
+    EXIT_OK,
     Address,
     ClientError,
     check_access_secret,
     configured_auth_key,
     configured_server,
     parse_address,
-    read_config_file,
 )
+from tpot.client.tls import server_tls
 from tpot.protocol.flow import (
     WEBSOCKET,
     ReadPauses,
@@ -48,7 +50,6 @@ from tpot.protocol.flow import (
 from tpot.http.addresses import format_address
 from tpot.protocol.names import valid_name
 
-EXIT_FAILURE = 1
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 CLOSE_WAIT = 2.0
 # Why a side is not read (flow.ReadPauses reasons, besides flow.WEBSOCKET).
@@ -85,16 +86,17 @@ def parse_listen(text):
 
 def connect_settings(name, server=None, auth_key=None, secret=None, listen=None, stdio=False, debug=False,
                      env=None, config=None):
-    """Merge command-line values (None when not given) with `env` and `config`, as
-    settings.client_settings does; the secret may also come from TPOT_ACCESS_SECRET."""
-    env = os.environ if env is None else env
-    config = read_config_file() if config is None else config
+    """Merge command-line values (None when not given) with `env` and `config` (empty
+    when not given), as settings.client_settings does; the secret may also come from
+    TPOT_ACCESS_SECRET."""
+    env = {} if env is None else env
+    config = {} if config is None else config
     if not valid_name((name or "").lower()):
         raise ClientError(f"The tunnel name {name!r} is not valid: use 1-24 of a-z, 0-9 and '-', not starting with '-'.")
     if (listen is None) == (not stdio):
         raise ClientError("Give exactly one of --listen [HOST:]PORT and --stdio.")
     server = parse_address(configured_server(server, env, config), "server")
-    secret = secret or env.get("TPOT_ACCESS_SECRET")
+    secret = secret or env.get(ENV_ACCESS_SECRET)
     key = check_access_secret(secret) if secret else configured_auth_key(auth_key, env, config)
     if not key:
         raise ClientError("Give the tunnel's access secret with --secret (tpot tcp prints it)"
@@ -300,7 +302,7 @@ class ConnectRun:
         self.err = err
         self.authorize = authorize or self._authorization
         self.stdio = stdio
-        self.exit_code = 0
+        self.exit_code = EXIT_OK
         self.stopping = False
         self.port = None
         self.links = {}  # LocalSide -> its ConnectClientFactory
@@ -352,8 +354,7 @@ class ConnectRun:
             return
         factory = ConnectClientFactory(self.settings, self.reactor, authorization, local, self.link_ended)
         self.links[local] = factory
-        context = ssl.optionsForClientTLS(self.settings.server.host) if self.settings.server.scheme == "https" else None
-        factory.connector = connectWS(factory, context)
+        factory.connector = connectWS(factory, server_tls(self.settings.server))
 
     def _could_not_open(self, failure, local):
         log.failure("opening a connection to {name} failed", failure, name=self.settings.name)

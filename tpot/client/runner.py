@@ -10,14 +10,15 @@ import random
 import sys
 
 from autobahn.twisted.websocket import connectWS
-from twisted.internet import defer, ssl
+from twisted.internet import defer
 
 from tpot.protocol.auth import make_authorization
 from tpot.client.session import TunnelClientFactory
-from tpot.client.target import VisitorOptions
+from tpot.client.settings import EXIT_FAILURE, EXIT_OK
+from tpot.client.tls import server_tls
+from tpot.client.visitors import VisitorOptions
 from tpot.protocol.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_HEADER, TCP
 
-EXIT_FAILURE = 1
 INITIAL_DELAY = 1.0
 MAX_DELAY = 30.0
 CLOSE_WAIT = 2.0
@@ -46,7 +47,7 @@ class ClientRun:
         self.out = out
         self.err = err
         self.rand = rand
-        self.exit_code = 0
+        self.exit_code = EXIT_OK
         self.name = None
         self.token = None
         self.factory = None
@@ -68,10 +69,7 @@ class ClientRun:
             visitors=self.visitors, on_unsupported=self.on_unsupported,
         )
         self.factory.clientConnectionFailed = lambda connector, reason: self.on_closed(None, None, None, reached=False)
-        context = None
-        if self.settings.server.scheme == "https":
-            context = ssl.optionsForClientTLS(self.settings.server.host)
-        connectWS(self.factory, context)
+        connectWS(self.factory, server_tls(self.settings.server))
 
     def _headers(self):
         extensions = [RECLAIM, IPV6]
@@ -143,7 +141,7 @@ class ClientRun:
         return f"The connection to the server was lost (code {code}){reason_text}."
 
     def fail(self, message):
-        if self.exit_code == 0:
+        if self.exit_code == EXIT_OK:
             self.err.write(message + "\n")
             self.err.flush()
             self.exit_code = EXIT_FAILURE

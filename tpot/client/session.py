@@ -11,7 +11,8 @@ from autobahn.websocket.protocol import WebSocketProtocol
 
 from tpot.protocol import codec
 from tpot.protocol.codec import EXTENSIONS_HEADER, HTTP, RECLAIM_TOKEN_HEADER, TCP
-from tpot.client.target import Conversation, LoggedRawConversation, RawConversation, TargetConnector
+from tpot.client.conversation import Conversation, LoggedRawConversation, RawConversation
+from tpot.client.target import TargetConnector
 from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.http.addresses import format_address
 from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames

@@ -1,9 +1,11 @@
 """The client's settings: command line over environment over ~/.tpot/config.json.
 
-Pure parsing and merging; every error is a ClientError whose message is one sentence.
+Pure parsing and merging: the caller passes the environment, the config file's contents
+and --ca's PEM text in (tpot.client.files reads the files).  Every error is a ClientError
+whose message is one sentence.  The wire constants of the command itself (exit statuses,
+environment variable names, the config file's place) are defined here once.
 """
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -14,6 +16,16 @@ from tpot.protocol.codec import HTTP, TCP
 from tpot.protocol.names import valid_name
 
 CONFIG_PATH = os.path.join("~", ".tpot", "config.json")
+
+# What the tpot command exits with.
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+# The environment variables the client reads.
+ENV_SERVER = "TPOT_SERVER"
+ENV_AUTH_KEY = "TPOT_AUTH_KEY"
+ENV_ACCESS_SECRET = "TPOT_ACCESS_SECRET"
+ENV_BASIC_AUTH = "TPOT_BASIC_AUTH"
 
 
 _URL = re.compile(r"(?:(https?)://)?([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?/?", re.IGNORECASE)
@@ -80,62 +92,20 @@ def parse_address(text, what):
                    f"{host}:{port}" if port else host)
 
 
-def ca_certificates(pem):
-    """The certificates in PEM text `pem`, as twisted.internet.ssl.Certificate; ValueError if none or corrupt."""
-    from OpenSSL.crypto import Error as OpenSSLError
-    from twisted.internet.ssl import Certificate
-
-    blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL)
-    if not blocks:
-        raise ValueError("no PEM certificate")
-    try:
-        return [Certificate.loadPEM(block) for block in blocks]
-    except OpenSSLError as error:
-        raise ValueError(str(error)) from None
-
-
-def read_ca_file(path):
-    """The PEM text of --ca FILE, checked to hold at least one readable certificate."""
-    try:
-        with open(os.path.expanduser(path), "rb") as handle:
-            pem = handle.read()
-    except OSError as error:
-        raise ClientError(f"The CA file {path} cannot be read ({error.strerror or error}).") from None
-    try:
-        ca_certificates(pem)
-    except ValueError:
-        raise ClientError(f"The CA file {path} does not hold a valid PEM certificate.") from None
-    return pem
-
-
-def read_config_file(path=CONFIG_PATH):
-    """The config file as a dict; a missing file is empty, a corrupt one an error."""
-    path = os.path.expanduser(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError):
-        raise ClientError(f"The configuration file {path} is not valid JSON; fix or remove it.") from None
-    if not isinstance(config, dict):
-        raise ClientError(f"The configuration file {path} must hold a JSON object.")
-    return config
-
-
 def client_settings(target, server=None, auth_key=None, subdomain=None, http_host=None,
                     no_host_rewrite=False, debug=False, env=None, config=None, no_forwarded_headers=False,
                     insecure=False, ca=None, quiet=False, basic_auth=None, allow_ip=(), kind=HTTP,
                     access_secret=None):
-    """Merge command-line values (None when not given) with `env` and `config`.
+    """Merge command-line values (None when not given) with `env` (a mapping like
+    os.environ) and `config` (the config file's dict); both are empty when not given.
 
-    `insecure`, `ca` (a PEM file), `quiet` and `allow_ip` (CIDR strings) come from the
-    command line only; `basic_auth` ("USER:PASS") also from TPOT_BASIC_AUTH.  With
-    kind=TCP, `access_secret` (or TPOT_ACCESS_SECRET, or a new random one) is the secret
-    people connecting must prove, and nothing of HTTP applies.
+    `insecure`, `ca` (the PEM text of --ca FILE, as files.read_ca_file read it), `quiet` and
+    `allow_ip` (CIDR strings) come from the command line only; `basic_auth` ("USER:PASS")
+    also from TPOT_BASIC_AUTH.  With kind=TCP, `access_secret` (or TPOT_ACCESS_SECRET, or a
+    new random one) is the secret people connecting must prove, and nothing of HTTP applies.
     """
-    env = os.environ if env is None else env
-    config = read_config_file() if config is None else config
+    env = {} if env is None else env
+    config = {} if config is None else config
     server = configured_server(server, env, config)
     subdomain = subdomain or config.get("subdomain")
     if subdomain is not None and not valid_name(subdomain.lower()):
@@ -153,8 +123,7 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         raise ClientError("The options --insecure and --ca only apply to an https:// target.")
     if insecure and ca:
         raise ClientError("Use either --insecure or --ca, not both.")
-    target_ca = read_ca_file(ca) if ca else None
-    basic_auth = basic_auth or env.get("TPOT_BASIC_AUTH") or None
+    basic_auth = basic_auth or env.get(ENV_BASIC_AUTH) or None
     try:
         if basic_auth is not None:
             parse_credentials(basic_auth)
@@ -169,7 +138,7 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         host_rewrite=host_rewrite,
         forwarded_headers=not (no_forwarded_headers or config.get("noForwardedHeaders")),
         target_insecure=bool(insecure),
-        target_ca=target_ca,
+        target_ca=ca or None,
         quiet=bool(quiet),
         basic_auth=basic_auth,
         allow_ip=allowed,
@@ -178,14 +147,14 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
 
 def configured_server(given, env, config):
     """The server URL: the command line's, TPOT_SERVER or the config file's; one is needed."""
-    server = given or env.get("TPOT_SERVER") or config.get("tpotServer")
+    server = given or env.get(ENV_SERVER) or config.get("tpotServer")
     if not server:
-        raise ClientError("No server given: pass -t URL, set TPOT_SERVER or tpotServer in ~/.tpot/config.json.")
+        raise ClientError(f"No server given: pass -t URL, set {ENV_SERVER} or tpotServer in {CONFIG_PATH}.")
     return server
 
 
 def configured_auth_key(given, env, config):
-    return given or env.get("TPOT_AUTH_KEY") or config.get("authKey") or None
+    return given or env.get(ENV_AUTH_KEY) or config.get("authKey") or None
 
 
 def check_access_secret(secret):
@@ -201,7 +170,7 @@ def _tcp_settings(target, env, access_secret, quiet, common):
     target_address = parse_address(target, "target")
     if "://" in target or not re.search(r":[0-9]+$", target_address.host_with_port):
         raise ClientError(f"The target {target!r} is not valid for tpot tcp: use PORT or host:port.")
-    secret = check_access_secret(access_secret or env.get("TPOT_ACCESS_SECRET") or new_access_secret())
+    secret = check_access_secret(access_secret or env.get(ENV_ACCESS_SECRET) or new_access_secret())
     return ClientSettings(
         **common,
         target=target_address,

@@ -1,0 +1,40 @@
+"""The files the tpot command reads: ~/.tpot/config.json and the PEM file of --ca.
+
+Their contents go to the pure settings (tpot.client.settings); every error is a
+ClientError whose message is one sentence naming the file.
+"""
+
+import json
+import os
+
+from tpot.client.settings import CONFIG_PATH, ClientError
+from tpot.client.tls import ca_certificates
+
+
+def read_config_file(path=CONFIG_PATH):
+    """The config file as a dict; a missing file is empty, a corrupt one an error."""
+    path = os.path.expanduser(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        raise ClientError(f"The configuration file {path} is not valid JSON; fix or remove it.") from None
+    if not isinstance(config, dict):
+        raise ClientError(f"The configuration file {path} must hold a JSON object.")
+    return config
+
+
+def read_ca_file(path):
+    """The PEM text of --ca FILE, checked to hold at least one readable certificate."""
+    try:
+        with open(os.path.expanduser(path), "rb") as handle:
+            pem = handle.read()
+    except OSError as error:
+        raise ClientError(f"The CA file {path} cannot be read ({error.strerror or error}).") from None
+    try:
+        ca_certificates(pem)
+    except ValueError:
+        raise ClientError(f"The CA file {path} does not hold a valid PEM certificate.") from None
+    return pem
