@@ -159,6 +159,16 @@ def test_first_connection_greeting_prints_connected_and_url(clock, monkeypatch):
     assert h.run.exit_code == 0 and not clock.hasStopped
 
 
+def test_a_hostile_servers_greeting_and_close_reason_reach_the_terminal_escaped(clock, monkeypatch):
+    h = Harness(clock, monkeypatch, subdomain=None)
+    h.greet("x\x1b]0;pwned\x07\x1b[2J")
+    h.factory.on_closed(None, 4000, "bye\x1b[31m\r\nfake line")
+    everything = h.out.getvalue() + h.err.getvalue()
+    assert "\x1b" not in everything and "\x07" not in everything and "\r" not in everything
+    assert "%1B]0;pwned%07%1B[2J" in h.out_lines()[1]
+    assert "bye\\x1b[31m\\r\\nfake line" in h.err.getvalue()
+
+
 SECRET = "S3cret-" * 6
 
 

@@ -176,3 +176,76 @@ def test_a_logged_raw_conversation_logs_its_end_once():
     conversation.could_not_connect()
     assert conversation.state is State.ENDED
     assert len(out.getvalue().splitlines()) == 1 and "closed" in out.getvalue()
+
+
+# What a visitor or a server writes cannot make the client relay what it must not (issue 11).
+
+SMUGGLED = b"GET /x HTTP/1.1\r\nHost: a\r\nX-Pad: 1\nX-Forwarded-Host: admin.internal\r\n\r\n"
+
+
+def test_a_later_head_with_a_bare_lf_is_answered_400_after_the_earlier_responses():
+    harness = Harness(host_rewrite="target:80")
+    harness.visit(GET + SMUGGLED)
+    target = harness.target_up()
+    assert target.value().count(b"\r\n\r\n") == 1 and b"admin.internal" not in target.value()
+    assert harness.session.to_visitor == []  # not before the first request's response
+    harness.answer(OK)
+    visitor = harness.session.visitor_bytes()
+    assert visitor.startswith(OK) and visitor[len(OK):].startswith(b"HTTP/1.1 400 ")
+    assert harness.session.ended == [True] and harness.conversation.state is State.ENDED
+    assert "- - → 400" in harness.out.getvalue()
+
+
+def test_without_the_request_log_a_bare_lf_head_ends_what_the_target_is_sent():
+    session, connector = Session(), Connector()
+    conversation = Conversation(session, 7, "target:80")
+    conversation.connect(connector)
+    conversation.from_tunnel(GET)
+    protocol, transport = up(conversation, connector)
+    conversation.from_tunnel(SMUGGLED + GET)
+    assert transport.value().count(b"\r\n\r\n") == 1 and transport.write_closed
+    assert conversation.state is State.PEER_DONE
+    protocol.dataReceived(OK)
+    protocol.connectionLost(None)
+    assert session.visitor_bytes() == OK and session.ended == [True]
+
+
+def test_a_bare_lf_head_before_the_target_is_up_sends_the_fin_once_it_is():
+    session, connector = Session(), Connector()
+    conversation = Conversation(session, 7, "target:80")
+    conversation.connect(connector)
+    conversation.from_tunnel(GET + SMUGGLED)
+    assert conversation.state is State.PEER_DONE
+    _, transport = up(conversation, connector)
+    assert transport.value().count(b"\r\n\r\n") == 1 and transport.write_closed
+
+
+def test_a_server_that_ignores_pause_has_the_conversation_cut(monkeypatch):
+    monkeypatch.setattr("tpot.client.conversation.MAX_UNACKED_BYTES", 1000)
+    session, connector = Session(), Connector()
+    conversation = Conversation(session, 7, None)
+    conversation.connect(connector)
+    _, transport = up(conversation, connector)
+    conversation.pauseProducing()  # the target's socket is full
+    conversation.from_tunnel(b"x" * 999)
+    assert conversation.state is State.OPEN
+    conversation.from_tunnel(b"xx")
+    assert conversation.state is State.ENDED and session.ended == [True] and session.signals == ["P"]
+    assert transport.disconnecting and transport.producer is None
+    before = len(transport.value())
+    conversation.from_tunnel(b"more")
+    assert len(transport.value()) == before
+
+
+def test_what_arrives_after_a_resume_starts_a_new_allowance(monkeypatch):
+    monkeypatch.setattr("tpot.client.conversation.MAX_UNACKED_BYTES", 1000)
+    session, connector = Session(), Connector()
+    conversation = Conversation(session, 7, None)
+    conversation.connect(connector)
+    up(conversation, connector)
+    for _ in range(3):
+        conversation.pauseProducing()
+        conversation.from_tunnel(b"x" * 900)
+        conversation.resumeProducing()
+    conversation.from_tunnel(b"x" * 5000)  # not paused: nothing counts
+    assert conversation.state is State.OPEN and session.signals == ["P", "C"] * 3

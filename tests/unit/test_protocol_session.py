@@ -416,3 +416,16 @@ def test_the_conversations_the_client_closed_are_told_of_the_tunnels_loss_too():
     session = server_with("one")
     session.receive(Close(1))
     assert session.lost() == ["one"]
+
+
+def test_the_client_refuses_conversations_beyond_its_maximum():
+    from tpot.protocol.session import TooMany
+
+    session = ClientSession(HTTP, max_conversations=2)
+    for conversation_id in (1, 2):
+        [opened] = session.receive(codec.OpenHTTP(conversation_id, "127.0.0.1", 1))
+        session.accept(conversation_id, object())
+    assert session.receive(codec.OpenHTTP(3, "127.0.0.1", 1)) == (TooMany(3),)
+    assert session.no_connect(3) == codec.NoConnect(3)
+    session.end(1, notify=True)
+    assert type(session.receive(codec.OpenHTTP(4, "127.0.0.1", 1))[0]).__name__ == "OpenRequested"

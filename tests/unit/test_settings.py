@@ -440,3 +440,21 @@ def test_command_line_falls_back_to_environment_and_config(home, monkeypatch):
 def test_bad_command_lines_raise_client_error(home, argv):
     with pytest.raises(ClientError):
         parse_command_line(argv)
+
+
+@pytest.mark.parametrize("given, expected", [(None, 500), ("1", 1), ("2000", 2000)])
+def test_max_conversations(given, expected):
+    settings = client_settings("8080", server="http://localhost:3000", max_conversations=given)
+    assert settings.max_conversations == expected
+
+
+@pytest.mark.parametrize("given", ["0", "-3", "many", "1.5"])
+def test_max_conversations_must_be_a_whole_number_of_at_least_one(given):
+    with pytest.raises(ClientError, match="--max-conversations must be a whole number of at least 1"):
+        client_settings("8080", server="http://localhost:3000", max_conversations=given)
+
+
+@pytest.mark.parametrize("name, why", [("demo-", "ending with '-'"), ("xn--80ak6aa92e", "xn--")])
+def test_a_subdomain_that_is_no_dns_label_says_why(name, why):
+    with pytest.raises(ClientError, match=why):
+        client_settings("8080", server="http://localhost:3000", subdomain=name)

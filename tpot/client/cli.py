@@ -14,6 +14,7 @@ from tpot.client.settings import (
     ENV_BASIC_AUTH,
     ENV_SERVER,
     EXIT_FAILURE,
+    DEFAULT_MAX_CONVERSATIONS,
     ClientError,
     client_settings,
 )
@@ -41,9 +42,15 @@ def _add_server_options(command):
     command.add_argument("-d", "--debug", action="store_true", help="log protocol details to stderr")
 
 
+def _add_tunnel_options(command):
+    command.add_argument("--max-conversations", metavar="N",
+                         help=f"most visitors served at once; more are refused (default {DEFAULT_MAX_CONVERSATIONS})")
+
+
 def _add_http(http):
     http.add_argument("target", metavar="TARGET", help="8080, localhost:8080, http://host:port or https://host[:port]")
     _add_server_options(http)
+    _add_tunnel_options(http)
     http.add_argument("-s", "--subdomain", help="ask for this subdomain")
     http.add_argument("--http-host", help="rewrite Host to this instead of the target's host:port")
     http.add_argument("--no-host-rewrite", action="store_true", help="pass Host through untouched")
@@ -62,6 +69,7 @@ def _add_http(http):
 def _add_tcp(tcp):
     tcp.add_argument("target", metavar="TARGET", help="22, localhost:5432 or host:port")
     _add_server_options(tcp)
+    _add_tunnel_options(tcp)
     tcp.add_argument("-s", "--subdomain", help="ask for this tunnel name")
     tcp.add_argument("-q", "--quiet", action="store_true", help="do not print a line per connection on stdout")
     tcp.add_argument("--secret", help="the access secret people connecting must give"
@@ -94,6 +102,7 @@ def parse_command_line(argv, env=None, config=None):
         return client_settings(
             args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
             debug=args.debug, quiet=args.quiet, kind=TCP, access_secret=args.secret, env=env, config=config,
+            max_conversations=args.max_conversations,
         )
     return client_settings(
         args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
@@ -101,6 +110,7 @@ def parse_command_line(argv, env=None, config=None):
         no_forwarded_headers=args.no_forwarded_headers, insecure=args.insecure,
         ca=read_ca_file(args.ca) if args.ca else None,
         quiet=args.quiet, basic_auth=args.basic_auth, allow_ip=args.allow_ip, env=env, config=config,
+        max_conversations=args.max_conversations,
     )
 
 

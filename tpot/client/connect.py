@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from tpot.protocol.auth import make_authorization, make_secret_authorization
 from tpot.protocol.codec import CLOSE_NO_CONNECT, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TUNNEL_GONE
+from tpot.client.requestlog import printable_text
 from tpot.client.session import CLIENT_PROTOCOL_OPTIONS
 from tpot.client.settings import (
     ENV_ACCESS_SECRET,
@@ -273,7 +274,8 @@ def explain(outcome, name, server):
     if not outcome.opened:
         return f"the server {server} closed the connection before the WebSocket opened."
     template = CLOSES.get(outcome.code, "the connection to {name} ended with code {code} ({reason}).")
-    return template and template.format(name=name, code=outcome.code, reason=outcome.reason or "no reason")
+    reason = printable_text(outcome.reason) if outcome.reason else "no reason"  # the server's words: escaped
+    return template and template.format(name=name, code=outcome.code, reason=reason)
 
 
 REFUSALS = {

@@ -20,6 +20,8 @@ A conversation is in one `State` at a time:
     OPEN --the target closed--> ENDED
     any --the server closed it--> ENDED                   (a target still connecting is closed once it connects)
     any but ENDED --a refused request's turn came--> ENDED (the refusal goes to the visitor)
+    CONNECTING or OPEN --a later head refused unfollowed--> PEER_DONE (a FIN to the target)
+    any --the server ignored pause past MAX_UNACKED_BYTES--> ENDED (the target is aborted)
 
 and a raw conversation (`RawConversation`) ends each direction on its own:
 
@@ -34,6 +36,8 @@ target is not read (`reading`), and a refused request waiting for its turn (`_re
 
 import enum
 
+from twisted.logger import Logger
+
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -41,11 +45,13 @@ from tpot.client.policy import refusal_response
 from tpot.client.requestlog import ConnectionEntry, Entry, ResponseTracker, request_line
 from tpot.client.target import HalfCloseableTargetProtocol, TargetFactory, TargetProtocol
 from tpot.http.rewrite import HostRewriter
-from tpot.protocol.flow import ReadPauses, no_delay, shut_down_writing
+from tpot.protocol.flow import MAX_UNACKED_BYTES, ReadPauses, no_delay, shut_down_writing
 
 # Data held while the target connection is being made; past this the server is asked to
 # pause this conversation until the connection is up.
 MAX_PENDING_BYTES = 256 * 1024
+
+log = Logger()
 
 
 class State(enum.Enum):
@@ -75,6 +81,7 @@ class Conversation:
         self._pending = []  # data for the target until then
         self._pending_size = 0
         self._server_paused = False
+        self._unacked = 0  # bytes the server sent since we asked it to pause
         self.reading = ReadPauses()
         # Without a log or a policy (tpot --quiet) none of this is in the relay's way.
         self._visitors = visitors
@@ -109,7 +116,10 @@ class Conversation:
     # From the tunnel.
 
     def from_tunnel(self, payload):
-        data = self.rewriter.feed(payload) if self.rewriter else payload
+        if self._server_paused and self._ignores_pause(len(payload)):
+            return
+        rewriter = self.rewriter
+        data = rewriter.feed(payload) if rewriter else payload
         if self.transport is not None:
             self.transport.write(data)
         else:
@@ -119,6 +129,43 @@ class Conversation:
                 self._ask_server(pause=True)
         if self._policy is not None:
             self._after_judging()
+        if rewriter is not None and rewriter.refused is not None:
+            self._refuse_in_stream(rewriter.take_refusal())
+
+    def _ignores_pause(self, size):
+        """Count what the server sends after we asked it to pause; past MAX_UNACKED_BYTES
+        it ignores pause, and the conversation is cut rather than buffered without end."""
+        self._unacked += size
+        if self._unacked <= MAX_UNACKED_BYTES:
+            return False
+        log.warn("the server ignored pause for conversation {id}; closing it", id=self.id)
+        self.state = State.ENDED
+        self.session.conversation_ended(self.id, notify=True)
+        if self.transport is not None:
+            self.transport.unregisterProducer()
+            self.transport.abortConnection()
+        self._on_end("closed")
+        return True
+
+    def _refuse_in_stream(self, status):
+        """The rewriter refused a later request of the connection (a bare CR or LF): it
+        and what follows never reach the target.  With the responses followed, the visitor
+        gets `status` once the earlier requests are answered; otherwise the target gets a
+        FIN after them, and the visitor their responses, then the close."""
+        if self.responses is not None:
+            if self._refusal is None:
+                self._refusal = (status, "-", "-", self._visitors.clock.seconds())
+            self._refuse_when_answered()
+        else:
+            self._stop_writing()
+
+    def _stop_writing(self):
+        """Nothing more goes to the target: a FIN after what it was sent (once connected)."""
+        if self.state is State.CONNECTING:
+            self.state = State.PEER_DONE  # the FIN goes once connected (_after_connecting)
+        elif self.state is State.OPEN:
+            self.state = State.PEER_DONE
+            shut_down_writing(self.transport, self)
 
     def _on_head(self, lines):
         """The rewriter's hook: a request head (None: unreadable) about to go to the target."""
@@ -209,7 +256,9 @@ class Conversation:
         self._after_connecting()
 
     def _after_connecting(self):
-        """What a subclass has held back until the target connection is up."""
+        """What was held back until the target connection is up: the FIN of PEER_DONE."""
+        if self.state is State.PEER_DONE:
+            shut_down_writing(self.transport, self)
 
     def from_target(self, data):
         if self.state is not State.ENDED:
@@ -263,6 +312,7 @@ class Conversation:
         if self.state is State.ENDED or self._server_paused == pause:
             return
         self._server_paused = pause
+        self._unacked = 0
         if pause:
             self.session.send_pause(self.id)
         else:
@@ -286,17 +336,10 @@ class RawConversation(Conversation):
         super().__init__(session, conversation_id, host_rewrite=None)
 
     def peer_done_sending(self):
-        if self.state is State.CONNECTING:
-            self.state = State.PEER_DONE  # the FIN goes once connected (_after_connecting)
-        elif self.state is State.OPEN:
-            self.state = State.PEER_DONE
-            shut_down_writing(self.transport, self)  # after what is buffered: a FIN to the target
-        elif self.state is State.TARGET_DONE:
+        if self.state is State.TARGET_DONE:
             self._both_done()
-
-    def _after_connecting(self):
-        if self.state is State.PEER_DONE:
-            shut_down_writing(self.transport, self)
+        else:
+            self._stop_writing()
 
     def target_done_sending(self):
         if self.state is State.OPEN:

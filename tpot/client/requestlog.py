@@ -175,6 +175,14 @@ def printable(path):
     return "".join(c if "!" <= c <= "~" else f"%{ord(c):02X}" for c in path)
 
 
+def printable_text(text):
+    """Words from the other side (a close reason) safe to print: anything that is not a
+    printable character (escape sequences, CR, LF, bidirectional controls) as \\xNN."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def format_entry(entry, colour=False, arrow="→"):
     """`METHOD PATH → STATUS  SIZE  DURATION`; an upgrade has no size."""
     status = str(entry.status)

@@ -13,6 +13,7 @@ from autobahn.twisted.websocket import connectWS
 from twisted.internet import defer
 
 from tpot.protocol.auth import make_authorization
+from tpot.client.requestlog import printable, printable_text
 from tpot.client.session import TunnelClientFactory
 from tpot.client.settings import EXIT_FAILURE, EXIT_OK
 from tpot.client.tls import server_tls
@@ -89,7 +90,8 @@ class ClientRun:
         self.token = token
 
     def on_greeting(self, name):
-        self.out.write(self._announcement(name, first=self.name is None))
+        # From the server, so maybe hostile: nothing that could drive the user's terminal.
+        self.out.write(self._announcement(printable(name), first=self.name is None))
         self.out.flush()
         self.name = name
         self.failed_attempts = 0
@@ -137,7 +139,7 @@ class ClientRun:
             return f"The server refused the tunnel with HTTP status {status}."
         if self.factory is None or not self.factory.greeted_here:
             return f"The server {server} closed the connection before the tunnel opened."
-        reason_text = f": {reason}" if reason else ""
+        reason_text = f": {printable_text(reason)}" if reason else ""
         return f"The connection to the server was lost (code {code}){reason_text}."
 
     def fail(self, message):

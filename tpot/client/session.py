@@ -26,6 +26,7 @@ from tpot.protocol.session import (
     PeerClosed,
     PeerDoneSending,
     ResumeReading,
+    TooMany,
     WrongKind,
 )
 
@@ -39,10 +40,10 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
     # txaio's logger, so that the level set in cli.main also silences Autobahn's per-frame debug.
     log = txaio.make_logger()
 
-    def __init__(self, kind=HTTP):
+    def __init__(self, kind=HTTP, max_conversations=None):
         super().__init__()
         # The TPoT/1 rules (tpot.protocol.session); its table holds this tunnel's conversations.
-        self.session = ClientSession(kind)
+        self.session = ClientSession(kind, max_conversations)
         self.conversations = self.session.conversations
         self._conversation_for_data = self.conversations.get  # data's fast path: one lookup
         self.backpressure = WebSocketBackpressure(self.conversations)
@@ -96,6 +97,11 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
     def _refuse(self, event):
         self.log.warn("refused a {kind} conversation on a {tunnel} tunnel",
                       kind="raw" if event.raw else "HTTP", tunnel=self.session.kind)
+        self.send_no_connect(event.id)
+
+    def _refuse_too_many(self, event):
+        self.log.warn("refused conversation {id}: {n} are open already (--max-conversations)",
+                      id=event.id, n=self.session.max_conversations)
         self.send_no_connect(event.id)
 
     def _conversation_for(self, event):
@@ -156,6 +162,7 @@ _PERFORM = {
     Greeted: lambda tunnel, event: tunnel.factory.greeted(event.name),
     OpenRequested: TunnelClientProtocol._open,
     WrongKind: TunnelClientProtocol._refuse,
+    TooMany: TunnelClientProtocol._refuse_too_many,
     Deliver: lambda tunnel, event: event.conversation.from_tunnel(event.payload),
     PauseReading: lambda tunnel, event: event.conversation.pause_reading(PEER),
     ResumeReading: lambda tunnel, event: event.conversation.resume_reading(PEER),
@@ -191,7 +198,7 @@ class TunnelClientFactory(WebSocketClientFactory):
 
     def buildProtocol(self, addr):
         # The tunnel's kind is known here (its settings), before the protocol's first message.
-        self.current = self.protocol(self.settings.kind)
+        self.current = self.protocol(self.settings.kind, self.settings.max_conversations)
         self.current.factory = self
         return self.current
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tpot.protocol.auth import MAX_SECRET_LENGTH, MIN_SECRET_LENGTH, new_access_secret, valid_access_secret
 from tpot.client.policy import parse_allowed, parse_credentials
 from tpot.protocol.codec import HTTP, TCP
-from tpot.protocol.names import valid_name
+from tpot.protocol.names import name_problem
 
 CONFIG_PATH = os.path.join("~", ".tpot", "config.json")
 
@@ -27,6 +27,9 @@ ENV_AUTH_KEY = "TPOT_AUTH_KEY"
 ENV_ACCESS_SECRET = "TPOT_ACCESS_SECRET"
 ENV_BASIC_AUTH = "TPOT_BASIC_AUTH"
 
+
+# What --max-conversations is unless given: well under the usual 1024 open files.
+DEFAULT_MAX_CONVERSATIONS = 500
 
 _URL = re.compile(r"(?:(https?)://)?([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?/?", re.IGNORECASE)
 
@@ -63,6 +66,9 @@ class ClientSettings:
     # HTTP or TCP (`tpot tcp`: raw conversations only, reached by those who know access_secret).
     kind: str = HTTP
     access_secret: str = None
+    # Conversations open at once; beyond, the server is told "no connect" (each holds a
+    # connection to the target: a file descriptor).
+    max_conversations: int = None
 
     @property
     def websocket_url(self):
@@ -95,7 +101,7 @@ def parse_address(text, what):
 def client_settings(target, server=None, auth_key=None, subdomain=None, http_host=None,
                     no_host_rewrite=False, debug=False, env=None, config=None, no_forwarded_headers=False,
                     insecure=False, ca=None, quiet=False, basic_auth=None, allow_ip=(), kind=HTTP,
-                    access_secret=None):
+                    access_secret=None, max_conversations=None):
     """Merge command-line values (None when not given) with `env` (a mapping like
     os.environ) and `config` (the config file's dict); both are empty when not given.
 
@@ -108,13 +114,14 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     config = {} if config is None else config
     server = configured_server(server, env, config)
     subdomain = subdomain or config.get("subdomain")
-    if subdomain is not None and not valid_name(subdomain.lower()):
-        raise ClientError(f"The subdomain {subdomain!r} is not valid: use 1-24 of a-z, 0-9 and '-', not starting with '-'.")
+    if subdomain is not None and name_problem(subdomain.lower()) is not None:
+        raise ClientError(f"The subdomain {subdomain!r} is not valid: {name_problem(subdomain.lower())}.")
     common = dict(
         server=parse_address(server, "server"),
         auth_key=configured_auth_key(auth_key, env, config),
         subdomain=subdomain.lower() if subdomain else None,
         debug=debug,
+        max_conversations=parse_max_conversations(max_conversations),
     )
     if kind == TCP:
         return _tcp_settings(target, env, access_secret, quiet, common)
@@ -143,6 +150,16 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         basic_auth=basic_auth,
         allow_ip=allowed,
     )
+
+
+def parse_max_conversations(value):
+    """--max-conversations: a whole number of at least 1 (DEFAULT_MAX_CONVERSATIONS if None)."""
+    if value is None:
+        return DEFAULT_MAX_CONVERSATIONS
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ClientError(f"--max-conversations must be a whole number of at least 1, not {value!r}.")
+    return int(text)
 
 
 def configured_server(given, env, config):

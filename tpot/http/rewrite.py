@@ -120,6 +120,11 @@ class HostRewriter(MessageFraming):
         self.refused = status
         self.state = DISCARD
 
+    def take_refusal(self):
+        """The status of a request refused since the last call (None if none was): once."""
+        status, self.refused = self.refused, None
+        return status
+
     def _head(self, lines, head, out):
         lone = head.replace(b"\r\n", b"")
         if b"\r" in lone or b"\n" in lone:

@@ -115,6 +115,14 @@ class WrongKind:
     raw: bool
 
 
+@dataclass(frozen=True, slots=True)
+class TooMany:
+    """An `H` or `R` beyond the conversations the client keeps open: refuse it with
+    `no_connect` (each open one holds a connection to the target, a file descriptor)."""
+
+    id: int
+
+
 # Why the server's side could not open a conversation (`OpenRefused.reason`).
 KIND_MISMATCH = "kind mismatch"
 NO_FREE_ID = "no free id"
@@ -295,6 +303,10 @@ class ClientSession(Session):
 
     peer_sends = codec.FROM_SERVER
 
+    def __init__(self, kind, max_conversations=None):
+        super().__init__(kind)
+        self.max_conversations = max_conversations  # None: as many as the server opens
+
     def accept(self, conversation_id, conversation):
         """Put the conversation the adapter made for an OpenRequested in the table."""
         self.conversations[conversation_id] = conversation
@@ -319,6 +331,8 @@ class ClientSession(Session):
         if not self._takes(raw):
             # A TCP service must never see HTTP visitors, nor an HTTP target raw streams.
             return events + (WrongKind(message.id, raw),)
+        if self.max_conversations is not None and len(self.conversations) >= self.max_conversations:
+            return events + (TooMany(message.id),)
         return events + (OpenRequested(message.id, message.host, message.port, raw),)
 
     _receivers = {**Session._receivers_of_both, codec.Greeting: _greeting,
