@@ -6,14 +6,13 @@ factory reports the outcome (greeting, refusal, loss) to whoever runs the client
 
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
 
 from tpot.protocol import codec
 from tpot.protocol.codec import EXTENSIONS_HEADER, RECLAIM_TOKEN_HEADER, TCP
 from tpot.client.target import Conversation, LoggedRawConversation, RawConversation, TargetConnector
 from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.http.addresses import format_address
-from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames
+from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames, is_open, refused_status
 from tpot.http.rewrite import Forwarded
 
 PING_INTERVAL = 15
@@ -50,12 +49,10 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
         self.backpressure.register(self.transport)
 
     def tunnel_open(self):
-        return self.state == WebSocketProtocol.STATE_OPEN
+        return is_open(self)
 
     def failHandshake(self, reason):
-        status = self.http_status_line.split() if getattr(self, "http_status_line", None) else []
-        if len(status) > 1 and status[1].isdigit():
-            self.refused_status = int(status[1])
+        self.refused_status = refused_status(self)
         super().failHandshake(reason)
 
     def onMessage(self, payload, isBinary):
@@ -138,23 +135,20 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
         self._send_data(conversation_id, data)
 
     def send_pause(self, conversation_id):
-        self._send(codec.encode(codec.Pause(conversation_id)))
+        self._send_message(codec.encode(codec.Pause(conversation_id)))
 
     def send_resume(self, conversation_id):
-        self._send(codec.encode(codec.Resume(conversation_id)))
+        self._send_message(codec.encode(codec.Resume(conversation_id)))
 
     def send_half_close(self, conversation_id):
-        self._send(codec.encode(codec.HalfClose(conversation_id)))
+        self._send_message(codec.encode(codec.HalfClose(conversation_id)))
 
     def send_no_connect(self, conversation_id):
-        self._send(codec.encode(codec.NoConnect(conversation_id)))
+        self._send_message(codec.encode(codec.NoConnect(conversation_id)))
 
     def conversation_ended(self, conversation_id, notify):
         if self.conversations.pop(conversation_id, None) is not None and notify:
-            self._send(codec.encode(codec.Close(conversation_id)))
-
-    def _send(self, payload):
-        self._send_message(payload)
+            self._send_message(codec.encode(codec.Close(conversation_id)))
 
     def _deliver_data(self, conversation_id, data):
         # LeanFrames' shortcut past onMessage for data messages.
