@@ -1,15 +1,19 @@
 from setuptools import find_packages, setup
 
+# The lowest versions below are tested (`make test-lowest`, constraints-lowest.txt pins them);
+# Autobahn is capped at the major version tested, since tpot.protocol.frames relies on its
+# internals (frames.AUTOBAHN_NAMES).  The distribution is tpot-tunnel ("tpot" on PyPI is
+# another project); the import package and the commands are `tpot`.
 setup(
-    name="tpot",
+    name="tpot-tunnel",
     version="0.3.0",
     description="Transport Packets over Tunnels: a self-hosted tunnel server and client (TPoT/1).",
     packages=find_packages(include=["tpot", "tpot.*"]) + ["twisted.plugins"],
     package_data={"twisted.plugins": ["tpot_plugin.py"]},
-    python_requires=">=3.9",
+    python_requires=">=3.11",
     install_requires=[
-        "twisted[tls]>=23.10",
-        "autobahn>=23.1",
+        "twisted[tls]>=26.4",
+        "autobahn>=25.9.1,<27",
         "python-dotenv>=1.0",
         "prometheus-client>=0.17",
     ],

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
-from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -49,6 +48,7 @@ from tpot.protocol.flow import (
     shut_down_writing,
 )
 from tpot.http.addresses import format_address
+from tpot.protocol.frames import is_connecting, is_open, refused_status
 from tpot.protocol.names import valid_name
 
 DEFAULT_LISTEN_HOST = "127.0.0.1"
@@ -103,12 +103,6 @@ def connect_settings(name, server=None, auth_key=None, secret=None, listen=None,
         raise ClientError("Give the tunnel's access secret with --secret (tpot tcp prints it)"
                           " or the server's auth key with -k.")
     return ConnectSettings(server, name.lower(), key, None if stdio else parse_listen(listen), debug, bool(secret))
-
-
-def refused_status(protocol):
-    """The HTTP status with which the server refused the upgrade, if it answered one."""
-    status = (getattr(protocol, "http_status_line", None) or "").split()
-    return int(status[1]) if len(status) > 1 and status[1].isdigit() else None
 
 
 @implementer(IHalfCloseableProtocol)
@@ -211,7 +205,7 @@ class ConnectClientProtocol(UnregisterOnDrop, WebSocketClientProtocol):
             self.factory.local.end_of_stream()
 
     def send_stream(self, data):
-        if self.state == WebSocketProtocol.STATE_OPEN:
+        if is_open(self):
             self.sendMessage(data, isBinary=True)
 
     def onClose(self, wasClean, code, reason):
@@ -247,9 +241,9 @@ class ConnectClientFactory(WebSocketClientFactory):
         protocol = self.current
         if protocol is None:
             self.connector.disconnect()
-        elif protocol.state == WebSocketProtocol.STATE_OPEN:
+        elif is_open(protocol):
             protocol.sendClose(1000)
-        elif protocol.state == WebSocketProtocol.STATE_CONNECTING:
+        elif is_connecting(protocol):
             protocol.dropConnection(abort=True)  # still shaking hands: nothing to close cleanly
 
 

@@ -7,7 +7,6 @@ reports the outcome (greeting, refusal, loss) to whoever runs the client.
 
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
 
 from tpot.protocol import codec
 from tpot.protocol.codec import EXTENSIONS_HEADER, HTTP, RECLAIM_TOKEN_HEADER, TCP
@@ -15,7 +14,7 @@ from tpot.client.conversation import Conversation, LoggedRawConversation, RawCon
 from tpot.client.target import TargetConnector
 from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.http.addresses import format_address
-from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames
+from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames, is_open, refused_status
 from tpot.http.rewrite import Forwarded
 from tpot.protocol.session import (
     ClientSession,
@@ -67,12 +66,10 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
         self.backpressure.register(self.transport)
 
     def tunnel_open(self):
-        return self.state == WebSocketProtocol.STATE_OPEN
+        return is_open(self)
 
     def failHandshake(self, reason):
-        status = self.http_status_line.split() if getattr(self, "http_status_line", None) else []
-        if len(status) > 1 and status[1].isdigit():
-            self.refused_status = int(status[1])
+        self.refused_status = refused_status(self)
         super().failHandshake(reason)
 
     def onMessage(self, payload, isBinary):
@@ -130,24 +127,21 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
         self._send_data(conversation_id, data)
 
     def send_pause(self, conversation_id):
-        self._send(codec.encode(codec.Pause(conversation_id)))
+        self._send_message(codec.encode(codec.Pause(conversation_id)))
 
     def send_resume(self, conversation_id):
-        self._send(codec.encode(codec.Resume(conversation_id)))
+        self._send_message(codec.encode(codec.Resume(conversation_id)))
 
     def send_half_close(self, conversation_id):
-        self._send(codec.encode(codec.HalfClose(conversation_id)))
+        self._send_message(codec.encode(codec.HalfClose(conversation_id)))
 
     def send_no_connect(self, conversation_id):
-        self._send(codec.encode(self.session.no_connect(conversation_id)))
+        self._send_message(codec.encode(self.session.no_connect(conversation_id)))
 
     def conversation_ended(self, conversation_id, notify):
         closing = self.session.end(conversation_id, notify)
         if closing is not None:
-            self._send(codec.encode(closing))
-
-    def _send(self, payload):
-        self._send_message(payload)
+            self._send_message(codec.encode(closing))
 
     def _deliver_data(self, conversation_id, data):
         # LeanFrames' shortcut past onMessage for data messages: what the session's

@@ -10,6 +10,13 @@ fragments, text, oversized or malformed frames, any state but open) is left to A
 which keeps handling the handshake, pings, closing and every protocol violation.
 
 The functions here are pure; `LeanFrames` is the mixin both ends' protocols use.
+
+This is also the one module that reaches past Autobahn's documented interface (sendMessage,
+sendClose, the on... callbacks, setProtocolOptions) into its internals: protocol state,
+the receive buffer, frame-parsing state, protocol options copied onto the protocol, and a
+few private methods.  The rest of tpot goes through the helpers at the end (`is_open`,
+`fail_connection`, `OversizeFails`, ...).  Every such name is listed in AUTOBAHN_NAMES, and
+tests/unit/test_autobahn_contract.py checks that the installed Autobahn has each of them.
 """
 
 import os
@@ -20,6 +27,62 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.xormasker import create_xor_masker
 
 from tpot.protocol import codec
+
+# Autobahn's internals that tpot relies on, by where they live (see the module docstring).
+# Only this module touches them; the contract test checks each against the installed Autobahn.
+AUTOBAHN_NAMES = {
+    # Module-level names, imported above.
+    "modules": (
+        "autobahn.websocket.USES_NVX",  # Autobahn 25.9+
+        "autobahn.websocket.xormasker.create_xor_masker",
+        "autobahn.websocket.protocol.WebSocketProtocol.STATE_OPEN",
+        "autobahn.websocket.protocol.WebSocketProtocol.STATE_CONNECTING",
+    ),
+    # Methods of both ends' protocol classes that we call or override (processData,
+    # _max_message_size_exceeded, failHandshake and dropConnection are overridden).
+    "methods": (
+        "processData",
+        "_fail_connection",
+        "_max_message_size_exceeded",
+        "_cancelAutoPingTimeoutCall",
+        "failHandshake",
+        "dropConnection",
+    ),
+    # Attributes of either end's protocol instance once its WebSocket is open: state,
+    # buffers, frame-parsing state, and the protocol options copied from the factory.
+    "state": (
+        "state",
+        "data",
+        "send_queue",
+        "current_frame",
+        "inside_message",
+        "failedByMe",
+        "autoPingTimeoutCall",
+        "autoPingRestartOnAnyTraffic",
+        "peer",
+        "remoteCloseCode",
+        "websocket_version",
+        "applyMask",
+        "_perMessageCompress",
+        "logFrames",
+        "logOctets",
+        "trackedTimings",
+        "maxFramePayloadSize",
+        "maxMessagePayloadSize",
+    ),
+    "server state": ("maskServerFrames", "requireMaskedClientFrames"),
+    # Of both ends' factories.
+    "factory": ("isServer",),
+    "client state": ("maskClientFrames", "acceptMaskedServerFrames", "http_status_line"),
+}
+# Names tpot's protocols give Autobahn's on purpose: the callbacks, the overridden methods
+# above, the logger, and `data` (LeanFrames consumes Autobahn's buffer).  Any other name a
+# tpot protocol defines must be new to Autobahn, or it would replace one of Autobahn's
+# internals unnoticed (the contract test checks this too).
+AUTOBAHN_OVERRIDES = frozenset(
+    ("onConnect", "onOpen", "onMessage", "onPing", "onClose", "log", "data")
+    + AUTOBAHN_NAMES["methods"]
+)
 
 FIN_BINARY = 0x82
 MASK_BIT = 0x80
@@ -239,3 +302,46 @@ class LeanFrames:
             return len(self.data) > len(buffer) - position
         # A message closed the WebSocket: Autobahn handles what follows, in its new state.
         return bool(self.data)
+
+
+# The rest of tpot's way to Autobahn's internals.
+
+
+def is_open(protocol):
+    """Whether the WebSocket of `protocol` (either end's) is open."""
+    return protocol.state == WebSocketProtocol.STATE_OPEN
+
+
+def is_connecting(protocol):
+    """Whether the WebSocket of `protocol` is still shaking hands."""
+    return protocol.state == WebSocketProtocol.STATE_CONNECTING
+
+
+def fail_connection(protocol, code, reason):
+    """Fail the WebSocket (RFC 6455, 7.1.7): send a close frame with `code` and `reason`,
+    and deliver nothing more the peer sends."""
+    protocol._fail_connection(code, reason)
+
+
+def peer(protocol):
+    """The peer's address as Autobahn wrote it (e.g. "tcp:127.0.0.1:40000")."""
+    return protocol.peer
+
+
+def remote_close_code(protocol):
+    """The close code the peer sent, or None (none sent, or not closed yet)."""
+    return getattr(protocol, "remoteCloseCode", None)
+
+
+def refused_status(protocol):
+    """The HTTP status with which the server refused a client's upgrade, if it answered one."""
+    status = (getattr(protocol, "http_status_line", None) or "").split()
+    return int(status[1]) if len(status) > 1 and status[1].isdigit() else None
+
+
+class OversizeFails:
+    """Mixin for Autobahn protocols: an oversized message fails the WebSocket as a malformed
+    message (4180), instead of Autobahn's 1009."""
+
+    def _max_message_size_exceeded(self, msg_size, max_msg_size, reason):
+        fail_connection(self, codec.CLOSE_PROTOCOL_ERROR, f"message larger than {max_msg_size} bytes")

@@ -10,9 +10,9 @@ where a visitor gets error pages.
 
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
 
 from tpot.protocol.codec import CLOSE_NO_CONNECT, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TUNNEL_GONE
+from tpot.protocol.frames import OversizeFails, fail_connection, is_open
 from tpot.server.tunnel import SERVER_PROTOCOL_OPTIONS
 from tpot.protocol.flow import PausesPeer, ReadPauses, UnregisterOnDrop, no_delay
 from tpot.http.addresses import format_address
@@ -29,7 +29,7 @@ MAX_PIECE = 64 * 1024
 CLOSE_HANDSHAKE_TIMEOUT = 30
 
 
-class ConnectProtocol(PausesPeer, UnregisterOnDrop, WebSocketServerProtocol):
+class ConnectProtocol(PausesPeer, UnregisterOnDrop, OversizeFails, WebSocketServerProtocol):
     """One connection to a TCP tunnel, relayed as one raw conversation."""
 
     # A txaio logger, so that Autobahn's per-frame debug logging follows the global level.
@@ -73,7 +73,7 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, WebSocketServerProtocol):
 
     def onMessage(self, payload, isBinary):
         if not isBinary:
-            self._fail_connection(CLOSE_PROTOCOL_ERROR, "text message: the stream goes in binary messages")
+            fail_connection(self, CLOSE_PROTOCOL_ERROR, "text message: the stream goes in binary messages")
             return
         if self.id is None or self._remote_closed or self._done_sending:
             return
@@ -100,10 +100,6 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, WebSocketServerProtocol):
             up=self.bytes_up, down=self.bytes_down,
         )
 
-    def _max_message_size_exceeded(self, msg_size, max_msg_size, reason):
-        # Autobahn's hook for oversized messages: a protocol error like any other.
-        self._fail_connection(CLOSE_PROTOCOL_ERROR, f"message larger than {max_msg_size} bytes")
-
     # What the tunnel tells us.
 
     def deliver(self, payload):
@@ -112,7 +108,7 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, WebSocketServerProtocol):
             self.log.warn("tunnel {name}'s client ignored pause; closing conversation {id}", name=self.name, id=self.id)
             self.dropConnection(abort=True)
             return
-        if self.state == WebSocketProtocol.STATE_OPEN:
+        if is_open(self):
             self.bytes_down += len(payload)
             self.sendMessage(payload, isBinary=True)
 
@@ -124,7 +120,7 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, WebSocketServerProtocol):
 
     def peer_done_sending(self):
         """The service's end of stream: an empty message, after everything before it."""
-        if self.state == WebSocketProtocol.STATE_OPEN:
+        if is_open(self):
             self.sendMessage(b"", isBinary=True)
 
     def remote_closed(self):

@@ -7,7 +7,6 @@ connection the router has already read and checked.
 
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import WebSocketProtocol
 from zope.interface import implementer
 
 from tpot.http.addresses import format_address
@@ -23,7 +22,15 @@ from tpot.protocol.codec import (
     TCP,
 )
 from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
-from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames
+from tpot.protocol.frames import (
+    PROTOCOL_OPTIONS,
+    LeanFrames,
+    OversizeFails,
+    fail_connection,
+    is_open,
+    peer,
+    remote_close_code,
+)
 from tpot.protocol.session import (
     KIND_MISMATCH,
     NO_FREE_ID,
@@ -53,7 +60,7 @@ SERVER_PROTOCOL_OPTIONS = dict(
 
 
 @implementer(ILiveTunnel)
-class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
+class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServerProtocol):
     """One open tunnel: the WebSocket of a client and the conversations relayed over it."""
 
     # Autobahn logs every frame through self.log at debug level; a txaio logger honours
@@ -102,7 +109,7 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
         self.backpressure.register(self.transport)
         self.opened_at = self.clock.seconds()
         self.liveness.start()
-        self._send(codec.encode(codec.Greeting(self.name)))
+        self._send_message(codec.encode(codec.Greeting(self.name)))
         self.log.info("tunnel {name} opened from {peer}", name=self.name, peer=self._client())
 
     def onMessage(self, payload, isBinary):
@@ -121,7 +128,7 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
 
     def onClose(self, wasClean, code, reason):
         # A client that closed normally has left; any other end may be a drop it comes back from.
-        left = getattr(self, "remoteCloseCode", None) == 1000
+        left = remote_close_code(self) == 1000
         self.table.remove(self.claim.lease)
         self.store.release(self.claim.lease, reserve=RECLAIM in self.extensions and not left)
         self.liveness.stop()
@@ -139,14 +146,14 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
 
     def open_conversation(self, visitor, host, port, raw=False):
         """A new conversation's id: raw (`R`) on a TCP tunnel, HTTP (`H`) on an HTTP one."""
-        if self.state != WebSocketProtocol.STATE_OPEN:
+        if not is_open(self):
             raise ConversationRefused(TUNNEL_GONE)
         try:
             opening = self.session.open(visitor, host, port, raw)
         except OpenRefused as refusal:
             raise ConversationRefused(_REFUSALS[refusal.reason]) from None
         self.stats.conversations_total += 1
-        self._send(codec.encode(opening, ipv6=IPV6 in self.extensions))
+        self._send_message(codec.encode(opening, ipv6=IPV6 in self.extensions))
         self.backpressure.admit(visitor)
         return opening.id
 
@@ -156,27 +163,23 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
         self._send_data(conversation_id, data)
 
     def send_pause(self, conversation_id):
-        self._send(codec.encode(codec.Pause(conversation_id)))
+        self._send_message(codec.encode(codec.Pause(conversation_id)))
 
     def send_resume(self, conversation_id):
-        self._send(codec.encode(codec.Resume(conversation_id)))
+        self._send_message(codec.encode(codec.Resume(conversation_id)))
 
     def send_half_close(self, conversation_id):
-        self._send(codec.encode(codec.HalfClose(conversation_id)))
+        self._send_message(codec.encode(codec.HalfClose(conversation_id)))
 
     def conversation_ended(self, conversation_id, notify):
         closing = self.session.end(conversation_id, notify)
         if closing is not None:
-            self._send(codec.encode(closing))
+            self._send_message(codec.encode(closing))
 
     def shutdown(self):
         self.sendClose(code=CLOSE_SERVER_RESTARTING, reason="server restarting; reconnect")
 
     # Internals.
-
-    def _max_message_size_exceeded(self, msg_size, max_msg_size, reason):
-        # Autobahn's hook for oversized frames: one malformed-message rule, one close code.
-        self._fail_connection(CLOSE_PROTOCOL_ERROR, f"message larger than {max_msg_size} bytes")
 
     def _deliver_data(self, conversation_id, data):
         # LeanFrames' shortcut past onMessage for data messages.
@@ -191,18 +194,15 @@ class TunnelProtocol(UnregisterOnDrop, LeanFrames, WebSocketServerProtocol):
         self.stats.bytes_downstream += len(data)
         visitor.deliver(data)
 
-    def _send(self, payload):
-        self._send_message(payload)
-
     def _client(self):
-        return self.peer if self.address is None else format_address(self.address)
+        return peer(self) if self.address is None else format_address(self.address)
 
     def _protocol_error(self, reason):
         self.log.warn("tunnel {name} sent a malformed message: {reason}", name=self.name, reason=reason)
         # Fail the connection (RFC 6455, 7.1.7) rather than just closing it: Autobahn then
         # sends the 4180 close frame and stops delivering the client's later messages, so
         # nothing more from a misbehaving client reaches its visitors.
-        self._fail_connection(CLOSE_PROTOCOL_ERROR, reason[:120])
+        fail_connection(self, CLOSE_PROTOCOL_ERROR, reason[:120])
 
     def _lease_lost(self, failure):
         # The store gave the name to someone else first (a shared store's lease expired).
