@@ -22,6 +22,7 @@ PURE = (
     "tpot.protocol.names",
     "tpot.protocol.auth",
     "tpot.protocol.session",
+    "tpot.protocol.budget",
     "tpot.http.head",
     "tpot.http.framing",
     "tpot.http.rewrite",

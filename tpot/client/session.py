@@ -62,7 +62,7 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
             # A server that does not know TCP tunnels would send us HTTP visitors.
             self.sendClose(code=1000, reason="tcp tunnels not supported")
             return
-        self._lean_setup()
+        self._lean_setup(self.factory.reactor)
         self.backpressure.register(self.transport)
 
     def tunnel_open(self):

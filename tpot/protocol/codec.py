@@ -28,6 +28,9 @@ CLOSE_SERVER_RESTARTING = 4012
 # A connection to a TCP tunnel whose client could not reach its target, or whose tunnel went.
 CLOSE_NO_CONNECT = 4502
 CLOSE_TUNNEL_GONE = 4503
+# Like HTTP's 429: a tunnel that kept sending idle messages (pause, resume, messages for ids
+# not open, pings) beyond its budget (tpot.protocol.budget) for seconds on end.
+CLOSE_TOO_MANY_MESSAGES = 4429
 
 # Negotiated additions (docs/PROTOCOL.md, "Extensions"): the client lists the ones it wants
 # in EXTENSIONS_HEADER of its upgrade; the server names those it grants in the 101 response.

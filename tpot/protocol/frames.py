@@ -27,6 +27,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.xormasker import create_xor_masker
 
 from tpot.protocol import codec
+from tpot.protocol.flow import ReadPauses
 
 # Autobahn's internals that tpot relies on, by where they live (see the module docstring).
 # Only this module touches them; the contract test checks each against the installed Autobahn.
@@ -39,9 +40,11 @@ AUTOBAHN_NAMES = {
         "autobahn.websocket.protocol.WebSocketProtocol.STATE_CONNECTING",
     ),
     # Methods of both ends' protocol classes that we call or override (processData,
-    # _max_message_size_exceeded, failHandshake and dropConnection are overridden).
+    # _max_message_size_exceeded, failHandshake and dropConnection are overridden;
+    # consumeData goes on with the buffer after a turn was given up).
     "methods": (
         "processData",
+        "consumeData",
         "_fail_connection",
         "_max_message_size_exceeded",
         "_cancelAutoPingTimeoutCall",
@@ -80,7 +83,7 @@ AUTOBAHN_NAMES = {
 # tpot protocol defines must be new to Autobahn, or it would replace one of Autobahn's
 # internals unnoticed (the contract test checks this too).
 AUTOBAHN_OVERRIDES = frozenset(
-    ("onConnect", "onOpen", "onMessage", "onPing", "onClose", "log", "data")
+    ("onConnect", "onOpen", "onMessage", "onPing", "onPong", "onClose", "log", "data")
     + AUTOBAHN_NAMES["methods"]
 )
 
@@ -107,6 +110,17 @@ _NATIVE_MASK_FROM = 1024 if USES_NVX else None
 # Below this a message is masked or unmasked whole (one call beats two); above it the
 # data is masked apart from the TPoT head, so that it is not copied to be joined or split.
 _SPLIT_FROM = 4096
+
+# Fairness between tunnels (one reactor serves them all): a tunnel's WebSocket takes at most
+# this many messages (or Autobahn steps: a control frame, a fragment) from its buffer per
+# turn of the reactor.  The rest waits for the next turn, its socket unread meanwhile, so
+# that every other socket is served in between.  A 64 KiB read holds 4 data messages of
+# 16 KiB, 64 of 1 KiB, but 6500 pauses: at ~5 us each that was 30 ms of one tunnel per
+# read.  128 messages are well under a millisecond.
+MESSAGES_PER_TURN = 128
+# Why a tunnel's socket is not read (its ReadPauses, `LeanFrames.tunnel_reading`).
+TURN = "turn"  # the buffer holds more than this turn takes
+HELD = "held"  # `hold_reading`: its end asked for a pause (a budget overrun)
 
 
 def header(length, masked=False):
@@ -200,16 +214,29 @@ class LeanFrames:
     """Mixin for the tunnel's Autobahn protocols (server and client): the hot path.
 
     Subclasses implement `_deliver_data(conversation_id, data)` for data messages and
-    keep `onMessage` for everything else.  `_lean_setup()` runs in onOpen.
+    keep `onMessage` for everything else.  `_lean_setup(clock)` runs in onOpen.
+
+    It also takes turns with the other sockets of the reactor (MESSAGES_PER_TURN): what is
+    left in the buffer is taken on the next turn (`clock.callLater(0)`), the socket unread
+    until the buffer is empty.  `hold_reading(seconds)` stops taking messages for a while.
     """
 
     _lean = False
     _lean_busy = False
+    _lean_left = MESSAGES_PER_TURN  # what this turn may still take
+    _lean_wait = 0.0  # how long a hold_reading asked to wait, once this turn is over
+    _lean_next = None  # the call that takes the next turn, while the socket is unread
+    _lean_why = None  # why the socket is unread until then (TURN or HELD)
+    _lean_clock = None
+    tunnel_reading = None  # ReadPauses of the socket, once open
     _lean_mask_out = False
     _lean_masked_in = False
     _lean_max = 0
 
-    def _lean_setup(self):
+    def _lean_setup(self, clock):
+        self._lean_clock = clock
+        self.tunnel_reading = ReadPauses()
+        self.tunnel_reading.attach(self.transport)
         option = lambda name, default=None: getattr(self, name, default)  # noqa: E731
         server = self.factory.isServer
         self._lean_mask_out = bool(option("maskServerFrames") if server else option("maskClientFrames", True))
@@ -264,10 +291,18 @@ class LeanFrames:
         else:
             self._deliver_data(conversation_id, apply_mask(key, memoryview(buffer)[start + HEAD_SIZE:end]))
 
+    def hold_reading(self, seconds):
+        """Take no more of the peer's messages for `seconds` (from the one being handled on)."""
+        self._lean_left = 0
+        self._lean_wait = max(self._lean_wait, seconds)
+
     def processData(self):
-        if self._lean_busy:
-            # Re-entered from a handler: the loop below picks up what was appended.
+        if self._lean_busy or self._lean_next is not None:
+            # Re-entered from a handler (the loop below picks up what was appended), or
+            # this turn is over: the buffer waits for the next one.
             return False
+        if self._lean_left <= 0:
+            return self._lean_turn_over()
         if (
             not self._lean
             or self.current_frame is not None
@@ -275,7 +310,7 @@ class LeanFrames:
             or self.failedByMe
             or self.state != WebSocketProtocol.STATE_OPEN
         ):
-            return super().processData()
+            return self._autobahn_step()
         buffer = self.data
         masked = self._lean_masked_in
         position = 0
@@ -290,18 +325,60 @@ class LeanFrames:
                 if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
                     self._cancelAutoPingTimeoutCall()
                 self._lean_dispatch(buffer, key, start, position)
+                self._lean_left -= 1
+                if self._lean_left <= 0:
+                    break
         finally:
             self._lean_busy = False
         # self.data is `buffer` plus anything received meanwhile.
         if position:
             self.data = self.data[position:]
+        if self._lean_left <= 0:
+            return self._lean_turn_over()
         if found is OTHER:
             # Autobahn takes this frame; the next call may come back here.
-            return super().processData()
+            return self._autobahn_step()
         if found is INCOMPLETE:
-            return len(self.data) > len(buffer) - position
+            if len(self.data) > len(buffer) - position:
+                return True
+            self._lean_left = MESSAGES_PER_TURN  # the buffer is empty: the next read is a new turn
+            return False
         # A message closed the WebSocket: Autobahn handles what follows, in its new state.
         return bool(self.data)
+
+    def _autobahn_step(self):
+        # One step of Autobahn's (at most a frame), counted against this turn.
+        self._lean_left -= 1
+        more = super().processData()
+        if self._lean_left <= 0:
+            return self._lean_turn_over()
+        if not more:
+            self._lean_left = MESSAGES_PER_TURN
+        return more
+
+    def _lean_turn_over(self):
+        """This turn took what it may: the rest of the buffer (and the socket) waits for
+        the next turn, or for as long as hold_reading asked."""
+        wait, self._lean_wait = self._lean_wait, 0.0
+        self._lean_left = MESSAGES_PER_TURN
+        if self.state != WebSocketProtocol.STATE_OPEN or self._lean_clock is None:
+            # Closing: Autobahn takes the rest (the close handshake) as it comes.
+            return bool(self.data)
+        if not wait and not self.data:
+            return False
+        why = HELD if wait else TURN
+        self.tunnel_reading.pause(why)
+        self._lean_why = why
+        self._lean_next = self._lean_clock.callLater(wait, self._lean_next_turn, why)
+        return False
+
+    def _lean_next_turn(self, why):
+        self._lean_next = None
+        if self.data and self.state != WebSocketProtocol.STATE_CLOSED:
+            self.consumeData()
+        # Unless this turn was given up too, for the same reason, the socket is read again.
+        if self._lean_next is None or self._lean_why != why:
+            self.tunnel_reading.resume(why)
 
 
 # The rest of tpot's way to Autobahn's internals.

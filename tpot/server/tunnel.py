@@ -14,6 +14,7 @@ from tpot.protocol import codec
 from tpot.protocol.codec import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SERVER_RESTARTING,
+    CLOSE_TOO_MANY_MESSAGES,
     EXTENSIONS_HEADER,
     HTTP,
     IPV6,
@@ -21,6 +22,7 @@ from tpot.protocol.codec import (
     RECLAIM_TOKEN_HEADER,
     TCP,
 )
+from tpot.protocol.budget import EXHAUSTED, THROTTLE, WITHIN, IdleBudget
 from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.protocol.frames import (
     PROTOCOL_OPTIONS,
@@ -90,6 +92,7 @@ class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServe
         self._visitor_for_data = self.conversations.get  # data's fast path: one lookup
         self.backpressure = WebSocketBackpressure(self.conversations)
         self.liveness = SilenceTimer(clock, LIVENESS_TIMEOUT, self._silent)
+        self.idle_budget = IdleBudget()  # for messages that relay nothing (tpot.protocol.budget)
 
     # Autobahn callbacks.
 
@@ -102,7 +105,7 @@ class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServe
         return None, headers
 
     def onOpen(self):
-        self._lean_setup()
+        self._lean_setup(self.clock)
         self.table.add(self.claim.lease, self)
         attached = self.store.attach(self.claim.lease, RouteInfo(self.kind, self.access_secret))
         attached.addErrback(self._lease_lost)
@@ -119,12 +122,18 @@ class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServe
         except codec.ProtocolError as error:
             self._protocol_error(str(error))
             return
+        if not events or type(events[0]) in _IDLE:
+            self._idle_message()
         for event in events:
             _PERFORM[type(event)](self, event)
 
     def onPing(self, payload):
         self.liveness.touch()
+        self._idle_message()
         super().onPing(payload)
+
+    def onPong(self, payload):
+        self._idle_message()
 
     def onClose(self, wasClean, code, reason):
         # A client that closed normally has left; any other end may be a drop it comes back from.
@@ -188,11 +197,24 @@ class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServe
         visitor = self._visitor_for_data(conversation_id)
         if visitor is not None:
             self._relay_data(visitor, data)
+        else:
+            self._idle_message()
 
     def _relay_data(self, visitor, data):
         self.bytes_downstream += len(data)
         self.stats.bytes_downstream += len(data)
         visitor.deliver(data)
+
+    def _idle_message(self):
+        # A message that relayed nothing to a live conversation: held past its budget.
+        spent = self.idle_budget.spend(self.clock.seconds())
+        if spent is WITHIN:
+            return
+        if spent is EXHAUSTED and is_open(self):
+            self.log.warn("tunnel {name} sent too many idle messages; closing it", name=self.name)
+            fail_connection(self, CLOSE_TOO_MANY_MESSAGES, "too many messages that relay nothing")
+            return
+        self.hold_reading(THROTTLE)
 
     def _client(self):
         return peer(self) if self.address is None else format_address(self.address)
@@ -224,6 +246,9 @@ _PERFORM = {
     PeerClosed: lambda tunnel, event: event.conversation.remote_closed(),
     PeerCouldNotConnect: lambda tunnel, event: event.conversation.no_connect(),
 }
+# The events of messages that count as idle although they reach a conversation (the rest
+# are those for ids that are not open, or repeated: they make no event at all).
+_IDLE = (PauseReading, ResumeReading)
 # What a visitor is told when the session cannot open its conversation.
 _REFUSALS = {KIND_MISMATCH: WRONG_KIND, NO_FREE_ID: TOO_MANY}
 
