@@ -127,3 +127,20 @@ def test_an_honest_pace_of_pauses_and_resumes_is_never_held(server):
     peer.transport.receive(encode_frame(0x2, data(conversation_id, b"still here")))
     assert visitor.value() == b"still here"
     assert not [frame for frame in peer.new_frames() if frame.opcode == CLOSE]
+
+
+def test_the_client_takes_turns_too(server):
+    from tests.memory.test_session import Client, opened
+    from tpot.protocol import frames
+
+    client = Client(server.clock, target="127.0.0.1:8080")
+    client.answer_upgrade()
+    client.transport.receive(b"".join(frames.message_frame(b"\x11GTPoT/1 wire") + frames.message_frame(opened(1))))
+    target = client.connect_target()
+    target.clear()
+    client.transport.receive(b"".join(b"".join(frames.data_frame(1, b"%d," % i)) for i in range(MORE)))
+    assert target.value() == expected(MESSAGES_PER_TURN)
+    assert client.transport.producerState == "paused"
+    settle(server.clock)
+    assert target.value() == expected(MORE)
+    assert client.transport.producerState == "producing"
