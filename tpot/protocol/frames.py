@@ -116,7 +116,8 @@ _SPLIT_FROM = 4096
 # turn of the reactor.  The rest waits for the next turn, its socket unread meanwhile, so
 # that every other socket is served in between.  A 64 KiB read holds 4 data messages of
 # 16 KiB, 64 of 1 KiB, but 6500 pauses: at ~5 us each that was 30 ms of one tunnel per
-# read.  128 messages are well under a millisecond.
+# read.  128 messages are well under a millisecond.  Bytes need no bound of their own: a
+# turn holds at most one socket read (Twisted's 64 KiB) beyond the message under way.
 MESSAGES_PER_TURN = 128
 # Why a tunnel's socket is not read (its ReadPauses, `LeanFrames.tunnel_reading`).
 TURN = "turn"  # the buffer holds more than this turn takes
@@ -362,7 +363,8 @@ class LeanFrames:
         wait, self._lean_wait = self._lean_wait, 0.0
         self._lean_left = MESSAGES_PER_TURN
         if self.state != WebSocketProtocol.STATE_OPEN or self._lean_clock is None:
-            # Closing: Autobahn takes the rest (the close handshake) as it comes.
+            # Closing (or never opened): Autobahn takes the rest as it comes, the close
+            # handshake or nothing (a failed WebSocket's data is dropped), one read at a time.
             return bool(self.data)
         if not wait and not self.data:
             return False
