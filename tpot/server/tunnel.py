@@ -11,6 +11,7 @@ from zope.interface import implementer
 
 from tpot.http.addresses import format_address
 from tpot.protocol import codec
+from tpot.protocol.adapter import SendsConversationMessages
 from tpot.protocol.codec import (
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SERVER_RESTARTING,
@@ -60,7 +61,8 @@ SERVER_PROTOCOL_OPTIONS = dict(
 
 
 @implementer(ILiveTunnel)
-class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServerProtocol):
+class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails, LeanFrames,
+                     WebSocketServerProtocol):
     """One open tunnel: the WebSocket of a client and the conversations relayed over it."""
 
     # Autobahn logs every frame through self.log at debug level; a txaio logger honours
@@ -162,19 +164,6 @@ class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServe
         self.stats.bytes_upstream += len(data)
         self._send_data(conversation_id, data)
 
-    def send_pause(self, conversation_id):
-        self._send_message(codec.encode(codec.Pause(conversation_id)))
-
-    def send_resume(self, conversation_id):
-        self._send_message(codec.encode(codec.Resume(conversation_id)))
-
-    def send_half_close(self, conversation_id):
-        self._send_message(codec.encode(codec.HalfClose(conversation_id)))
-
-    def conversation_ended(self, conversation_id, notify):
-        closing = self.session.end(conversation_id, notify)
-        if closing is not None:
-            self._send_message(codec.encode(closing))
 
     def shutdown(self):
         self.sendClose(code=CLOSE_SERVER_RESTARTING, reason="server restarting; reconnect")
