@@ -61,7 +61,7 @@ class TunnelClientProtocol(SendsConversationMessages, UnregisterOnDrop, LeanFram
     def onOpen(self):
         if self.unsupported:
             # A server that does not know TCP tunnels would send us HTTP visitors.
-            self.sendClose(code=1000, reason="tcp tunnels not supported")
+            self.sendClose(code=codec.CLOSE_NORMAL, reason="tcp tunnels not supported")
             return
         self._lean_setup()
         self.backpressure.register(self.transport)

@@ -13,6 +13,7 @@ from tpot.http.addresses import format_address
 from tpot.protocol import codec
 from tpot.protocol.adapter import SendsConversationMessages
 from tpot.protocol.codec import (
+    CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SERVER_RESTARTING,
     EXTENSIONS_HEADER,
@@ -130,7 +131,7 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
 
     def onClose(self, wasClean, code, reason):
         # A client that closed normally has left; any other end may be a drop it comes back from.
-        left = remote_close_code(self) == 1000
+        left = remote_close_code(self) == CLOSE_NORMAL
         self.table.remove(self.claim.lease)
         self.store.release(self.claim.lease, reserve=RECLAIM in self.extensions and not left)
         self.liveness.stop()
