@@ -886,3 +886,32 @@ def test_a_client_pinging_without_reading_is_not_read_and_dropped_when_silent(se
     assert document["tunnels"] == 0, document
     assert dropped < 35
     pinger.sock.close()
+
+
+@pytest.mark.timeout(90)
+def test_an_honest_client_with_many_visitors_that_never_read_is_not_cut_off(server, target, tunnel):
+    # Our client stops within a round trip of each pause: what it has in flight stays far
+    # below the tunnel's bound however many of its visitors stop reading.
+    size = 64 * MiB
+    with RssSampler(server=server.proc.pid) as rss, diagnosed(server, tunnel):
+        visitors = []
+        try:
+            for i in range(GREEDY_VISITORS):
+                sock = socket.create_connection((HOST, server.port), timeout=IO_TIMEOUT)
+                sock.sendall(f"GET /stream/{size}?seed={i} HTTP/1.1\r\nHost: {server.host_for('demo')}\r\n"
+                             "Connection: close\r\n\r\n".encode())
+                visitors.append(sock)
+            time.sleep(3)  # every download under way, then stuck
+            rss.sample()
+            document = api_status(server)
+            assert (document["tunnels"], document["conversations"]) == (1, GREEDY_VISITORS), document
+            status, _, body = http_visit(server, "demo", "GET", f"/bytes/{MiB}?seed=7")
+            assert status == 200 and body == expected_bytes(MiB, 7)
+        finally:
+            for sock in visitors:
+                sock.close()
+    rss.report("honest, visitors not reading")
+    assert rss.growth_mb("slow", "server") < GREEDY_RSS_BOUND_MB, (rss.peak, rss.base)
+    document = wait_for_status(server, tunnels=1, conversations=0)
+    assert (document["tunnels"], document["conversations"]) == (1, 0), document
+    assert "4009" not in tunnel.stderr() and "paused conversations" not in server.log()
