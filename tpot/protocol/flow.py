@@ -29,9 +29,10 @@ WEBSOCKET_BUFFER = 256 * 1024
 MAX_UNACKED_BYTES = 16 * 1024 * 1024
 # The same, summed over all the conversations of one tunnel and over all the server's
 # tunnels: what the server holds for visitors that do not read.  Those bytes all crossed one
-# WebSocket after its pauses, so an honest tunnel's in-flight is about one pipe's worth
-# (kernel buffers both ends, ~10 MiB) however many conversations it pauses; the tunnel
-# bound is four conversations' allowance, the server's four tunnels'.  Past either, the
+# WebSocket after its pauses, so an honest tunnel's in-flight is at most about one pipe's
+# worth (kernel buffers both ends, ~10 MiB) per pause, and far less on a fast link (20 stuck
+# downloads through our client on loopback: the server grew 12 MiB); the tunnel bound is
+# four conversations' allowance, the server's four tunnels'.  Past either, the
 # tunnel whose client sent the bytes is cut off (CLOSE_TOO_MUCH_UNACKED).
 MAX_TUNNEL_UNACKED_BYTES = 4 * MAX_UNACKED_BYTES
 MAX_SERVER_UNACKED_BYTES = 16 * MAX_UNACKED_BYTES
