@@ -16,6 +16,7 @@ from tpot.protocol.codec import (
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SERVER_RESTARTING,
+    CLOSE_TOO_MUCH_UNACKED,
     EXTENSIONS_HEADER,
     HTTP,
     IPV6,
@@ -23,7 +24,14 @@ from tpot.protocol.codec import (
     RECLAIM_TOKEN_HEADER,
     TCP,
 )
-from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
+from tpot.protocol.flow import (
+    MAX_SERVER_UNACKED_BYTES,
+    MAX_TUNNEL_UNACKED_BYTES,
+    PEER,
+    UnackedBudget,
+    UnregisterOnDrop,
+    WebSocketBackpressure,
+)
 from tpot.protocol.frames import (
     PROTOCOL_OPTIONS,
     LeanFrames,
@@ -71,7 +79,7 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
     log = txaio.make_logger()
 
     def __init__(self, claim, store, table, clock, extensions=frozenset(), stats=None, access_secret=None,
-                 address=None):
+                 address=None, unacked=None):
         super().__init__()
         self.claim = claim  # the name, and the lease that attaches and releases it
         self.name = claim.name
@@ -91,7 +99,10 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
         self.session = ServerSession(self.kind)
         self.conversations = self.session.conversations
         self._visitor_for_data = self.conversations.get  # data's fast path: one lookup
-        self.backpressure = WebSocketBackpressure(self.conversations)
+        # Not read while backed up either: a client that sends without reading gets nothing queued.
+        self.backpressure = WebSocketBackpressure(self.conversations, stop_reading=True)
+        # What this tunnel's client sent for paused conversations, within the server's (`unacked`).
+        self.unacked = UnackedBudget(MAX_TUNNEL_UNACKED_BYTES, "tunnel", unacked)
         self.liveness = SilenceTimer(clock, LIVENESS_TIMEOUT, self._silent)
 
     # Autobahn callbacks.
@@ -166,6 +177,23 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
         self._send_data(conversation_id, data)
 
 
+    def held_too_much(self, budget):
+        """The client sent more for paused conversations than `budget` (this tunnel's or
+        the server's) holds: it ignores pause.  The conversations holding those bytes are
+        dropped, the others end as the tunnel closes (503 pages, or closes)."""
+        if not is_open(self):
+            return
+        self.log.warn(
+            "tunnel {name}'s client sent {held} bytes for paused conversations, over the {what}'s"
+            " {limit}; closing it", name=self.name, held=budget.held, what=budget.name, limit=budget.limit,
+        )
+        for conversation in list(self.conversations.values()):
+            if conversation.send_buffer_full():
+                conversation.cut_off()
+        # As for malformed messages: nothing more from this client reaches a visitor.
+        fail_connection(self, CLOSE_TOO_MUCH_UNACKED,
+                        f"over the {budget.name}'s {budget.limit >> 20} MiB for paused conversations")
+
     def shutdown(self):
         self.sendClose(code=CLOSE_SERVER_RESTARTING, reason="server restarting; reconnect")
 
@@ -223,6 +251,8 @@ class TunnelFactory(WebSocketServerFactory):
 
     def __init__(self, store, table, clock, stats=None, url="ws://localhost/create-tpot"):
         super().__init__(url)
+        # What all tunnels' clients sent for paused conversations (each tunnel's budget's parent).
+        self.unacked = UnackedBudget(MAX_SERVER_UNACKED_BYTES, "server")
         self.store = store
         self.table = table
         self.clock = clock
@@ -231,7 +261,7 @@ class TunnelFactory(WebSocketServerFactory):
 
     def build_tunnel(self, claim, extensions=frozenset(), access_secret=None, address=None):
         protocol = TunnelProtocol(
-            claim, self.store, self.table, self.clock, extensions, self.stats, access_secret, address
+            claim, self.store, self.table, self.clock, extensions, self.stats, access_secret, address, self.unacked
         )
         protocol.factory = self
         return protocol
