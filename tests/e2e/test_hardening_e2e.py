@@ -767,3 +767,151 @@ def test_upload_to_a_slow_reading_target_keeps_memory_bounded(server, target, tu
     for name in ("server", "client"):
         assert rss.growth_mb("slow", name) < RSS_BOUND_MB, (name, rss.peak, rss.base)
         assert rss.growth_mb("fast", name) < RSS_BOUND_MB, (name, rss.peak, rss.base)
+
+
+# ---------------------------------------------------------------------------------------
+# 9. a client that makes the server hold memory: ignoring pause for many visitors, pinging
+#    without reading
+
+
+CLOSE_TOO_MUCH_UNACKED = 4009
+GREEDY_VISITORS = 20
+GREEDY_EACH = 15 * MiB  # just below the 16 MiB one conversation may be sent while paused
+GREEDY_RSS_BOUND_MB = 120  # the tunnel's 64 MiB, and what relaying it costs; unbounded: ~290
+PINGS_TOTAL = 100 * MiB
+PING_RSS_BOUND_MB = 40
+
+
+class FrameCollector(threading.Thread):
+    """Reads a RawTunnel's frames in the background until its close frame or the end."""
+
+    def __init__(self, tunnel):
+        super().__init__(daemon=True)
+        self.tunnel = tunnel
+        self.close = None  # (code, reason)
+        self.pauses = 0
+        self.error = None
+
+    def run(self):
+        try:
+            while True:
+                opcode, payload = self.tunnel.read_frame()
+                if opcode == 0x8:
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    self.close = (code, payload[2:].decode("utf-8"))
+                    return
+                if opcode == 0x2 and payload[:1] == b"\x12" and payload[3:4] == b"P":
+                    self.pauses += 1
+        except (OSError, EOFError) as error:
+            self.error = error
+
+
+@pytest.mark.timeout(120)
+def test_a_client_ignoring_pause_for_many_visitors_is_cut_off_with_4009(server):
+    greedy = RawTunnel(server, "greedy")
+    assert greedy.status == 101
+    visitors, ids = [], []
+    for i in range(GREEDY_VISITORS):  # each sends a request, then never reads
+        sock = socket.create_connection((HOST, server.port), timeout=IO_TIMEOUT)
+        sock.sendall(f"GET /{i} HTTP/1.1\r\nHost: {server.host_for('greedy')}\r\n\r\n".encode())
+        visitors.append(sock)
+        while True:
+            opcode, payload = greedy.read_frame()
+            if opcode == 0x2 and payload.startswith(b"\x11H"):
+                ids.append(payload[2:4])
+                break
+    collector = FrameCollector(greedy)
+    collector.start()
+    piece = MiB - 4  # a whole message: TPoT head and data
+    sent = {}
+    time.sleep(0.2)
+    with RssSampler(server=server.proc.pid) as rss, diagnosed(server):
+        try:
+            for conversation in ids:
+                message = frame(0x2, b"\x12" + conversation + b"D" + b"g" * piece)
+                for _ in range(GREEDY_EACH // piece):
+                    if collector.close is not None:
+                        break
+                    greedy.sock.sendall(message)
+                    sent[conversation] = sent.get(conversation, 0) + piece
+        except OSError:
+            pass  # the server dropped us after closing
+        collector.join(IO_TIMEOUT)
+        rss.sample()
+    rss.report("greedy tunnel")
+    total = sum(sent.values())
+    print(f"[greedy] {total / MiB:.0f} MiB sent for {len(sent)} paused visitors, "
+          f"{collector.pauses} pauses, closed with {collector.close}")
+    assert collector.close is not None, f"the tunnel was not closed ({collector.error!r})"
+    code, reason = collector.close
+    assert code == CLOSE_TOO_MUCH_UNACKED and "64 MiB" in reason, collector.close
+    assert rss.growth_mb("slow", "server") < GREEDY_RSS_BOUND_MB, (rss.peak, rss.base)
+    # Every visitor is let go, the paused ones at once.
+    for sock in visitors:
+        sock.settimeout(10)
+        read_to_eof(sock)
+        sock.close()
+    document = wait_for_status(server, tunnels=0, conversations=0)
+    assert (document["tunnels"], document["conversations"]) == (0, 0), document
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.timeout(120)
+def test_a_client_pinging_without_reading_is_not_read_and_dropped_when_silent(server):
+    pinger = RawTunnel(server, "pinger")
+    assert pinger.status == 101
+    batch = frame(0x9, b"p" * 125) * 8000  # ~1 MiB of pings
+    sent, blocked = 0, False
+    pinger.sock.settimeout(3.0)
+    time.sleep(0.2)
+    started = time.monotonic()
+    with RssSampler(server=server.proc.pid) as rss, diagnosed(server):
+        try:
+            while sent < PINGS_TOTAL and time.monotonic() - started < 60:
+                pinger.sock.sendall(batch)
+                sent += len(batch)
+        except socket.timeout:
+            blocked = True  # the server stopped reading: the rest stays in our socket
+        stopped = time.monotonic()
+        rss.sample()
+        print(f"[pings] {sent / MiB:.1f} MiB of pings sent in {stopped - started:.1f} s before "
+              f"{'the server stopped reading' if blocked else 'the end'}")
+        rss.report("pings")
+        assert blocked and sent < PINGS_TOTAL, "the server read every ping without its pong being read"
+        assert rss.growth_mb("slow", "server") < PING_RSS_BOUND_MB, (rss.peak, rss.base)
+        # Unread, it is silent: dropped after the liveness timeout (30 s) like any other.
+        document = wait_for_status(server, timeout=40, tunnels=0)
+    dropped = time.monotonic() - stopped
+    print(f"[pings] dropped {dropped:.1f} s after the server stopped reading")
+    assert document["tunnels"] == 0, document
+    assert dropped < 35
+    pinger.sock.close()
+
+
+@pytest.mark.timeout(90)
+def test_an_honest_client_with_many_visitors_that_never_read_is_not_cut_off(server, target, tunnel):
+    # Our client stops within a round trip of each pause: what it has in flight stays far
+    # below the tunnel's bound however many of its visitors stop reading.
+    size = 64 * MiB
+    with RssSampler(server=server.proc.pid) as rss, diagnosed(server, tunnel):
+        visitors = []
+        try:
+            for i in range(GREEDY_VISITORS):
+                sock = socket.create_connection((HOST, server.port), timeout=IO_TIMEOUT)
+                sock.sendall(f"GET /stream/{size}?seed={i} HTTP/1.1\r\nHost: {server.host_for('demo')}\r\n"
+                             "Connection: close\r\n\r\n".encode())
+                visitors.append(sock)
+            time.sleep(3)  # every download under way, then stuck
+            rss.sample()
+            document = api_status(server)
+            assert (document["tunnels"], document["conversations"]) == (1, GREEDY_VISITORS), document
+            status, _, body = http_visit(server, "demo", "GET", f"/bytes/{MiB}?seed=7")
+            assert status == 200 and body == expected_bytes(MiB, 7)
+        finally:
+            for sock in visitors:
+                sock.close()
+    rss.report("honest, visitors not reading")
+    assert rss.growth_mb("slow", "server") < GREEDY_RSS_BOUND_MB, (rss.peak, rss.base)
+    document = wait_for_status(server, tunnels=1, conversations=0)
+    assert (document["tunnels"], document["conversations"]) == (1, 0), document
+    assert "4009" not in tunnel.stderr() and "paused conversations" not in server.log()

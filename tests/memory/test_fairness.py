@@ -144,3 +144,15 @@ def test_the_client_takes_turns_too(server):
     settle(server.clock)
     assert target.value() == expected(MORE)
     assert client.transport.producerState == "producing"
+
+
+def test_turns_and_a_backed_up_websocket_pause_reading_each_for_its_own_reason(server):
+    peer, visitor, conversation_id = tunnel_with_visitor(server)
+    tunnel = peer.protocol
+    peer.transport.receive(data_frames(conversation_id, MORE))
+    tunnel.backpressure.pauseProducing()  # its send buffer filled meanwhile
+    settle(server.clock)
+    assert visitor.value() == expected(MORE)
+    assert peer.transport.producerState == "paused"  # the turns are over, the buffer still full
+    tunnel.backpressure.resumeProducing()
+    assert peer.transport.producerState == "producing"

@@ -328,6 +328,17 @@ def test_backed_up_websocket_pauses_every_target(client):
     assert [t.producerState for t in targets + [late]] == ["producing"] * 3
 
 
+def test_a_backed_up_websocket_is_still_read(client):
+    # The server stops reading a backed-up tunnel (flow.WebSocketBackpressure's stop_reading);
+    # were the client to stop too, two full buffers would wait for each other for ever.
+    client.server_sends(opened(1))
+    target = client.connect_target()
+    client.transport.producer.pauseProducing()
+    assert client.transport.producerState == "producing"
+    client.server_sends(data(1, b"GET /still-read HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert target.value().startswith(b"GET /still-read HTTP/1.1\r\n")
+
+
 def test_too_much_held_data_pauses_the_conversation_until_connected(client):
     client.server_sends(opened(1))
     chunk = b"x" * (64 * 1024)

@@ -559,3 +559,10 @@ def test_an_asynchronous_failure_limiter_counts_and_blocks():
         assert failed(checker.check("garbage", "10.0.0.1"), HeadError).status == 401
     assert failed(checker.check(header(), "10.0.0.1"), HeadError).status == 429
     assert succeeded(checker.check(header(nonce="2" + NONCE[1:]), "10.0.0.2")) is None
+
+
+def test_new_access_secrets_are_valid_and_never_read_as_an_option():
+    secrets = [auth.new_access_secret() for _ in range(5000)]
+    assert len(set(secrets)) == len(secrets)
+    assert all(auth.valid_access_secret(secret) and not secret.startswith("-") for secret in secrets)
+    assert all(42 <= len(secret) <= 43 for secret in secrets)

@@ -18,7 +18,7 @@ from tpot.client.session import TunnelClientFactory
 from tpot.client.settings import EXIT_FAILURE, EXIT_OK
 from tpot.client.tls import server_tls
 from tpot.client.visitors import VisitorOptions
-from tpot.protocol.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_HEADER, TCP
+from tpot.protocol.codec import ACCESS_SECRET_HEADER, CLOSE_NORMAL, EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_HEADER, TCP
 
 INITIAL_DELAY = 1.0
 MAX_DELAY = 30.0
@@ -159,7 +159,7 @@ class ClientRun:
             return None
         done = defer.Deferred()
         protocol.on_lost = lambda: done.called or done.callback(None)
-        protocol.sendClose(code=1000, reason="client stopped")
+        protocol.sendClose(code=CLOSE_NORMAL, reason="client stopped")
         timeout = self.reactor.callLater(CLOSE_WAIT, lambda: done.called or done.callback(None))
         done.addBoth(lambda _: timeout.active() and timeout.cancel())
         return done

@@ -9,6 +9,7 @@ import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 
 from tpot.protocol import codec
+from tpot.protocol.adapter import SendsConversationMessages
 from tpot.protocol.codec import EXTENSIONS_HEADER, HTTP, RECLAIM_TOKEN_HEADER, TCP
 from tpot.client.conversation import Conversation, LoggedRawConversation, RawConversation
 from tpot.client.target import TargetConnector
@@ -35,7 +36,7 @@ PING_TIMEOUT = 30
 CLIENT_PROTOCOL_OPTIONS = dict(PROTOCOL_OPTIONS, openHandshakeTimeout=30, perMessageCompressionOffers=[])
 
 
-class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol):
+class TunnelClientProtocol(SendsConversationMessages, UnregisterOnDrop, LeanFrames, WebSocketClientProtocol):
     # txaio's logger, so that the level set in cli.main also silences Autobahn's per-frame debug.
     log = txaio.make_logger()
 
@@ -60,7 +61,7 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
     def onOpen(self):
         if self.unsupported:
             # A server that does not know TCP tunnels would send us HTTP visitors.
-            self.sendClose(code=1000, reason="tcp tunnels not supported")
+            self.sendClose(code=codec.CLOSE_NORMAL, reason="tcp tunnels not supported")
             return
         self._lean_setup(self.factory.reactor)
         self.backpressure.register(self.transport)
@@ -126,22 +127,8 @@ class TunnelClientProtocol(UnregisterOnDrop, LeanFrames, WebSocketClientProtocol
     def send_data(self, conversation_id, data):
         self._send_data(conversation_id, data)
 
-    def send_pause(self, conversation_id):
-        self._send_message(codec.encode(codec.Pause(conversation_id)))
-
-    def send_resume(self, conversation_id):
-        self._send_message(codec.encode(codec.Resume(conversation_id)))
-
-    def send_half_close(self, conversation_id):
-        self._send_message(codec.encode(codec.HalfClose(conversation_id)))
-
     def send_no_connect(self, conversation_id):
         self._send_message(codec.encode(self.session.no_connect(conversation_id)))
-
-    def conversation_ended(self, conversation_id, notify):
-        closing = self.session.end(conversation_id, notify)
-        if closing is not None:
-            self._send_message(codec.encode(closing))
 
     def _deliver_data(self, conversation_id, data):
         # LeanFrames' shortcut past onMessage for data messages: what the session's

@@ -53,8 +53,10 @@ def valid_access_secret(secret):
 
 
 def new_access_secret():
-    """32 random bytes, base64url without padding (43 characters)."""
-    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode("ascii")
+    """About 32 random bytes, base64url without padding: 43 characters (42 in one case of
+    4096), never starting with '-', which would read as an option in the printed
+    `tpot connect ... --secret SECRET` (one secret in 64 did)."""
+    return base64.urlsafe_b64encode(os.urandom(33)).decode("ascii").lstrip("-")[:43]
 
 
 def derive_token(key, nonce, timestamp_ms):

@@ -25,6 +25,9 @@ CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 4180
 # Like 1012 (Service Restart), which Autobahn will not send: come back in a moment.
 CLOSE_SERVER_RESTARTING = 4012
+# The client sent more for paused conversations than its tunnel or the server may hold
+# (tpot.protocol.flow.MAX_TUNNEL_UNACKED_BYTES, MAX_SERVER_UNACKED_BYTES): it ignores pause.
+CLOSE_TOO_MUCH_UNACKED = 4009
 # A connection to a TCP tunnel whose client could not reach its target, or whose tunnel went.
 CLOSE_NO_CONNECT = 4502
 CLOSE_TUNNEL_GONE = 4503

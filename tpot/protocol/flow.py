@@ -5,6 +5,8 @@ and may be told to stop for several independent reasons: the peer said pause, or
 tunnel's own WebSocket is backed up.  `ReadPauses` keeps those reasons; the socket reads
 again only when none is left.  `WebSocketBackpressure` is the producer registered on a
 tunnel's WebSocket transport, pausing every conversation of that tunnel while it is full.
+`UnackedBudget` sums what a tunnel's client sent for paused conversations, per tunnel and
+for the whole server.
 """
 
 from twisted.internet.interfaces import IPushProducer
@@ -25,6 +27,15 @@ WEBSOCKET_BUFFER = 256 * 1024
 # can have a whole kernel send buffer (Linux tcp_wmem max, 4 MiB by default) plus what sits
 # in our receive buffer in flight when the pause is sent, so this must be well above 4 MiB.
 MAX_UNACKED_BYTES = 16 * 1024 * 1024
+# The same, summed over all the conversations of one tunnel and over all the server's
+# tunnels: what the server holds for visitors that do not read.  Those bytes all crossed one
+# WebSocket after its pauses, so an honest tunnel's in-flight is at most about one pipe's
+# worth (kernel buffers both ends, ~10 MiB) per pause, and far less on a fast link (20 stuck
+# downloads through our client on loopback: the server grew 12 MiB); the tunnel bound is
+# four conversations' allowance, the server's four tunnels'.  Past either, the
+# tunnel whose client sent the bytes is cut off (CLOSE_TOO_MUCH_UNACKED).
+MAX_TUNNEL_UNACKED_BYTES = 4 * MAX_UNACKED_BYTES
+MAX_SERVER_UNACKED_BYTES = 16 * MAX_UNACKED_BYTES
 
 
 def no_delay(transport):
@@ -61,13 +72,45 @@ class ReadPauses:
             self.transport.resumeProducing()
 
 
+class UnackedBudget:
+    """Bytes held for paused conversations, counted against `limit`: one tunnel's (with the
+    server's as `parent`) or the whole server's.  `name` says which, for close reasons."""
+
+    def __init__(self, limit, name, parent=None):
+        self.limit = limit
+        self.name = name
+        self.parent = parent
+        self.held = 0
+
+    def take(self, size):
+        """Count `size` more bytes here and in the parents: the budget now over its limit
+        (this one first), or None."""
+        self.held += size
+        over = None if self.parent is None else self.parent.take(size)
+        return self if self.held > self.limit else over
+
+    def give_back(self, size):
+        self.held -= size
+        if self.parent is not None:
+            self.parent.give_back(size)
+
+
 @implementer(IPushProducer)
 class WebSocketBackpressure:
-    """`conversations` maps ids to objects with pause_reading(why) / resume_reading(why)."""
+    """`conversations` maps ids to objects with pause_reading(why) / resume_reading(why).
 
-    def __init__(self, conversations):
+    With `stop_reading` the WebSocket itself is not read either while it is backed up, so
+    that a peer which sends without reading (pings whose pongs pile up) cannot make us
+    queue answers without end.  Only one end of a tunnel may do so, the one whose peer
+    always reads (the server: our client never stops reading its WebSocket); were both to,
+    two full buffers would wait for each other for ever.
+    """
+
+    def __init__(self, conversations, stop_reading=False):
         self.conversations = conversations
+        self.stop_reading = stop_reading
         self.backed_up = False
+        self.transport = None
         self._first = 0
 
     def register(self, transport):
@@ -79,6 +122,7 @@ class WebSocketBackpressure:
         for layer in (transport, getattr(transport, "transport", None)):
             if layer is not None:
                 layer.bufferSize = WEBSOCKET_BUFFER
+        self.transport = transport
         transport.registerProducer(self, True)
 
     def admit(self, conversation):
@@ -96,6 +140,10 @@ class WebSocketBackpressure:
         pass
 
     def _set(self, backed_up):
+        if self.stop_reading and backed_up != self.backed_up and self.transport is not None:
+            # Twisted pauses its producer on every write while the buffer is full: only the
+            # change reaches the transport.
+            (self.transport.pauseProducing if backed_up else self.transport.resumeProducing)()
         self.backed_up = backed_up
         conversations = list(self.conversations.values())
         if not backed_up and conversations:
@@ -148,8 +196,11 @@ class PausesPeer:
     to a TCP tunnel): the producer registered on that socket.
 
     While the socket's send buffer is full the tunnel's client is asked to pause the
-    conversation; what it sends meanwhile counts against MAX_UNACKED_BYTES.  Needs
-    `self.tunnel` and `self.id` (None while no conversation is open).
+    conversation; what it sends meanwhile counts against MAX_UNACKED_BYTES, and against
+    the tunnel's and the server's budgets (`self.tunnel.unacked`, an UnackedBudget) until
+    the conversation resumes or ends (`release_unacked`).  Needs `self.tunnel`, `self.id`
+    (None while no conversation is open), `self.log` and `cut_off()` (drop the socket and
+    what it was not sent).
     """
 
     _unacked = None
@@ -161,7 +212,7 @@ class PausesPeer:
 
     def resumeProducing(self):
         if self.id is not None and self._unacked is not None:
-            self._unacked = None
+            self.release_unacked()
             self.tunnel.send_resume(self.id)
 
     def stopProducing(self):
@@ -172,11 +223,27 @@ class PausesPeer:
         return self._unacked is not None
 
     def ignored_pause(self, size):
-        """Count `size` bytes from the client: True once it sent too much while paused."""
+        """Count `size` bytes from the client: True if they must not be written, because
+        the client sent too much while paused: for this conversation (it is cut), or for
+        its tunnel or the server as a whole (the tunnel is cut off, this conversation too)."""
         if self._unacked is None:
             return False
         self._unacked += size
-        return self._unacked > MAX_UNACKED_BYTES
+        over = self.tunnel.unacked.take(size)
+        if self._unacked > MAX_UNACKED_BYTES:
+            self.log.warn("tunnel client ignored pause; closing conversation {id}", id=self.id)
+            self.cut_off()
+            return True
+        if over is not None:
+            self.tunnel.held_too_much(over)
+            return True
+        return False
+
+    def release_unacked(self):
+        """The bytes counted since the pause are no longer held (resumed, or ended)."""
+        if self._unacked is not None:
+            self.tunnel.unacked.give_back(self._unacked)
+            self._unacked = None
 
 
 class UnregisterOnDrop:

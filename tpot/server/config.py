@@ -11,6 +11,8 @@ from tpot.http.addresses import parse_networks
 from tpot.protocol.names import RESERVED_NAMES, name_problem
 
 DEFAULT_PORT = 3000
+# The environment variables (and .env keys) the server reads.
+ENV_DOMAIN, ENV_AUTH_KEY, ENV_PORT, ENV_METRICS_TOKEN = "DOMAIN", "AUTH_KEY", "PORT", "METRICS_TOKEN"
 
 # What a socket listening on every IPv6 address (`::`) takes, per `ip_stack`.
 DUAL_STACK = "dual-stack"  # IPv4 too (Linux's default)
@@ -58,19 +60,19 @@ def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, 
     `limits` maps Limits field names to command-line strings (None when not given).
     """
     env = environment() if env is None else env
-    domain = (domain or env.get("DOMAIN") or "").strip().lower().rstrip(".")
+    domain = (domain or env.get(ENV_DOMAIN) or "").strip().lower().rstrip(".")
     if not domain:
         raise ConfigError("DOMAIN is not set: pass --domain or set DOMAIN (for example DOMAIN=localhost).")
-    auth_key = auth_key if auth_key is not None else env.get("AUTH_KEY") or None
+    auth_key = auth_key if auth_key is not None else env.get(ENV_AUTH_KEY) or None
     if auth_key is not None and len(auth_key) < MIN_KEY_LENGTH:
         raise ConfigError(f"AUTH_KEY is too short: it needs at least {MIN_KEY_LENGTH} characters.")
     if not listen:
-        listen = default_listen(parse_port(port if port is not None else env.get("PORT", DEFAULT_PORT)))
+        listen = default_listen(parse_port(port if port is not None else env.get(ENV_PORT, DEFAULT_PORT)))
     try:
         networks = parse_networks(trusted_proxies)
     except ValueError as error:
         raise ConfigError(f"{error}.") from None
-    metrics_token = metrics_token if metrics_token is not None else env.get("METRICS_TOKEN") or None
+    metrics_token = metrics_token if metrics_token is not None else env.get(ENV_METRICS_TOKEN) or None
     return ServerSettings(
         domain, auth_key, list(listen), parse_limits(limits or {}), metrics_token, networks,
         RESERVED_NAMES if reserved_names is None else parse_name_list(reserved_names),

@@ -19,6 +19,8 @@ from tpot.http.addresses import format_address
 from tpot.server.visitor import ConversationRefused
 from tpot.server.timers import SilenceTimer
 
+# Why the connecting side is not read: our buffer towards it is full (besides PEER and WEBSOCKET).
+BACKED_UP = "backed up"
 NO_CONNECT = "The tunnel's client could not reach its target."
 TUNNEL_GONE = "The tunnel closed."
 # The tunnel client takes messages of at most 1 MiB, TPoT head included: data from the
@@ -89,6 +91,7 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, OversizeFails, WebSocketServ
 
     def onClose(self, wasClean, code, reason):
         self.idle.stop()
+        self.release_unacked()
         if self.id is None:
             return
         self.tunnel.conversation_ended(self.id, notify=not self._remote_closed)
@@ -105,8 +108,6 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, OversizeFails, WebSocketServ
     def deliver(self, payload):
         self.idle.touch()
         if self.ignored_pause(len(payload)):
-            self.log.warn("tunnel {name}'s client ignored pause; closing conversation {id}", name=self.name, id=self.id)
-            self.dropConnection(abort=True)
             return
         if is_open(self):
             self.bytes_down += len(payload)
@@ -132,9 +133,22 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, OversizeFails, WebSocketServ
     def tunnel_lost(self):
         self._close(CLOSE_TUNNEL_GONE, TUNNEL_GONE)
 
+    def cut_off(self):
+        """The tunnel's client sent too much while paused: drop the connection, and with it
+        what its buffer holds."""
+        self.dropConnection(abort=True)
+
     # Internals.
 
+    def pauseProducing(self):
+        # Our buffer towards the connecting side is full: the client is asked to pause, and
+        # the connecting side is not read meanwhile either, so that what it sends without
+        # reading (pings, whose pongs would queue here) stays in its own socket.
+        super().pauseProducing()
+        self.reading.pause(BACKED_UP)
+
     def resumeProducing(self):
+        self.reading.resume(BACKED_UP)
         super().resumeProducing()
         if self._close_when_drained is not None:
             code, reason = self._close_when_drained

@@ -11,10 +11,14 @@ from zope.interface import implementer
 
 from tpot.http.addresses import format_address
 from tpot.protocol import codec
+from tpot.protocol.adapter import SendsConversationMessages
+from tpot.protocol.budget import EXHAUSTED, THROTTLE, WITHIN, IdleBudget
 from tpot.protocol.codec import (
+    CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SERVER_RESTARTING,
     CLOSE_TOO_MANY_MESSAGES,
+    CLOSE_TOO_MUCH_UNACKED,
     EXTENSIONS_HEADER,
     HTTP,
     IPV6,
@@ -22,8 +26,16 @@ from tpot.protocol.codec import (
     RECLAIM_TOKEN_HEADER,
     TCP,
 )
-from tpot.protocol.budget import EXHAUSTED, THROTTLE, WITHIN, IdleBudget
-from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
+from tpot.protocol.flow import (
+    MAX_SERVER_UNACKED_BYTES,
+    MAX_TUNNEL_UNACKED_BYTES,
+    PEER,
+    WEBSOCKET,
+    ReadWhileRoom,
+    UnackedBudget,
+    UnregisterOnDrop,
+    WebSocketBackpressure,
+)
 from tpot.protocol.frames import (
     PROTOCOL_OPTIONS,
     LeanFrames,
@@ -62,7 +74,8 @@ SERVER_PROTOCOL_OPTIONS = dict(
 
 
 @implementer(ILiveTunnel)
-class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServerProtocol):
+class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails, LeanFrames,
+                     WebSocketServerProtocol):
     """One open tunnel: the WebSocket of a client and the conversations relayed over it."""
 
     # Autobahn logs every frame through self.log at debug level; a txaio logger honours
@@ -70,7 +83,7 @@ class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServe
     log = txaio.make_logger()
 
     def __init__(self, claim, store, table, clock, extensions=frozenset(), stats=None, access_secret=None,
-                 address=None):
+                 address=None, unacked=None):
         super().__init__()
         self.claim = claim  # the name, and the lease that attaches and releases it
         self.name = claim.name
@@ -90,7 +103,10 @@ class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServe
         self.session = ServerSession(self.kind)
         self.conversations = self.session.conversations
         self._visitor_for_data = self.conversations.get  # data's fast path: one lookup
-        self.backpressure = WebSocketBackpressure(self.conversations)
+        # Not read while backed up either: a client that sends without reading gets nothing queued.
+        self.backpressure = WebSocketBackpressure(self.conversations, stop_reading=True)
+        # What this tunnel's client sent for paused conversations, within the server's (`unacked`).
+        self.unacked = UnackedBudget(MAX_TUNNEL_UNACKED_BYTES, "tunnel", unacked)
         self.liveness = SilenceTimer(clock, LIVENESS_TIMEOUT, self._silent)
         self.idle_budget = IdleBudget()  # for messages that relay nothing (tpot.protocol.budget)
 
@@ -110,6 +126,9 @@ class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServe
         attached = self.store.attach(self.claim.lease, RouteInfo(self.kind, self.access_secret))
         attached.addErrback(self._lease_lost)
         self.backpressure.register(self.transport)
+        # It stops reading the socket while the WebSocket is backed up: as one reason of
+        # the socket's ReadPauses, beside LeanFrames' turns, so that neither resumes the other's.
+        self.backpressure.transport = ReadWhileRoom(self.tunnel_reading, WEBSOCKET)
         self.opened_at = self.clock.seconds()
         self.liveness.start()
         self._send_message(codec.encode(codec.Greeting(self.name)))
@@ -137,7 +156,7 @@ class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServe
 
     def onClose(self, wasClean, code, reason):
         # A client that closed normally has left; any other end may be a drop it comes back from.
-        left = remote_close_code(self) == 1000
+        left = remote_close_code(self) == CLOSE_NORMAL
         self.table.remove(self.claim.lease)
         self.store.release(self.claim.lease, reserve=RECLAIM in self.extensions and not left)
         self.liveness.stop()
@@ -171,19 +190,23 @@ class TunnelProtocol(UnregisterOnDrop, OversizeFails, LeanFrames, WebSocketServe
         self.stats.bytes_upstream += len(data)
         self._send_data(conversation_id, data)
 
-    def send_pause(self, conversation_id):
-        self._send_message(codec.encode(codec.Pause(conversation_id)))
 
-    def send_resume(self, conversation_id):
-        self._send_message(codec.encode(codec.Resume(conversation_id)))
-
-    def send_half_close(self, conversation_id):
-        self._send_message(codec.encode(codec.HalfClose(conversation_id)))
-
-    def conversation_ended(self, conversation_id, notify):
-        closing = self.session.end(conversation_id, notify)
-        if closing is not None:
-            self._send_message(codec.encode(closing))
+    def held_too_much(self, budget):
+        """The client sent more for paused conversations than `budget` (this tunnel's or
+        the server's) holds: it ignores pause.  The conversations holding those bytes are
+        dropped, the others end as the tunnel closes (503 pages, or closes)."""
+        if not is_open(self):
+            return
+        self.log.warn(
+            "tunnel {name}'s client sent {held} bytes for paused conversations, over the {what}'s"
+            " {limit}; closing it", name=self.name, held=budget.held, what=budget.name, limit=budget.limit,
+        )
+        for conversation in list(self.conversations.values()):
+            if conversation.send_buffer_full():
+                conversation.cut_off()
+        # As for malformed messages: nothing more from this client reaches a visitor.
+        fail_connection(self, CLOSE_TOO_MUCH_UNACKED,
+                        f"over the {budget.name}'s {budget.limit >> 20} MiB for paused conversations")
 
     def shutdown(self):
         self.sendClose(code=CLOSE_SERVER_RESTARTING, reason="server restarting; reconnect")
@@ -258,6 +281,8 @@ class TunnelFactory(WebSocketServerFactory):
 
     def __init__(self, store, table, clock, stats=None, url="ws://localhost/create-tpot"):
         super().__init__(url)
+        # What all tunnels' clients sent for paused conversations (each tunnel's budget's parent).
+        self.unacked = UnackedBudget(MAX_SERVER_UNACKED_BYTES, "server")
         self.store = store
         self.table = table
         self.clock = clock
@@ -266,7 +291,7 @@ class TunnelFactory(WebSocketServerFactory):
 
     def build_tunnel(self, claim, extensions=frozenset(), access_secret=None, address=None):
         protocol = TunnelProtocol(
-            claim, self.store, self.table, self.clock, extensions, self.stats, access_secret, address
+            claim, self.store, self.table, self.clock, extensions, self.stats, access_secret, address, self.unacked
         )
         protocol.factory = self
         return protocol

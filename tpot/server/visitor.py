@@ -4,7 +4,8 @@
 conversation on the tunnel, and relays bytes both ways.  It is the producer registered on
 the visitor's own transport, so a visitor that reads slowly makes the tunnel send pause
 (and resume when it drains); reading from the visitor stops while the client asked for a
-pause or while the tunnel's WebSocket is backed up.
+pause or while the tunnel's WebSocket is backed up.  What the client sends while paused is
+counted (PausesPeer) until the visitor drains it or goes.
 """
 
 from twisted.internet.protocol import Protocol
@@ -58,6 +59,7 @@ class VisitorProtocol(PausesPeer, Protocol):
 
     def connectionLost(self, reason=None):
         self.idle.stop()
+        self.release_unacked()
         if self.id is not None:
             self.tunnel.conversation_ended(self.id, notify=not self._remote_closed)
             self.id = None
@@ -68,10 +70,13 @@ class VisitorProtocol(PausesPeer, Protocol):
         self.answered = True
         self.idle.touch()
         if self.ignored_pause(len(payload)):
-            self.log.warn("tunnel client ignored pause; closing conversation {id}", id=self.id)
-            self.transport.abortConnection()
             return
         self.transport.write(payload)
+
+    def cut_off(self):
+        """The tunnel's client sent too much while paused: drop the visitor, and with it
+        what its buffer holds."""
+        self.transport.abortConnection()
 
     def pause_reading(self, why):
         self.reading.pause(why)
