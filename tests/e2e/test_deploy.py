@@ -192,11 +192,12 @@ def test_nginx_conf_statically():
 
 
 def self_signed_certificate(directory):
+    import datetime
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import datetime
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, EXAMPLE_DOMAIN)])

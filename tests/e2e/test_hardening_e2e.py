@@ -31,8 +31,8 @@ from .conftest import (
     HOST,
     expected_bytes,
     raise_nofile_limit,
-    stream_chunks,
     status_of,
+    stream_chunks,
     stream_sha256,
 )
 

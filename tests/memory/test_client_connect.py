@@ -22,7 +22,6 @@ from tests.support.memory import (
     signal,
     websocket_accept,
 )
-from tpot.protocol import auth
 from tpot.client import cli
 from tpot.client.connect import (
     CLOSE_WAIT,
@@ -34,6 +33,7 @@ from tpot.client.connect import (
     parse_listen,
 )
 from tpot.client.settings import ClientError
+from tpot.protocol import auth
 
 SECRET = "s3cret-" * 6
 KEY = "k" * 40

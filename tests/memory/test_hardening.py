@@ -13,33 +13,38 @@ import pytest
 from twisted.internet import task
 from twisted.logger import globalLogPublisher
 
+from tests.support.deferreds import failed, succeeded
 from tests.support.memory import (
-    data,
-    signal,
-    visit,
     BINARY,
     CLOSE,
     TEXT,
     MemoryServer,
+    data,
     encode_frame,
     parse_response,
     settle,
+    signal,
     upgrade_request,
     use_clock,
+    visit,
     visitor_request,
 )
-from tests.support.deferreds import failed, succeeded
+from tpot.http.head import HeadError
 from tpot.protocol import auth
 from tpot.protocol.auth import FailureLimiter
-from tpot.protocol.codec import EXTENSIONS_HEADER, MAX_MESSAGE_SIZE, RECLAIM_HEADER, RECLAIM_TOKEN_HEADER
-from tpot.protocol.codec import CLOSE_PROTOCOL_ERROR
+from tpot.protocol.codec import (
+    CLOSE_PROTOCOL_ERROR,
+    EXTENSIONS_HEADER,
+    MAX_MESSAGE_SIZE,
+    RECLAIM_HEADER,
+    RECLAIM_TOKEN_HEADER,
+)
 from tpot.server.authenticator import Authenticator
-from tpot.http.head import HeadError
 from tpot.server.memory_store import MemoryNameStore
-from tpot.server.store import RESERVE_SECONDS
-from tpot.server.visitor import VisitorProtocol
 from tpot.server.router import IDLE_TIMEOUT, RouterProtocol
+from tpot.server.store import RESERVE_SECONDS
 from tpot.server.timers import SilenceTimer
+from tpot.server.visitor import VisitorProtocol
 
 KEY = "h" * 40
 NOW_MS = 1_800_000_000_000

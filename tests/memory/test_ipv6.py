@@ -9,8 +9,8 @@ import ipaddress
 import pytest
 
 from tests.support.memory import data, opened, parse_response, settle, upgrade_request, visitor_request
-from tpot.protocol import codec
 from tpot.http.addresses import forwarded_client, parse_networks, plain_address
+from tpot.protocol import codec
 
 ASK_IPV6 = (codec.EXTENSIONS_HEADER, codec.IPV6)
 

@@ -2,6 +2,7 @@
 conversations, bounded per tunnel and for the whole server (4009), and the answers it does
 not read (its WebSocket is not read while backed up)."""
 
+from tests.memory.test_server_connect import joined, slow_reader, tcp_tunnel
 from tests.support.memory import (
     BINARY,
     CLOSE,
@@ -11,7 +12,6 @@ from tests.support.memory import (
     signal,
     visit,
 )
-from tests.memory.test_server_connect import joined, slow_reader, tcp_tunnel
 from tpot.protocol.codec import CLOSE_TOO_MUCH_UNACKED
 from tpot.protocol.flow import (
     MAX_SERVER_UNACKED_BYTES,

@@ -21,13 +21,13 @@ from zope.interface.verify import verifyObject
 
 from tests.support.memory import CLOSE, parse_response, settle, upgrade_request, visitor_request
 from tpot import __version__
-from tpot.protocol import codec
-from tpot.server import endpoints, metrics
-from tpot.protocol.codec import CLOSE_SERVER_RESTARTING
-from tpot.server.drain import CLOSE_WAIT, POLL, DrainingListeners
 from tpot.http.addresses import forwarded_client, parse_networks
-from tpot.server.logs import json_line, json_observer
 from tpot.http.rewrite import Forwarded, HostRewriter
+from tpot.protocol import codec
+from tpot.protocol.codec import CLOSE_SERVER_RESTARTING
+from tpot.server import endpoints, metrics
+from tpot.server.drain import CLOSE_WAIT, POLL, DrainingListeners
+from tpot.server.logs import json_line, json_observer
 from tpot.server.table import ITunnelCounts
 
 TOKEN = "metrics-token-0123456789"

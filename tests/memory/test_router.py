@@ -5,18 +5,18 @@ import pytest
 from tests.support.memory import (
     NOW_MS,
     SERVER_KEY,
-    handed_over,
     WebSocketPeer,
+    handed_over,
     parse_response,
     settle,
     upgrade_request,
     visitor_request,
 )
-from tpot.protocol import auth
 from tpot.http.head import MAX_FIRST_HEAD_SIZE
+from tpot.protocol import auth
+from tpot.server.router import HEADER_TIMEOUT, RouterProtocol
 from tpot.server.tunnel import TunnelProtocol
 from tpot.server.visitor import VisitorProtocol
-from tpot.server.router import HEADER_TIMEOUT, RouterProtocol
 
 KEY = SERVER_KEY
 

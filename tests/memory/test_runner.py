@@ -32,10 +32,10 @@ from tests.support.memory import (
     use_clock,
     websocket_accept,
 )
-from tpot.protocol.auth import parse_authorization
 from tpot.client.runner import MAX_DELAY, ClientRun, backoff_delay
 from tpot.client.session import PING_INTERVAL, PING_TIMEOUT, TunnelClientFactory
 from tpot.client.settings import client_settings
+from tpot.protocol.auth import parse_authorization
 
 KEY = "unit-test-key-0123456789abcdefghijklmnop"
 SERVER = "http://localhost:3000"

@@ -7,8 +7,8 @@ from twisted.internet import task
 from tests.support.memory import (
     BINARY,
     CLOSE,
-    TEXT,
     SERVER_KEY,
+    TEXT,
     WebSocketPeer,
     data,
     encode_frame,
@@ -19,13 +19,12 @@ from tests.support.memory import (
     upgrade_request,
     visit,
 )
-from tpot.protocol import auth
-from tpot.protocol.codec import MAX_MESSAGE_SIZE
-from tpot.server.connect import CLOSE_NO_CONNECT, CLOSE_TUNNEL_GONE, MAX_PIECE, ConnectProtocol
-from tpot.protocol.codec import CLOSE_PROTOCOL_ERROR
-from tpot.server.tunnel import SERVER_PROTOCOL_OPTIONS
-from tpot.protocol.flow import MAX_UNACKED_BYTES, WEBSOCKET, PausesPeer
 from tpot.http.addresses import parse_networks
+from tpot.protocol import auth
+from tpot.protocol.codec import CLOSE_PROTOCOL_ERROR, MAX_MESSAGE_SIZE
+from tpot.protocol.flow import MAX_UNACKED_BYTES, WEBSOCKET, PausesPeer
+from tpot.server.connect import CLOSE_NO_CONNECT, CLOSE_TUNNEL_GONE, MAX_PIECE, ConnectProtocol
+from tpot.server.tunnel import SERVER_PROTOCOL_OPTIONS
 from tpot.server.visitor import VisitorProtocol
 
 SECRET = "s3cret-" * 6

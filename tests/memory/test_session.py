@@ -26,11 +26,11 @@ from tests.support.memory import (
     use_clock,
     websocket_accept,
 )
-from tpot.protocol import codec
+from tpot.client.conversation import MAX_PENDING_BYTES
 from tpot.client.session import PING_INTERVAL, TunnelClientFactory
 from tpot.client.settings import client_settings
-from tpot.client.conversation import MAX_PENDING_BYTES
 from tpot.client.visitors import VisitorOptions
+from tpot.protocol import codec
 
 
 def opened(conversation_id, port=40001):
@@ -329,7 +329,7 @@ def test_backed_up_websocket_pauses_every_target(client):
 
 
 def test_a_backed_up_websocket_is_still_read(client):
-    # The server stops reading a backed-up tunnel (flow.WebSocketBackpressure's stop_reading);
+    # The server stops reading a backed-up tunnel (flow.WebSocketBackpressure registered with reading=);
     # were the client to stop too, two full buffers would wait for each other for ever.
     client.server_sends(opened(1))
     target = client.connect_target()

@@ -7,16 +7,14 @@ server, and check that it answers the reference client exactly as the reference 
 """
 
 import base64
+import copy
 import struct
 
 import pytest
 
-import copy
-
-from tests.support.memory import BINARY, PING, PONG, MemoryServer, WebSocketPeer, settle, use_clock
 from tests.support.fixtures import SESSION
+from tests.support.memory import BINARY, PING, PONG, MemoryServer, WebSocketPeer, settle, use_clock
 from tpot.protocol import codec
-
 
 
 def load_session():

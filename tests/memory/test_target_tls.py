@@ -13,9 +13,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols import tls
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from tests.memory.test_session import Client, data, opened, signal
 from tests.support.certs import self_signed
 from tests.support.memory import BINARY, MemoryTransport, connect, settle, use_clock
-from tests.memory.test_session import Client, data, opened, signal
 from tpot.client import cli
 from tpot.client.cli import parse_command_line
 from tpot.client.files import read_ca_file

@@ -4,26 +4,26 @@ import pytest
 from twisted.internet import task
 
 from tests.support.memory import (
-    data,
-    opened,
-    signal,
-    visit,
     BINARY,
     CLOSE,
     PONG,
     TEXT,
     WebSocketPeer,
+    data,
+    opened,
     parse_response,
     settle,
+    signal,
     upgrade_request,
+    visit,
     visitor_request,
     websocket_accept,
 )
 from tpot.protocol.codec import CLOSE_PROTOCOL_ERROR
-from tpot.server.authenticator import Authenticator
-from tpot.server.tunnel import LIVENESS_TIMEOUT
 from tpot.protocol.flow import MAX_UNACKED_BYTES, WEBSOCKET_BUFFER
 from tpot.protocol.session import ConversationIds
+from tpot.server.authenticator import Authenticator
+from tpot.server.tunnel import LIVENESS_TIMEOUT
 
 
 def assert_503(transport):

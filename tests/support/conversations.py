@@ -7,9 +7,9 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from tpot.client.conversation import Conversation
 from tpot.client.policy import VisitorPolicy, parse_allowed
 from tpot.client.requestlog import RequestLogger
-from tpot.client.conversation import Conversation
 from tpot.client.visitors import VisitorOptions
 
 

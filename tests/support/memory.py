@@ -29,10 +29,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tpot.server.authenticator import Authenticator
-from tpot.server.tunnel import TunnelFactory
 from tpot.server.memory_store import MemoryNameStore
 from tpot.server.router import RouterFactory
 from tpot.server.table import TunnelTable
+from tpot.server.tunnel import TunnelFactory
 
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

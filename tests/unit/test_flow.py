@@ -5,7 +5,6 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyClass, verifyObject
 
 from tests.support.memory import MemoryTransport
-
 from tpot.protocol.flow import (
     WEBSOCKET,
     WEBSOCKET_BUFFER,

@@ -3,10 +3,10 @@
 
 import pytest
 
-from tpot.server.requests import check_create_request
-from tpot.http.head import MAX_FIRST_HEAD_SIZE, HeadError, HeadReader, RequestHead, parse_head, parse_host
-from tpot.server.router import CONTROL, route
 from tests.support.fixtures import SESSION
+from tpot.http.head import MAX_FIRST_HEAD_SIZE, HeadError, HeadReader, RequestHead, parse_head, parse_host
+from tpot.server.requests import check_create_request
+from tpot.server.router import CONTROL, route
 
 REFERENCE_CREATE = SESSION["events"][0]["http_head"].encode("latin-1") + b"\r\n\r\n"
 

@@ -5,9 +5,9 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tpot.protocol import codec
 from tpot.http.head import HeadError, HeadReader, RequestHead
 from tpot.http.rewrite import HostRewriter
+from tpot.protocol import codec
 
 bounded = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

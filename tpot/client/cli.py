@@ -9,12 +9,12 @@ from tpot import __version__
 from tpot.client.connect import ConnectSettings, connect_settings
 from tpot.client.files import read_ca_file, read_config_file
 from tpot.client.settings import (
+    DEFAULT_MAX_CONVERSATIONS,
     ENV_ACCESS_SECRET,
     ENV_AUTH_KEY,
     ENV_BASIC_AUTH,
     ENV_SERVER,
     EXIT_FAILURE,
-    DEFAULT_MAX_CONVERSATIONS,
     ClientError,
     client_settings,
 )

@@ -23,8 +23,6 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tpot.protocol.auth import make_authorization, make_secret_authorization
-from tpot.protocol.codec import CLOSE_NO_CONNECT, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TUNNEL_GONE
 from tpot.client.requestlog import printable_text
 from tpot.client.session import CLIENT_PROTOCOL_OPTIONS
 from tpot.client.settings import (
@@ -39,6 +37,9 @@ from tpot.client.settings import (
     parse_address,
 )
 from tpot.client.tls import server_tls
+from tpot.http.addresses import format_address
+from tpot.protocol.auth import make_authorization, make_secret_authorization
+from tpot.protocol.codec import CLOSE_NO_CONNECT, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TUNNEL_GONE
 from tpot.protocol.flow import (
     WEBSOCKET,
     ReadPauses,
@@ -47,7 +48,6 @@ from tpot.protocol.flow import (
     no_delay,
     shut_down_writing,
 )
-from tpot.http.addresses import format_address
 from tpot.protocol.frames import is_connecting, is_open, refused_status
 from tpot.protocol.names import valid_name
 

@@ -36,9 +36,8 @@ target is not read (`reading`), and a refused request waiting for its turn (`_re
 
 import enum
 
-from twisted.logger import Logger
-
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from tpot.client.policy import refusal_response

@@ -12,13 +12,21 @@ import sys
 from autobahn.twisted.websocket import connectWS
 from twisted.internet import defer
 
-from tpot.protocol.auth import make_authorization
 from tpot.client.requestlog import printable, printable_text
 from tpot.client.session import TunnelClientFactory
 from tpot.client.settings import EXIT_FAILURE, EXIT_OK
 from tpot.client.tls import server_tls
 from tpot.client.visitors import VisitorOptions
-from tpot.protocol.codec import ACCESS_SECRET_HEADER, CLOSE_NORMAL, EXTENSIONS_HEADER, IPV6, RECLAIM, RECLAIM_HEADER, TCP
+from tpot.protocol.auth import make_authorization
+from tpot.protocol.codec import (
+    ACCESS_SECRET_HEADER,
+    CLOSE_NORMAL,
+    EXTENSIONS_HEADER,
+    IPV6,
+    RECLAIM,
+    RECLAIM_HEADER,
+    TCP,
+)
 
 INITIAL_DELAY = 1.0
 MAX_DELAY = 30.0

@@ -8,15 +8,15 @@ reports the outcome (greeting, refusal, loss) to whoever runs the client.
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 
+from tpot.client.conversation import Conversation, LoggedRawConversation, RawConversation
+from tpot.client.target import TargetConnector
+from tpot.http.addresses import format_address
+from tpot.http.rewrite import Forwarded
 from tpot.protocol import codec
 from tpot.protocol.adapter import SendsConversationMessages
 from tpot.protocol.codec import EXTENSIONS_HEADER, HTTP, RECLAIM_TOKEN_HEADER, TCP
-from tpot.client.conversation import Conversation, LoggedRawConversation, RawConversation
-from tpot.client.target import TargetConnector
 from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
-from tpot.http.addresses import format_address
 from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames, is_open, refused_status
-from tpot.http.rewrite import Forwarded
 from tpot.protocol.session import (
     ClientSession,
     Deliver,

@@ -10,8 +10,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from tpot.protocol.auth import MAX_SECRET_LENGTH, MIN_SECRET_LENGTH, new_access_secret, valid_access_secret
 from tpot.client.policy import parse_allowed, parse_credentials
+from tpot.protocol.auth import MAX_SECRET_LENGTH, MIN_SECRET_LENGTH, new_access_secret, valid_access_secret
 from tpot.protocol.codec import HTTP, TCP
 from tpot.protocol.names import name_problem
 

@@ -22,8 +22,8 @@ import re
 
 from tpot.http.framing import (
     DISCARD,
-    MAX_RELAYED_HEAD_SIZE,
     MAX_LINE_SIZE,
+    MAX_RELAYED_HEAD_SIZE,
     PASSTHROUGH,
     MessageFraming,
     header_tokens,

@@ -15,7 +15,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-
 SCHEME = "TPoT-1"
 SECRET_SCHEME = "TPoT-Secret"
 ITERATIONS = 32768
@@ -53,10 +52,9 @@ def valid_access_secret(secret):
 
 
 def new_access_secret():
-    """About 32 random bytes, base64url without padding: 43 characters (42 in one case of
-    4096), never starting with '-', which would read as an option in the printed
-    `tpot connect ... --secret SECRET` (one secret in 64 did)."""
-    return base64.urlsafe_b64encode(os.urandom(33)).decode("ascii").lstrip("-")[:43]
+    """43 random base64url characters (258 bits), never starting with '-', which would read
+    as an option in the printed `tpot connect ... --secret SECRET` (one secret in 64 did)."""
+    return base64.urlsafe_b64encode(os.urandom(36)).decode("ascii").lstrip("-")[:43]
 
 
 def derive_token(key, nonce, timestamp_ms):

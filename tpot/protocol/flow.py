@@ -99,21 +99,21 @@ class UnackedBudget:
 class WebSocketBackpressure:
     """`conversations` maps ids to objects with pause_reading(why) / resume_reading(why).
 
-    With `stop_reading` the WebSocket itself is not read either while it is backed up, so
-    that a peer which sends without reading (pings whose pongs pile up) cannot make us
-    queue answers without end.  Only one end of a tunnel may do so, the one whose peer
-    always reads (the server: our client never stops reading its WebSocket); were both to,
-    two full buffers would wait for each other for ever.
+    Registered with `reading` (the ReadPauses of the WebSocket's own socket), the WebSocket
+    itself is not read either while it is backed up (reason WEBSOCKET), so that a peer which
+    sends without reading (pings whose pongs pile up) cannot make us queue answers without
+    end.  Only one end of a tunnel may do so, the one whose peer always reads (the server:
+    our client never stops reading its WebSocket); were both to, two full buffers would wait
+    for each other for ever.
     """
 
-    def __init__(self, conversations, stop_reading=False):
+    def __init__(self, conversations):
         self.conversations = conversations
-        self.stop_reading = stop_reading
         self.backed_up = False
-        self.transport = None
+        self.reading = None
         self._first = 0
 
-    def register(self, transport):
+    def register(self, transport, reading=None):
         """Become the producer of the tunnel's WebSocket `transport`, tuned for relaying."""
         # Autobahn's tcpNoDelay option never reaches the socket: Autobahn applies it before
         # copying the factory's options to the protocol, and swallows the AttributeError.
@@ -122,7 +122,7 @@ class WebSocketBackpressure:
         for layer in (transport, getattr(transport, "transport", None)):
             if layer is not None:
                 layer.bufferSize = WEBSOCKET_BUFFER
-        self.transport = transport
+        self.reading = reading
         transport.registerProducer(self, True)
 
     def admit(self, conversation):
@@ -140,10 +140,10 @@ class WebSocketBackpressure:
         pass
 
     def _set(self, backed_up):
-        if self.stop_reading and backed_up != self.backed_up and self.transport is not None:
-            # Twisted pauses its producer on every write while the buffer is full: only the
-            # change reaches the transport.
-            (self.transport.pauseProducing if backed_up else self.transport.resumeProducing)()
+        if self.reading is not None:
+            # ReadPauses keeps reasons: Twisted's pause on every write of a full buffer, and
+            # LeanFrames' turns (frames.py), each lift only their own.
+            (self.reading.pause if backed_up else self.reading.resume)(WEBSOCKET)
         self.backed_up = backed_up
         conversations = list(self.conversations.values())
         if not backed_up and conversations:

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from dotenv import dotenv_values
 
-from tpot.protocol.auth import MIN_KEY_LENGTH
 from tpot.http.addresses import parse_networks
+from tpot.protocol.auth import MIN_KEY_LENGTH
 from tpot.protocol.names import RESERVED_NAMES, name_problem
 
 DEFAULT_PORT = 3000

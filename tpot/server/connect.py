@@ -11,13 +11,13 @@ where a visitor gets error pages.
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 
-from tpot.protocol.codec import CLOSE_NO_CONNECT, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TUNNEL_GONE
-from tpot.protocol.frames import OversizeFails, fail_connection, is_open
-from tpot.server.tunnel import SERVER_PROTOCOL_OPTIONS
-from tpot.protocol.flow import PausesPeer, ReadPauses, UnregisterOnDrop, no_delay
 from tpot.http.addresses import format_address
-from tpot.server.visitor import ConversationRefused
+from tpot.protocol.codec import CLOSE_NO_CONNECT, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TUNNEL_GONE
+from tpot.protocol.flow import PausesPeer, ReadPauses, UnregisterOnDrop, no_delay
+from tpot.protocol.frames import OversizeFails, fail_connection, is_open
 from tpot.server.timers import SilenceTimer
+from tpot.server.tunnel import SERVER_PROTOCOL_OPTIONS
+from tpot.server.visitor import ConversationRefused
 
 # Why the connecting side is not read: our buffer towards it is full (besides PEER and WEBSOCKET).
 BACKED_UP = "backed up"

@@ -11,8 +11,8 @@ import html
 import json
 
 from tpot import __version__
-from tpot.server import metrics
 from tpot.http.head import HeadError
+from tpot.server import metrics
 
 
 def response(status, content_type, body, with_body=True):

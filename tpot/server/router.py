@@ -11,8 +11,12 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from tpot.server import endpoints
+from tpot.http.addresses import address_in, forwarded_client, plain_address
+from tpot.http.head import HeadError, HeadReader
+from tpot.http.responses import error_response
 from tpot.protocol.codec import RECLAIM_HEADER, TCP
+from tpot.protocol.names import RESERVED_NAMES
+from tpot.server import endpoints
 from tpot.server.connect import ConnectFactory
 from tpot.server.requests import (
     CONNECT_PATH,
@@ -21,12 +25,8 @@ from tpot.server.requests import (
     check_create_request,
     requested_extensions,
 )
-from tpot.http.addresses import address_in, forwarded_client, plain_address
-from tpot.http.head import HeadError, HeadReader
-from tpot.protocol.names import RESERVED_NAMES
 from tpot.server.store import LocalRoute, NameTaken, RegistryFull
 from tpot.server.visitor import VisitorProtocol
-from tpot.http.responses import error_response
 
 HEADER_TIMEOUT = 10.0
 # Visitor connections with no traffic either way for this long are closed; generous, so

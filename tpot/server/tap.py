@@ -11,14 +11,14 @@ from twisted.logger import Logger
 from twisted.python import threadpool, usage
 
 from tpot import __version__
+from tpot.server.authenticator import Authenticator
 from tpot.server.config import ConfigError, server_settings
 from tpot.server.connect import ConnectFactory
-from tpot.server.authenticator import Authenticator
-from tpot.server.tunnel import TunnelFactory
 from tpot.server.drain import DrainingListeners
 from tpot.server.memory_store import MemoryNameStore
 from tpot.server.router import RouterFactory
 from tpot.server.table import TunnelTable
+from tpot.server.tunnel import TunnelFactory
 
 log = Logger()
 

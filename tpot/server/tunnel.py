@@ -30,8 +30,6 @@ from tpot.protocol.flow import (
     MAX_SERVER_UNACKED_BYTES,
     MAX_TUNNEL_UNACKED_BYTES,
     PEER,
-    WEBSOCKET,
-    ReadWhileRoom,
     UnackedBudget,
     UnregisterOnDrop,
     WebSocketBackpressure,
@@ -104,7 +102,7 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
         self.conversations = self.session.conversations
         self._visitor_for_data = self.conversations.get  # data's fast path: one lookup
         # Not read while backed up either: a client that sends without reading gets nothing queued.
-        self.backpressure = WebSocketBackpressure(self.conversations, stop_reading=True)
+        self.backpressure = WebSocketBackpressure(self.conversations)
         # What this tunnel's client sent for paused conversations, within the server's (`unacked`).
         self.unacked = UnackedBudget(MAX_TUNNEL_UNACKED_BYTES, "tunnel", unacked)
         self.liveness = SilenceTimer(clock, LIVENESS_TIMEOUT, self._silent)
@@ -125,10 +123,9 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
         self.table.add(self.claim.lease, self)
         attached = self.store.attach(self.claim.lease, RouteInfo(self.kind, self.access_secret))
         attached.addErrback(self._lease_lost)
-        self.backpressure.register(self.transport)
-        # It stops reading the socket while the WebSocket is backed up: as one reason of
-        # the socket's ReadPauses, beside LeanFrames' turns, so that neither resumes the other's.
-        self.backpressure.transport = ReadWhileRoom(self.tunnel_reading, WEBSOCKET)
+        # Not read while backed up (the server's end only): one reason of the socket's
+        # ReadPauses, beside LeanFrames' turns, so that neither resumes the other's.
+        self.backpressure.register(self.transport, reading=self.tunnel_reading)
         self.opened_at = self.clock.seconds()
         self.liveness.start()
         self._send_message(codec.encode(codec.Greeting(self.name)))

@@ -11,8 +11,8 @@ counted (PausesPeer) until the visitor drains it or goes.
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
-from tpot.protocol.flow import PausesPeer, ReadPauses, no_delay
 from tpot.http.responses import error_response
+from tpot.protocol.flow import PausesPeer, ReadPauses, no_delay
 from tpot.server.timers import SilenceTimer
 
 NOT_CONNECTED = "The tunnel's client could not connect to its local service (connection refused or unreachable)."
