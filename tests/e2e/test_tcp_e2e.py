@@ -141,8 +141,14 @@ def test_tcp_tunnel_prints_its_name_secret_and_how_to_connect(tcp_tunnel, server
 def test_twenty_concurrent_streams_echo_intact(tcp_tunnel, server, tmp_path, started):
     listener = started(Listener(["echo", "-t", server.url, "--secret", tcp_tunnel.secret], tmp_path))
     payloads = [expected_bytes(STREAM_SIZE, seed) for seed in range(STREAMS)]
-    with ThreadPoolExecutor(STREAMS) as pool:
-        digests = list(pool.map(lambda payload: echo_through(listener.port, payload), payloads))
+    try:
+        with ThreadPoolExecutor(STREAMS) as pool:
+            digests = list(pool.map(lambda payload: echo_through(listener.port, payload), payloads))
+    except TimeoutError:
+        raise AssertionError(
+            f"a stream stalled\nserver log:\n{server.log()[-3000:]}\ntpot tcp: {tcp_tunnel.client.describe()}"
+            f"\ntpot connect: {listener.client.describe()}"
+        ) from None
     assert digests == [hashlib.sha256(payload).hexdigest() for payload in payloads]
 
 
