@@ -110,11 +110,12 @@ class Tunnel:
         return self.processes.start([self.bin / "tpot", *args], self.dir / log_name, self.dir,
                                     env or clean_env(self.dir))
 
-    def connect_client(self, target_port, request_log=False, name=TUNNEL_NAME):
+    def connect_client(self, target_port, request_log=False, name=TUNNEL_NAME, max_conversations=None):
         self.name = name
         # --quiet: measure the tunnel, not a console line per request (BENCH_REQUEST_LOG=1 includes it)
+        cap = ["--max-conversations", str(max_conversations)] if max_conversations else []
         self.client = self.start_tpot(["http", f"{HOST}:{target_port}", "-t", self.server_url, "-s", name,
-                                       *([] if request_log else ["--quiet"])], "client.log")
+                                       *([] if request_log else ["--quiet"]), *cap], "client.log")
         wait_for_line(self.client, rf"^(http://{re.escape(name)}\.{re.escape(DOMAIN)}\S*)$",
                       "the tpot client did not connect")
 

@@ -214,7 +214,8 @@ def memory_idle_visitors(processes, tmp, bin_dir, nginx, count, out, logs, reque
     tunnel = Tunnel(processes, tmp, bin_dir, "mem-visitors")
     opened = Opened(count)
     try:
-        tunnel.connect_client(nginx.port, request_log)
+        # Above the client's default cap (500 conversations), which this measures past.
+        tunnel.connect_client(nginx.port, request_log, max_conversations=count + 100)
         request = f"GET /small HTTP/1.1\r\nHost: {tunnel.host}\r\n\r\n".encode()
         warm_up(tunnel.port, request)
         base_server, base_client = settle_rss(tunnel.server.pid), rss_kb(tunnel.client.pid)
