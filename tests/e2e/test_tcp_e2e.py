@@ -49,6 +49,9 @@ class EchoHandler(socketserver.BaseRequestHandler):
 class EchoServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's backlog of 5 overflowed under load when tpot tcp opened twenty target
+    # connections at once, and the kernel reset some of them.
+    request_queue_size = 64
 
     def __init__(self):
         super().__init__((HOST, 0), EchoHandler)

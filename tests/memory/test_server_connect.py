@@ -377,6 +377,35 @@ def test_the_clients_pause_stops_reading_the_connection(server):
     assert tunnel.new_messages() == [data(1, b"held back")]
 
 
+@pytest.mark.parametrize("end, code", [(b"X", 1000), (b"N", CLOSE_NO_CONNECT)])
+def test_a_conversation_ended_while_paused_reads_the_closing_handshake(server, end, code):
+    # The target went away while the client had paused the conversation: the connection
+    # must still be read, or the connecting side's close frame is never seen and it waits
+    # for the 30 s closing-handshake timeout (a stalled `tpot connect`).
+    tunnel = tcp_tunnel(server)
+    side = joined(server, tunnel)
+    tunnel.send(signal(1, b"P"))
+    tunnel.send(signal(1, end))
+    closed_with(side, code)
+    assert side.transport.producerState == "producing"
+    side.close(code)
+    settle(server.clock)
+    assert side.transport.lost and tunnel.new_messages() == []
+
+
+def test_a_tunnel_lost_while_backed_up_reads_the_closing_handshake(server):
+    tunnel = tcp_tunnel(server)
+    side = joined(server, tunnel)
+    tunnel.transport.producer.pauseProducing()
+    tunnel.transport.loseConnection()  # its connection drops: no closing handshake to read
+    settle(server.clock)
+    closed_with(side, CLOSE_TUNNEL_GONE)
+    assert side.transport.producerState == "producing"
+    side.close(CLOSE_TUNNEL_GONE)
+    settle(server.clock)
+    assert side.transport.lost
+
+
 def test_a_backed_up_tunnel_pauses_its_connections(server):
     tunnel = tcp_tunnel(server)
     side = joined(server, tunnel)

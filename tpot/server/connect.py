@@ -13,7 +13,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 
 from tpot.http.addresses import format_address
 from tpot.protocol.codec import CLOSE_NO_CONNECT, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TUNNEL_GONE
-from tpot.protocol.flow import PausesPeer, ReadPauses, UnregisterOnDrop, no_delay
+from tpot.protocol.flow import PEER, WEBSOCKET, PausesPeer, ReadPauses, UnregisterOnDrop, no_delay
 from tpot.protocol.frames import OversizeFails, fail_connection, is_open
 from tpot.server.timers import SilenceTimer
 from tpot.server.tunnel import SERVER_PROTOCOL_OPTIONS
@@ -158,6 +158,10 @@ class ConnectProtocol(PausesPeer, UnregisterOnDrop, OversizeFails, WebSocketServ
     def _close(self, code, reason):
         """Close after what the connecting side has still to read (the tunnel's side is done)."""
         self._remote_closed = True
+        # The tunnel's pauses end with its conversation, and the connecting side must be
+        # read for its half of the closing handshake (what else it sends is dropped).
+        self.reading.resume(PEER)
+        self.reading.resume(WEBSOCKET)
         if self.send_buffer_full():
             # A close frame now would wait behind a full buffer; resumeProducing sends it.
             self._close_when_drained = (code, reason)
