@@ -33,10 +33,10 @@ run: $(VENV)/.run-deps
 # otherwise those tests skip, and fail under CI=true (tests/conftest.py).
 test-tools:
 	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v systemd-analyze >/dev/null \
-		&& { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null \
+		&& { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null && command -v redis-server >/dev/null \
 		|| if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light systemd haproxy; \
-		else echo "make: nginx, systemd-analyze or haproxy missing (apt-get install nginx-light systemd haproxy); their tests will skip"; fi
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light systemd haproxy redis-server; \
+		else echo "make: nginx, systemd-analyze, haproxy or redis-server missing (apt-get install nginx-light systemd haproxy redis-server); their tests will skip"; fi
 
 test: $(VENV)/.test-deps test-tools
 	$(VENV)/bin/python -m pytest

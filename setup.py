@@ -16,6 +16,7 @@ setup(
         "autobahn>=25.9.1,<27",
         "python-dotenv>=1.0",
         "prometheus-client>=0.17",
+        "txredisapi>=1.6",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2", "hypothesis>=6"],

@@ -325,6 +325,8 @@ class TargetHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         elif url.path == "/host":
             self._answer(self.headers.get("Host", ""))
+        elif url.path == "/xff":
+            self._answer(", ".join(self.headers.get_all("X-Forwarded-For") or []))
         elif url.path == "/sleep":
             time.sleep(float(parse_qs(url.query).get("s", ["1"])[0]))
             self._answer("slept")

@@ -26,6 +26,7 @@ from tpot.http.rewrite import Forwarded, HostRewriter
 from tpot.protocol import codec
 from tpot.protocol.codec import CLOSE_SERVER_RESTARTING
 from tpot.server import endpoints, metrics
+from tpot.server.cluster.view import IClusterView
 from tpot.server.drain import CLOSE_WAIT, POLL, DrainingListeners
 from tpot.server.logs import json_line, json_observer
 from tpot.server.table import ITunnelCounts
@@ -140,15 +141,18 @@ def test_status_counts_tunnels_and_conversations_and_names_nobody(server):
     before = ask(server, "/api/status")
     assert before.status == 200 and before.header("content-type") == "application/json"
     report = json.loads(before.body)
-    assert set(report) == {"tunnels", "conversations", "uptime_s", "version", "draining"}
+    assert set(report) == {"node", "nodes", "cluster_tunnels", "registry_up", "tunnels", "conversations",
+                           "uptime_s", "version", "draining"}
     assert report["tunnels"] == 0 and report["conversations"] == 0 and report["draining"] is False
+    # A server of one process is its own cluster.
+    assert (report["node"], report["nodes"], report["cluster_tunnels"], report["registry_up"]) == (None, 1, 0, True)
     assert report["version"] == __version__
     server.open_tunnel("secretname")
     server.visit("secretname", peer=("10.9.8.7", 4321))
     server.clock.advance(12.5)
     after = ask(server, "/api/status")
     report = json.loads(after.body)
-    assert (report["tunnels"], report["conversations"]) == (1, 1)
+    assert (report["tunnels"], report["conversations"], report["cluster_tunnels"]) == (1, 1, 1)
     assert report["uptime_s"] == pytest.approx(12.5)
     assert b"secretname" not in after.body and b"10.9.8.7" not in after.body
     server.router.draining = True
@@ -188,7 +192,8 @@ def test_metrics_lists_every_family(server):
     names = {family.name for family in text_string_to_metric_families(text)}
     assert names == {
         "tpot_tunnels_active", "tpot_conversations_active", "tpot_conversations", "tpot_bytes",
-        "tpot_auth_failures", "tpot_http_errors",
+        "tpot_auth_failures", "tpot_http_errors", "tpot_cluster_nodes", "tpot_registry_up",
+        "tpot_forwarded_conversations",
     }
     assert value(text, "tpot_bytes_total", direction="upstream") == 0
     assert value(text, "tpot_bytes_total", direction="downstream") == 0
@@ -290,8 +295,24 @@ def test_render_is_counts_only():
     stats.bytes_downstream = 2000
     for status in (401, 401, 503, 429):
         stats.count_refusal(status)
+    stats.forwarded_in, stats.forwarded_out = 4, 5
+
+    @implementer(IClusterView)
+    class Cluster:
+        node_id = "node-a"
+
+        def registry_up(self):
+            return False
+
+        def nodes_alive(self):
+            return 3
+
+        def cluster_tunnels(self):
+            return 9
+
     assert verifyObject(ITunnelCounts, Counts())
-    text = metrics.render(stats, Counts()).decode("utf-8")
+    assert verifyObject(IClusterView, Cluster())
+    text = metrics.render(stats, Counts(), Cluster()).decode("utf-8")
     assert samples(text) == {
         ("tpot_tunnels_active", ()): 3,
         ("tpot_conversations_active", ()): 7,
@@ -302,6 +323,10 @@ def test_render_is_counts_only():
         ("tpot_http_errors_total", (("code", "401"),)): 2,
         ("tpot_http_errors_total", (("code", "429"),)): 1,
         ("tpot_http_errors_total", (("code", "503"),)): 1,
+        ("tpot_cluster_nodes", ()): 3,
+        ("tpot_registry_up", ()): 0,
+        ("tpot_forwarded_conversations_total", (("direction", "in"),)): 4,
+        ("tpot_forwarded_conversations_total", (("direction", "out"),)): 5,
     }
     # Each family declared once with its type (a counter's TYPE line names it with or without
     # _total, depending on the prometheus_client version).
@@ -310,9 +335,10 @@ def test_render_is_counts_only():
     assert len(types) == len(declared), declared
     assert types == {"tpot_tunnels_active": "gauge", "tpot_conversations_active": "gauge",
                      "tpot_conversations": "counter", "tpot_bytes": "counter", "tpot_auth_failures": "counter",
-                     "tpot_http_errors": "counter"}
+                     "tpot_http_errors": "counter", "tpot_cluster_nodes": "gauge", "tpot_registry_up": "gauge",
+                     "tpot_forwarded_conversations": "counter"}
     # A fresh registry per scrape: rendering twice does not fail or double anything.
-    assert metrics.render(stats, Counts()).decode("utf-8") == text
+    assert metrics.render(stats, Counts(), Cluster()).decode("utf-8") == text
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,10 +16,10 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 
-# Every setting the server (DOMAIN, AUTH_KEY, PORT, METRICS_TOKEN) or a client (TPOT_*)
+# Every setting the server (DOMAIN, AUTH_KEY, PORT, METRICS_TOKEN, the cluster's) or a client (TPOT_*)
 # reads from its environment: none may leak into the processes under test from outside.
 LEAKY = (
-    "DOMAIN", "AUTH_KEY", "PORT", "METRICS_TOKEN",
+    "DOMAIN", "AUTH_KEY", "PORT", "METRICS_TOKEN", "REDIS_URL", "CLUSTER_SECRET", "TPOT_ADVERTISE",
     "TPOT_SERVER", "TPOT_AUTH_KEY", "TPOT_ACCESS_SECRET", "TPOT_BASIC_AUTH",
 )
 

@@ -29,6 +29,7 @@ PURE = (
     "tpot.http.responses",
     "tpot.http.addresses",
     "tpot.server.requests",
+    "tpot.server.cluster.hop",
     "tpot.client.policy",
     "tpot.client.requestlog",
     "tpot.client.settings",

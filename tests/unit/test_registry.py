@@ -14,7 +14,7 @@ from tpot.protocol.codec import MAX_CONVERSATION_ID
 from tpot.protocol.names import random_name, valid_name
 from tpot.protocol.session import ConversationIds
 from tpot.server.memory_store import MemoryNameStore
-from tpot.server.store import RESERVE_SECONDS, NameTaken
+from tpot.server.store import RESERVE_SECONDS, Claim, LocalRoute, NameTaken
 from tpot.server.table import ILiveTunnel, ITunnelCounts, ITunnelTable, TunnelTable
 from tpot.server.tunnel import TunnelProtocol
 
@@ -62,12 +62,23 @@ class TestMemoryNameStore(NameStoreContract):
 
 @implementer(ILiveTunnel)
 class FakeTunnel:
-    def __init__(self, conversations=0):
+    count = 0
+
+    def __init__(self, conversations=0, name=None):
+        FakeTunnel.count += 1
+        self.claim = Claim(name or f"fake{FakeTunnel.count}", f"lease-of-fake{FakeTunnel.count}", "token")
         self.conversations = dict.fromkeys(range(conversations))
         self.shut_down = False
+        self.lost = False
+
+    def route_info(self):
+        return WEB
 
     def shutdown(self):
         self.shut_down = True
+
+    def name_lost(self):
+        self.lost = True
 
 
 def test_fakes_and_tunnels_provide_the_interfaces():
@@ -90,6 +101,20 @@ def test_table_add_get_remove_and_counts():
     table.remove("no-such-lease")
     assert table.get("lease-1") is None
     assert (table.active_tunnels(), table.active_conversations()) == (1, 3)
+    assert table.tunnels() == [two]
+
+
+def test_the_table_routes_by_name_for_when_the_registry_is_away():
+    table, tunnel = TunnelTable(), FakeTunnel(name="demo")
+    table.add("lease-1", tunnel)
+    assert table.route("demo") == LocalRoute("demo", "lease-1", WEB)
+    assert table.route("other") is None
+    replaced = FakeTunnel(name="demo")  # its reclaim, opened before the old one's close was seen
+    table.add("lease-2", replaced)
+    table.remove("lease-1")
+    assert table.route("demo") == LocalRoute("demo", "lease-2", WEB)
+    table.remove("lease-2")
+    assert table.route("demo") is None
 
 
 def test_shutdown_tunnels_closes_every_tunnel_of_the_table():

@@ -458,3 +458,48 @@ def test_max_conversations_must_be_a_whole_number_of_at_least_one(given):
 def test_a_subdomain_that_is_no_dns_label_says_why(name, why):
     with pytest.raises(ClientError, match=why):
         client_settings("8080", server="http://localhost:3000", subdomain=name)
+
+
+# Cluster settings.
+
+CLUSTER_SECRET = "c" * 32
+CLUSTER = {"redis": "redis://127.0.0.1:6379/0", "cluster_secret": CLUSTER_SECRET, "advertise": "10.0.0.5:3001"}
+
+
+def test_without_redis_there_is_no_cluster():
+    assert server_settings(domain="localhost", env={"CLUSTER_SECRET": CLUSTER_SECRET}).cluster is None
+
+
+def test_a_cluster_from_options_and_from_the_environment():
+    cluster = server_settings(domain="localhost", env={}, cluster=dict(CLUSTER, node_id="node-a")).cluster
+    assert (cluster.redis_url, cluster.node_id, cluster.peer_listen, cluster.advertise, cluster.node_ttl) == (
+        "redis://127.0.0.1:6379/0", "node-a", "tcp:3001", "10.0.0.5:3001", 10.0)
+    assert CLUSTER_SECRET not in repr(cluster)
+    env = {"REDIS_URL": "redis://:pw@redis:6379/1", "CLUSTER_SECRET": CLUSTER_SECRET, "TPOT_ADVERTISE": "10.1.2.3:3001"}
+    cluster = server_settings(domain="localhost", env=env).cluster
+    assert (cluster.secret, cluster.advertise) == (CLUSTER_SECRET, "10.1.2.3:3001")
+    assert re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{6}", cluster.node_id)  # the host name and a random suffix
+    assert "pw" not in repr(cluster)
+
+
+def test_the_default_advertised_address_is_this_host_at_the_peer_port():
+    cluster = server_settings(domain="localhost", env={}, cluster=dict(CLUSTER, advertise=None, peer_listen="tcp:4001")).cluster
+    assert cluster.advertise == f"{socket.getfqdn()}:4001"
+
+
+@pytest.mark.parametrize("cluster, words", [
+    ({"cluster_secret": CLUSTER_SECRET}, "--cluster-secret is for a cluster"),
+    ({"node_ttl": "5"}, "--node-ttl is for a cluster"),
+    (dict(CLUSTER, redis="localhost:6379"), "is not a Redis URL"),
+    (dict(CLUSTER, cluster_secret=None), "CLUSTER_SECRET is not set"),
+    (dict(CLUSTER, cluster_secret="c" * 31), "CLUSTER_SECRET is too short"),
+    (dict(CLUSTER, node_id="a b"), "--node-id must be"),
+    (dict(CLUSTER, advertise="10.0.0.5"), "--advertise must be HOST:PORT"),
+    (dict(CLUSTER, advertise=None, peer_listen="unix:/tmp/peer"), "--advertise HOST:PORT"),
+    (dict(CLUSTER, node_ttl="0"), "--node-ttl must be a positive number"),
+])
+def test_every_invalid_cluster_combination_is_one_sentence(cluster, words):
+    with pytest.raises(ConfigError) as error:
+        server_settings(domain="localhost", env={}, cluster=cluster)
+    assert words in str(error.value)
+    assert_one_sentence(str(error.value))

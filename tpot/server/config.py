@@ -1,18 +1,29 @@
 """Server settings: command line over environment over `.env`, checked once at start-up."""
 
 import os
+import re
+import secrets
 import socket
 from dataclasses import dataclass, field
 
 from dotenv import dotenv_values
 
 from tpot.http.addresses import parse_networks
+from tpot.server.cluster.hop import split_address
+from tpot.server.cluster.redis_store import parse_redis_url
 from tpot.protocol.auth import MIN_KEY_LENGTH
 from tpot.protocol.names import RESERVED_NAMES, name_problem
 
 DEFAULT_PORT = 3000
 # The environment variables (and .env keys) the server reads.
 ENV_DOMAIN, ENV_AUTH_KEY, ENV_PORT, ENV_METRICS_TOKEN = "DOMAIN", "AUTH_KEY", "PORT", "METRICS_TOKEN"
+ENV_REDIS, ENV_CLUSTER_SECRET, ENV_ADVERTISE = "REDIS_URL", "CLUSTER_SECRET", "TPOT_ADVERTISE"
+DEFAULT_PEER_LISTEN = "tcp:3001"
+MIN_CLUSTER_SECRET_LENGTH = 32
+DEFAULT_NODE_TTL = 10.0
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# The port of a plain `tcp:PORT...` endpoint, for the address advertised by default.
+_ENDPOINT_PORT = re.compile(r"tcp6?:(?:port=)?([0-9]+)(?::|$)")
 
 # What a socket listening on every IPv6 address (`::`) takes, per `ip_stack`.
 DUAL_STACK = "dual-stack"  # IPv4 too (Linux's default)
@@ -36,6 +47,18 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """Being one node of a cluster (`--redis`)."""
+
+    redis_url: str = field(repr=False)  # may hold a password
+    secret: str = field(repr=False)
+    node_id: str
+    peer_listen: str
+    advertise: str  # HOST:PORT other nodes dial
+    node_ttl: float = DEFAULT_NODE_TTL
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     domain: str
     auth_key: str = None
@@ -44,6 +67,7 @@ class ServerSettings:
     metrics_token: str = None
     trusted_proxies: tuple = ()
     reserved_names: frozenset = RESERVED_NAMES
+    cluster: ClusterSettings = None  # None: one process, the in-memory registry
 
 
 def environment(dotenv_path=".env"):
@@ -54,10 +78,11 @@ def environment(dotenv_path=".env"):
 
 
 def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, limits=None,
-                    metrics_token=None, trusted_proxies=(), reserved_names=None):
+                    metrics_token=None, trusted_proxies=(), reserved_names=None, cluster=None):
     """Merge command-line values (None when not given) with `env`; raise ConfigError.
 
-    `limits` maps Limits field names to command-line strings (None when not given).
+    `limits` maps Limits field names to command-line strings (None when not given), and so
+    does `cluster` for the options of cluster_settings.
     """
     env = environment() if env is None else env
     domain = (domain or env.get(ENV_DOMAIN) or "").strip().lower().rstrip(".")
@@ -76,7 +101,52 @@ def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, 
     return ServerSettings(
         domain, auth_key, list(listen), parse_limits(limits or {}), metrics_token, networks,
         RESERVED_NAMES if reserved_names is None else parse_name_list(reserved_names),
+        cluster_settings(env=env, **(cluster or {})),
     )
+
+
+def cluster_settings(redis=None, cluster_secret=None, node_id=None, advertise=None, peer_listen=None,
+                     node_ttl=None, env=None):
+    """The ClusterSettings of the command line (None when not given) over `env`, or None
+    without a Redis URL; ConfigError if they do not make a node."""
+    env = {} if env is None else env
+    url = redis or env.get(ENV_REDIS) or None
+    if url is None:
+        given = [name for name, value in (("--cluster-secret", cluster_secret), ("--node-id", node_id),
+                                          ("--advertise", advertise), ("--peer-listen", peer_listen),
+                                          ("--node-ttl", node_ttl)) if value is not None]
+        if given:
+            raise ConfigError(f"{given[0]} is for a cluster: add --redis URL (or set REDIS_URL), or leave it out.")
+        return None
+    try:
+        parse_redis_url(url)
+    except ValueError as error:
+        raise ConfigError(f"--redis: {error}") from None
+    secret = cluster_secret or env.get(ENV_CLUSTER_SECRET) or ""
+    if len(secret) < MIN_CLUSTER_SECRET_LENGTH:
+        raise ConfigError(
+            f"{'CLUSTER_SECRET is too short' if secret else 'CLUSTER_SECRET is not set'}: a cluster needs"
+            f" --cluster-secret (or CLUSTER_SECRET) of at least {MIN_CLUSTER_SECRET_LENGTH} characters,"
+            " the same on every node."
+        )
+    node_id = node_id or f"{socket.gethostname().split('.')[0] or 'node'}-{secrets.token_hex(3)}"
+    if not _NODE_ID.fullmatch(node_id):
+        raise ConfigError(f"--node-id must be letters, digits, '.', '_' or '-' (at most 63), not {node_id!r}.")
+    peer_listen = peer_listen or DEFAULT_PEER_LISTEN
+    advertise = advertise or env.get(ENV_ADVERTISE) or _default_advertise(peer_listen)
+    try:
+        split_address(advertise)
+    except ValueError:
+        raise ConfigError(f"--advertise must be HOST:PORT (where other nodes reach this one), not {advertise!r}.") from None
+    ttl = DEFAULT_NODE_TTL if node_ttl is None else positive_number("--node-ttl", node_ttl, float)
+    return ClusterSettings(url, secret, node_id, peer_listen, advertise, ttl)
+
+
+def _default_advertise(peer_listen):
+    match = _ENDPOINT_PORT.match(peer_listen)
+    if match is None or match.group(1) == "0":
+        raise ConfigError(f"Say where other nodes reach this one: --advertise HOST:PORT (--peer-listen {peer_listen} has no fixed port).")
+    return f"{socket.getfqdn()}:{match.group(1)}"
 
 
 def parse_name_list(text):
@@ -121,15 +191,19 @@ def parse_limits(values):
         if value is None:
             continue
         kind = int if name.startswith("max_") else float
-        option = "--" + name.replace("_", "-")
-        try:
-            number = kind(value)
-        except ValueError:
-            number = 0
-        if number <= 0:
-            raise ConfigError(f"{option} must be a positive {'whole ' if kind is int else ''}number, not {value!r}.")
-        parsed[name] = number
+        parsed[name] = positive_number("--" + name.replace("_", "-"), value, kind)
     return Limits(**parsed)
+
+
+def positive_number(option, value, kind):
+    """`value` (a string) as a positive `kind` (int or float); ConfigError otherwise."""
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise ConfigError(f"{option} must be a positive {'whole ' if kind is int else ''}number, not {value!r}.")
+    return number
 
 
 def parse_port(value):

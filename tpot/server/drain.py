@@ -17,10 +17,12 @@ CLOSE_WAIT = 2.0
 class DrainingListeners(MultiService):
     log = Logger()
 
-    def __init__(self, router, table, clock, drain_timeout):
+    def __init__(self, router, table, clock, drain_timeout, relays=()):
         super().__init__()
         self.router = router
         self.table = table  # the live tunnels of this node
+        # What else relays visitors of this node (those handed to other nodes, tpot.server.cluster.peers).
+        self.relays = tuple(relays)
         self.clock = clock
         self.drain_timeout = drain_timeout
 
@@ -29,9 +31,9 @@ class DrainingListeners(MultiService):
         self.router.draining = True
         self.log.info(
             "draining: {n} conversations, up to {t:.0f} s",
-            n=self.table.active_conversations(), t=self.drain_timeout,
+            n=self._conversations(), t=self.drain_timeout,
         )
-        yield self._until(lambda: self.table.active_conversations() == 0, self.drain_timeout)
+        yield self._until(lambda: self._conversations() == 0, self.drain_timeout)
         self.table.shutdown_tunnels()
         yield self._until(lambda: self.table.active_tunnels() == 0, CLOSE_WAIT)
         yield super().stopService()
@@ -39,6 +41,9 @@ class DrainingListeners(MultiService):
         # (status 143 for SIGTERM); a drained shutdown is a clean one: exit status 0.
         if getattr(self.clock, "_exitSignal", None) is not None:
             self.clock._exitSignal = None
+
+    def _conversations(self):
+        return self.table.active_conversations() + sum(relay.active_conversations() for relay in self.relays)
 
     @defer.inlineCallbacks
     def _until(self, done, timeout):

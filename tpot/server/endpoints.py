@@ -3,7 +3,8 @@
 `/healthz` for probes, `/metrics` for Prometheus, `/api/status` as JSON, `/` a landing
 page.  They exist only on the bare domain: on NAME.DOMAIN every path belongs to the tunnel.
 `server` is the router factory: it has table (this node's live tunnels, whose counts are
-reported), stats, draining, uptime(), domain and metrics_token.
+reported), cluster (a tpot.server.cluster.view.IClusterView), stats, draining, uptime(),
+domain and metrics_token.
 """
 
 import hmac
@@ -29,7 +30,12 @@ def response(status, content_type, body, with_body=True):
 
 def status(server):
     """What /api/status reports: counts only, nothing about who is connected."""
+    cluster = server.cluster
     return {
+        "node": cluster.node_id,
+        "nodes": cluster.nodes_alive(),
+        "cluster_tunnels": cluster.cluster_tunnels(),
+        "registry_up": cluster.registry_up(),
         "tunnels": server.table.active_tunnels(),
         "conversations": server.table.active_conversations(),
         "uptime_s": round(server.uptime(), 3),
@@ -50,7 +56,7 @@ def _metrics(head, server):
         presented = token.strip().encode("utf-8", "replace")
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented, server.metrics_token.encode()):
             raise HeadError(401, "Metrics need Authorization: Bearer TOKEN.", [("WWW-Authenticate", "Bearer")])
-    return "200 OK", metrics.CONTENT_TYPE, metrics.render(server.stats, server.table)
+    return "200 OK", metrics.CONTENT_TYPE, metrics.render(server.stats, server.table, server.cluster)
 
 
 def _status(head, server):

@@ -20,6 +20,9 @@ class Stats:
         self.bytes_downstream = 0  # tunnel client -> visitor
         self.auth_failures = 0
         self.http_errors = Counter()
+        # Visitor connections handed between nodes (tpot.server.cluster.peers).
+        self.forwarded_in = 0
+        self.forwarded_out = 0
 
     def count_refusal(self, status, tunnel_auth=True):
         """An error response; a 401 is a tunnel auth failure unless `tunnel_auth` is false."""
@@ -29,9 +32,10 @@ class Stats:
 
 
 class _Collector:
-    def __init__(self, stats, table):
+    def __init__(self, stats, table, cluster):
         self.stats = stats
         self.table = table
+        self.cluster = cluster
 
     def collect(self):
         stats = self.stats
@@ -56,10 +60,25 @@ class _Collector:
         for code, count in sorted(stats.http_errors.items()):
             errors.add_metric([str(code)], count)
         yield errors
+        yield from self._cluster()
+
+    def _cluster(self):
+        cluster = self.cluster
+        yield GaugeMetricFamily("tpot_cluster_nodes", "Nodes of the cluster alive, this one included.",
+                                value=cluster.nodes_alive())
+        yield GaugeMetricFamily("tpot_registry_up", "1 while the tunnel registry (Redis) can be reached.",
+                                value=int(cluster.registry_up()))
+        forwarded = CounterMetricFamily(
+            "tpot_forwarded_conversations",
+            "Visitor connections handed between nodes: in from others, out to others.", labels=["direction"],
+        )
+        forwarded.add_metric(["in"], self.stats.forwarded_in)
+        forwarded.add_metric(["out"], self.stats.forwarded_out)
+        yield forwarded
 
 
-def render(stats, table):
-    """The exposition-format text for one scrape."""
+def render(stats, table, cluster):
+    """The exposition-format text for one scrape; `cluster` is an IClusterView."""
     collectors = CollectorRegistry(auto_describe=False)
-    collectors.register(_Collector(stats, table))
+    collectors.register(_Collector(stats, table, cluster))
     return generate_latest(collectors)

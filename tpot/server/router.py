@@ -8,7 +8,7 @@ anything else.
 """
 
 from twisted.internet import defer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from tpot.http.addresses import address_in, forwarded_client, plain_address
@@ -17,6 +17,7 @@ from tpot.http.responses import error_response
 from tpot.protocol.codec import RECLAIM_HEADER, TCP
 from tpot.protocol.names import RESERVED_NAMES
 from tpot.server import endpoints
+from tpot.server.cluster.view import Standalone
 from tpot.server.connect import ConnectFactory
 from tpot.server.requests import (
     CONNECT_PATH,
@@ -25,7 +26,8 @@ from tpot.server.requests import (
     check_create_request,
     requested_extensions,
 )
-from tpot.server.store import LocalRoute, NameTaken, RegistryFull
+from tpot.server.handover import HandsOver
+from tpot.server.store import LocalRoute, NameTaken, RegistryFull, RegistryUnavailable, RemoteRoute
 from tpot.server.visitor import VisitorProtocol
 
 HEADER_TIMEOUT = 10.0
@@ -33,6 +35,7 @@ HEADER_TIMEOUT = 10.0
 # that WebSockets and long polls through a tunnel survive.
 IDLE_TIMEOUT = 3600.0
 CONTROL = "control"
+UNAVAILABLE = "The tunnel registry is unavailable; try again shortly."
 
 
 def route(host, domain):
@@ -45,24 +48,30 @@ def route(host, domain):
     return None
 
 
-class RouterProtocol(Protocol):
+class RouterProtocol(HandsOver):
     """Reads the first head, then stays the transport's protocol as a thin forwarder.
 
     Staying in place (rather than replacing `transport.protocol`) lets the factory see
-    every connection end, which the per-address limit needs.
+    every connection end, which the per-address limit needs.  `hop` is the visitor's
+    (host, port) on a connection another node of the cluster handed over
+    (tpot.server.cluster.peers): that node counted it, and vouches for its address.
     """
 
     log = Logger()
 
-    def __init__(self, factory):
+    def __init__(self, factory, hop=None):
         self.factory = factory
+        self.hop = hop
         self._reader = HeadReader()
         self._timeout = None
-        self._next = None
         self._gone = False
         self._counted = None  # the address this connection counts against, once known
 
     def connectionMade(self):
+        if self.hop is not None:
+            self.source = self.hop[0]
+            self._timeout = self.factory.clock.callLater(self.factory.header_timeout, self._too_slow)
+            return
         self.source = plain_address(getattr(self.transport.getPeer(), "host", ""))
         # A trusted proxy's connections count against the visitor it names, once the head says.
         if not self.factory.trusts(self.source) and not self._count(self.source):
@@ -86,8 +95,7 @@ class RouterProtocol(Protocol):
         self._gone = True
         self._cancel_timeout()
         self._count(None)
-        if self._next is not None:
-            self._next.connectionLost(reason)
+        super().connectionLost(reason)
 
     def _dispatch(self, head):
         self._identify(head)
@@ -97,11 +105,23 @@ class RouterProtocol(Protocol):
         if target == CONTROL:
             return self._control(head)
         self._refuse_while_draining()
-        return self.factory.store.lookup(target).addCallback(self._visit, target)
+        return self._lookup(target).addCallback(self._visit, target)
+
+    def _lookup(self, name):
+        """The route of `name`; with the registry away, that of a tunnel of this node, if any."""
+        d = self.factory.store.lookup(name)
+
+        def here(failure):
+            failure.trap(RegistryUnavailable)
+            return self.factory.table.route(name)
+        return d.addErrback(here)
 
     def _identify(self, head):
         """Who this really is, now that a PROXY header (read before the head) or a trusted
         proxy's X-Forwarded-For can say; the per-address cap follows the real address."""
+        if self.hop is not None:
+            self.visitor_address = self.hop
+            return
         self.visitor_address = self.factory.visitor_address(self.transport.getPeer(), head)
         self.source = self.visitor_address[0]
         if self.source != self._counted and not self._count(self.source):
@@ -146,6 +166,8 @@ class RouterProtocol(Protocol):
             raise HeadError(409, f"The subdomain {requested} is already in use.") from None
         except RegistryFull:
             raise HeadError(503, "This server has reached its tunnel limit.") from None
+        except RegistryUnavailable:
+            raise HeadError(503, UNAVAILABLE) from None
         if self._gone:
             yield self.factory.store.release(claim.lease)
             return
@@ -155,11 +177,15 @@ class RouterProtocol(Protocol):
     def _connect(self, head):
         name = check_connect_request(head)
         self._refuse_while_draining()
-        route = yield self.factory.store.lookup(name)
+        route = yield self._lookup(name)
         if route is None:
             raise HeadError(503, f"Tunnel {name} is not connected.")
         if route.info.kind != TCP:
             raise HeadError(404, f"Tunnel {name} is not a TCP tunnel.")
+        if isinstance(route, RemoteRoute):
+            # Its node checks the proof, against the secret its tunnel holds.
+            yield self._forward(route)
+            return
         tunnel = self._local_tunnel(route, name)
         # Unlike /create-tpot, always: a TCP tunnel is for those who know its secret.
         proved = yield self.factory.authenticator.check_access(
@@ -175,6 +201,8 @@ class RouterProtocol(Protocol):
             raise HeadError(503, f"Tunnel {name} is not connected.")
         if route.info.kind == TCP:
             raise HeadError(404, f"Tunnel {name} is a TCP tunnel; reach it with tpot connect {name}.")
+        if isinstance(route, RemoteRoute):
+            return self._forward(route)
         tunnel = self._local_tunnel(route, name)
         if not self._gone:
             self._hand_over(VisitorProtocol(
@@ -183,24 +211,31 @@ class RouterProtocol(Protocol):
 
     def _local_tunnel(self, route, name):
         """The live tunnel of `route` on this node; a 503 if there is none here."""
-        # A RemoteRoute needs a hop to its node, which no store hands out yet.
         tunnel = self.factory.table.get(route.lease) if isinstance(route, LocalRoute) else None
         if tunnel is None:
             raise HeadError(503, f"Tunnel {name} is not connected.")
         return tunnel
 
+    @defer.inlineCallbacks
+    def _forward(self, route):
+        """Hand the visitor to the node of `route`'s tunnel (tpot.server.cluster.peers)."""
+        # A connection handed over already went one hop: the route changed on the way.
+        if self.hop is not None or self.factory.peers is None:
+            raise HeadError(503, f"Tunnel {route.name} is not connected.")
+        try:
+            peer = yield self.factory.peers.open(route, self.visitor_address)
+        except Exception as error:
+            self.log.warn("cannot reach node {node} for tunnel {name}: {error}",
+                          node=route.node, name=route.name, error=error)
+            raise HeadError(503, f"Tunnel {route.name} is on a node that cannot be reached now.") from None
+        if self._gone:
+            peer.transport.loseConnection()
+            return
+        self._hand_over(self.factory.peers.splice(peer))
+
     def _hand_over(self, protocol):
-        """Give the live transport to `protocol` and replay what was read (as Autobahn's resource does)."""
-        transport = self.transport
-        # Resume first: the new protocol may pause reading itself (a visitor of a backed-up
-        # tunnel), and no bytes can arrive before this call returns.
-        transport.resumeProducing()
-        self._next = protocol
-        # The reactor calls transport.protocol.dataReceived: go straight to the new one.
-        self.dataReceived = protocol.dataReceived
-        protocol.makeConnection(transport)
         buffered, self._reader = self._reader.buffered, None
-        protocol.dataReceived(buffered)
+        self.hand_over(protocol, buffered)
 
     def _refuse_failure(self, failure):
         if failure.check(HeadError):
@@ -241,8 +276,12 @@ class RouterFactory(Factory):
     def __init__(self, domain, store, table, authenticator, tunnels, clock,
                  header_timeout=HEADER_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_per_source=None,
                  stats=None, metrics_token=None, trusted_proxies=(), connections=None,
-                 reserved_names=RESERVED_NAMES):
+                 reserved_names=RESERVED_NAMES, peers=None, cluster=None):
         self.stats = tunnels.stats if stats is None else stats
+        # What /api/status and /metrics say of the cluster (tpot.server.cluster.view).
+        self.cluster = Standalone(table) if cluster is None else cluster
+        # Hands visitors of tunnels on other nodes to them (tpot.server.cluster.peers.PeerDialer).
+        self.peers = peers
         # Builds the protocols of /connect-tpot (tpot.server.connect.ConnectFactory).
         self.connections = ConnectFactory(clock) if connections is None else connections
         self.metrics_token = metrics_token

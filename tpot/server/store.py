@@ -23,6 +23,10 @@ class RegistryFull(Exception):
     """No more tunnels may be opened here."""
 
 
+class RegistryUnavailable(Exception):
+    """The store cannot be reached (a shared store's server is down); nothing changed."""
+
+
 class LeaseLost(Exception):
     """The lease no longer holds its name (released, or expired in the store)."""
 
@@ -64,11 +68,13 @@ class LocalRoute:
 
 @dataclass(frozen=True)
 class RemoteRoute:
-    """`name` is served by a tunnel on another node; nothing builds these yet."""
+    """`name` is served by a tunnel on another node, reached at `address` (as that node
+    signed it, tpot.server.cluster.hop.signed_address)."""
 
     name: str
     node: str
     info: RouteInfo
+    address: str = ""
 
 
 class INameStore(Interface):
@@ -83,7 +89,8 @@ class INameStore(Interface):
     def attach(lease, route_info):
         """Route visitors of the lease's name to its tunnel, described by a RouteInfo.
 
-        Returns a Deferred firing with None, or failing with LeaseLost.
+        Returns a Deferred firing with None, or failing with LeaseLost.  Every call may
+        also fail with RegistryUnavailable when a shared store cannot be reached.
         """
 
     def release(lease, reserve=False):

@@ -7,14 +7,23 @@ drain's closing of every tunnel (tpot.server.drain), are this node's.
 
 from zope.interface import Attribute, Interface, implementer
 
+from tpot.server.store import LocalRoute
+
 
 class ILiveTunnel(Interface):
     """What the table needs of a tunnel open on this node."""
 
     conversations = Attribute("The tunnel's open conversations, by id (a sized container).")
+    claim = Attribute("The tpot.server.store.Claim the tunnel holds its name by.")
+
+    def route_info():
+        """The tpot.server.store.RouteInfo visitors of the tunnel are routed by."""
 
     def shutdown():
         """Close the tunnel, telling its client the server is restarting."""
+
+    def name_lost():
+        """Close the tunnel: its name went to another tunnel while the registry was away."""
 
 
 class ITunnelCounts(Interface):
@@ -37,6 +46,13 @@ class ITunnelTable(ITunnelCounts):
     def get(lease):
         """The tunnel attached under `lease` on this node, or None."""
 
+    def route(name):
+        """The LocalRoute of the tunnel serving `name` on this node, or None: what visitors
+        of this node still reach while a shared registry is away."""
+
+    def tunnels():
+        """The tunnels open on this node."""
+
     def shutdown_tunnels():
         """Close every tunnel of this node, telling clients the server is restarting."""
 
@@ -45,15 +61,26 @@ class ITunnelTable(ITunnelCounts):
 class TunnelTable:
     def __init__(self):
         self._tunnels = {}
+        self._leases = {}  # name -> lease
 
     def add(self, lease, tunnel):
         self._tunnels[lease] = tunnel
+        self._leases[tunnel.claim.name] = lease
 
     def remove(self, lease):
-        self._tunnels.pop(lease, None)
+        tunnel = self._tunnels.pop(lease, None)
+        if tunnel is not None and self._leases.get(tunnel.claim.name) == lease:
+            del self._leases[tunnel.claim.name]
 
     def get(self, lease):
         return self._tunnels.get(lease)
+
+    def route(self, name):
+        lease = self._leases.get(name)
+        return None if lease is None else LocalRoute(name, lease, self._tunnels[lease].route_info())
+
+    def tunnels(self):
+        return list(self._tunnels.values())
 
     def active_tunnels(self):
         return len(self._tunnels)

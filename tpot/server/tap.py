@@ -12,6 +12,10 @@ from twisted.python import threadpool, usage
 
 from tpot import __version__
 from tpot.server.authenticator import Authenticator
+from tpot.server.cluster.heartbeat import Heartbeat
+from tpot.server.cluster.node import ClusterNode
+from tpot.server.cluster.peers import PeerDialer, PeerListenFactory
+from tpot.server.cluster.redis_store import RedisNameStore, redacted_url
 from tpot.server.config import ConfigError, server_settings
 from tpot.server.connect import ConnectFactory
 from tpot.server.drain import DrainingListeners
@@ -25,6 +29,7 @@ log = Logger()
 # One thread: guessers, however many, can take one core with the KDF, never every core.
 KDF_THREADS = 1
 LIMIT_OPTIONS = ("header-timeout", "idle-timeout", "drain-timeout", "max-tunnels", "max-connections-per-ip")
+CLUSTER_OPTIONS = ("redis", "cluster-secret", "node-id", "peer-listen", "advertise", "node-ttl")
 LOG_FORMATS = {"text": None, "json": "tpot.server.logs.json_observer"}
 
 
@@ -48,6 +53,18 @@ class Options(usage.Options):
         ["log-format", None, "text", "text, or json: one JSON object per line on stdout."],
         ["reserved-names", None, None,
          "Comma-separated names no tunnel may take, replacing the built-in list (www, api, admin, ...)."],
+        ["redis", None, None,
+         "Be one node of a cluster sharing this Redis: redis://[:password@]host:port/db, or rediss:// for TLS"
+         " (env REDIS_URL)."],
+        ["cluster-secret", None, None,
+         "What the nodes of a cluster prove to each other, at least 32 characters (env CLUSTER_SECRET)."],
+        ["node-id", None, None, "This node's id in the cluster (default: the host name and a random suffix)."],
+        ["peer-listen", None, None, "Endpoint where other nodes hand this one its visitors (default tcp:3001)."],
+        ["advertise", None, None,
+         "HOST:PORT other nodes dial to reach --peer-listen (env TPOT_ADVERTISE; default: this host's name)."],
+        ["node-ttl", None, None,
+         "Seconds a stopped node's tunnels stay routed to it before they wait for their clients elsewhere"
+         " (default 10)."],
     ]
 
     def __init__(self):
@@ -70,6 +87,7 @@ class Options(usage.Options):
                 limits={name.replace("-", "_"): self[name] for name in LIMIT_OPTIONS},
                 metrics_token=self["metrics-token"], trusted_proxies=self["trusted-proxy"],
                 reserved_names=self["reserved-names"],
+                cluster={name.replace("-", "_"): self[name] for name in CLUSTER_OPTIONS},
             )
             self._choose_log_format()
         except ConfigError as error:
@@ -117,11 +135,11 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
-def _endpoint(reactor, description):
+def _endpoint(reactor, description, option="--listen"):
     try:
         return serverFromString(reactor, description)
     except (ValueError, TypeError, KeyError) as error:
-        raise SystemExit(f"tpot: --listen {description!r} is not a valid endpoint ({error}).") from None
+        raise SystemExit(f"tpot: {option} {description!r} is not a valid endpoint ({error}).") from None
 
 
 def makeService(config, reactor=default_reactor):
@@ -131,30 +149,48 @@ def makeService(config, reactor=default_reactor):
     settings = config["settings"]
     top = MultiService()
     limits = settings.limits
-    store = MemoryNameStore(max_tunnels=limits.max_tunnels, clock=reactor)
+    cluster = settings.cluster
     table = TunnelTable()
     pool = threadpool.ThreadPool(minthreads=0, maxthreads=KDF_THREADS, name="tpot-kdf")
     ThreadPoolService(pool).setServiceParent(top)
     authenticator = Authenticator(
         settings.auth_key, lambda f, *args: deferToThreadPool(reactor, pool, f, *args)
     )
+    if cluster is None:
+        store, heartbeat, peers = MemoryNameStore(max_tunnels=limits.max_tunnels, clock=reactor), None, None
+    else:
+        store = RedisNameStore(None, cluster.node_id, max_tunnels=limits.max_tunnels, clock=reactor)
+        heartbeat = Heartbeat(store, table, cluster.secret, cluster.advertise, reactor, cluster.node_ttl,
+                              redacted_url(cluster.redis_url))
+        # Before the listeners: stopped after them, so a draining node still reaches Redis.
+        ClusterNode(store, heartbeat, cluster.redis_url, reactor).setServiceParent(top)
     tunnels = TunnelFactory(store, table, reactor)
+    if cluster is not None:
+        peers = PeerDialer(cluster.secret, cluster.node_id, reactor, tunnels.stats)
     router = RouterFactory(
         settings.domain, store, table, authenticator, tunnels, reactor,
         header_timeout=limits.header_timeout, idle_timeout=limits.idle_timeout,
         max_per_source=limits.max_connections_per_ip,
         metrics_token=settings.metrics_token, trusted_proxies=settings.trusted_proxies,
         connections=ConnectFactory(reactor), reserved_names=settings.reserved_names,
+        peers=peers, cluster=heartbeat,
     )
-    listeners = DrainingListeners(router, table, reactor, limits.drain_timeout)
+    listeners = DrainingListeners(router, table, reactor, limits.drain_timeout, relays=[peers] if peers else [])
     listeners.setServiceParent(top)
     for description in settings.listen:
         ListeningService(description, _endpoint(reactor, description), router).setServiceParent(listeners)
+    if cluster is not None:
+        peer_port = PeerListenFactory(cluster.secret, router, reactor)
+        ListeningService(cluster.peer_listen, _endpoint(reactor, cluster.peer_listen, "--peer-listen"), peer_port).setServiceParent(
+            listeners)
     log.info(
-        "tpot {version} serving {domain} on {listen} (auth {auth})",
+        "tpot {version} serving {domain} on {listen} (auth {auth}){cluster}",
         version=__version__,
         domain=settings.domain,
         listen=", ".join(settings.listen),
         auth="on" if settings.auth_key else "off",
+        cluster="" if cluster is None else (
+            f", node {cluster.node_id} of the cluster in {redacted_url(cluster.redis_url)},"
+            f" peer port {cluster.peer_listen} reached at {cluster.advertise}"),
     )
     return top

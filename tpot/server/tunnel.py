@@ -56,7 +56,7 @@ from tpot.protocol.session import (
     ServerSession,
 )
 from tpot.server.metrics import Stats
-from tpot.server.store import LeaseLost, RouteInfo
+from tpot.server.store import LeaseLost, RegistryUnavailable, RouteInfo
 from tpot.server.table import ILiveTunnel
 from tpot.server.timers import SilenceTimer
 from tpot.server.visitor import TOO_MANY, TUNNEL_GONE, WRONG_KIND, ConversationRefused
@@ -121,7 +121,7 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
     def onOpen(self):
         self._lean_setup(self.clock)
         self.table.add(self.claim.lease, self)
-        attached = self.store.attach(self.claim.lease, RouteInfo(self.kind, self.access_secret))
+        attached = self.store.attach(self.claim.lease, self.route_info())
         attached.addErrback(self._lease_lost)
         # Not read while backed up (the server's end only): one reason of the socket's
         # ReadPauses, beside LeanFrames' turns, so that neither resumes the other's.
@@ -155,7 +155,9 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
         # A client that closed normally has left; any other end may be a drop it comes back from.
         left = remote_close_code(self) == CLOSE_NORMAL
         self.table.remove(self.claim.lease)
-        self.store.release(self.claim.lease, reserve=RECLAIM in self.extensions and not left)
+        released = self.store.release(self.claim.lease, reserve=RECLAIM in self.extensions and not left)
+        # With the registry away, the name is handled when it is back (its sync).
+        released.addErrback(lambda failure: failure.trap(RegistryUnavailable))
         self.liveness.stop()
         for visitor in self.session.lost():
             visitor.tunnel_lost()
@@ -208,6 +210,13 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
     def shutdown(self):
         self.sendClose(code=CLOSE_SERVER_RESTARTING, reason="server restarting; reconnect")
 
+    def route_info(self):
+        return RouteInfo(self.kind, self.access_secret)
+
+    def name_lost(self):
+        self.log.warn("tunnel {name} lost its name while the registry was away; closing it", name=self.name)
+        self.dropConnection(abort=True)
+
     # Internals.
 
     def _deliver_data(self, conversation_id, data):
@@ -248,6 +257,9 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
 
     def _lease_lost(self, failure):
         # The store gave the name to someone else first (a shared store's lease expired).
+        if failure.check(RegistryUnavailable):
+            # Written back once the registry is back (tpot.server.cluster.heartbeat).
+            return
         failure.trap(LeaseLost)
         self.log.warn("tunnel {name} lost its name before it opened; closing it", name=self.name)
         self.dropConnection(abort=True)

@@ -1,0 +1,354 @@
+"""The name store shared by the nodes of a cluster, in Redis (`--redis URL`).
+
+Each name is one hash, `PREFIX n:NAME`: the holding node and lease, the hash of its reclaim
+token, and its state: claimed (`c`), attached (`a`, with the route) or reserved (`r`, with
+the deadline of its reservation).  Every change is one Lua script, so that two nodes
+claiming one name cannot both win.  Reservations expire by the clock of the node that
+asks (nodes keep NTP time; deadlines are milliseconds since the epoch), compared whenever a
+script reads them, as tpot.server.memory_store does.  `--max-tunnels` is per node: each
+node keeps the set of the names it holds (`PREFIX node:NODE`) and of the ones it reserved
+(`PREFIX rsv:NODE`, by deadline).
+
+Liveness: each node beats (`beat`, tpot.server.cluster.heartbeat) into `PREFIX nodes`, a
+sorted set of node ids by the time their entry expires, and `PREFIX addr`, where each is
+reached.  A name whose node's entry has expired routes nowhere (lookup says None: the
+visitor gets a 503), and becomes reserved for its reclaim token, counted from the expiry:
+at once for a claim of that name, within a few beats for the rest (each beat handles a
+bounded part of a few dead nodes).
+
+Redis holds no reclaim token in the clear, only its SHA-256; a TCP tunnel's access secret
+is kept so that any node can check a /connect-tpot proof (it is the tunnel's own random
+secret, never the server's key).
+"""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import txredisapi
+from twisted.internet import defer
+from zope.interface import implementer
+
+from tpot.protocol import names
+from tpot.server.store import (
+    RESERVE_SECONDS,
+    Claim,
+    INameStore,
+    LeaseLost,
+    LocalRoute,
+    NameTaken,
+    RegistryFull,
+    RegistryUnavailable,
+    RemoteRoute,
+    RouteInfo,
+)
+
+DEFAULT_PREFIX = "tpot:"
+# A random name is drawn again while it is in use; past this many draws the store is full.
+RANDOM_NAME_DRAWS = 50
+
+# The helpers every script starts with.  `forget` drops a name wholly: its hash, its lease,
+# its place in its node's sets.  `reserve` keeps an attached name for its reclaim token
+# until `deadline`.  `orphan` is what becomes of a name whose node is gone (or no longer
+# holds it): attached, it is reserved; reserved, it stays so; claimed, it is forgotten.
+_HELPERS = """
+local function forget(p, n)
+  local k = p .. 'n:' .. n
+  local owner, lease = unpack(redis.call('HMGET', k, 'node', 'lease'))
+  if lease then redis.call('DEL', p .. 'lease:' .. lease) end
+  if owner then
+    redis.call('SREM', p .. 'node:' .. owner, n)
+    redis.call('ZREM', p .. 'rsv:' .. owner, n)
+  end
+  redis.call('DEL', k)
+end
+local function reserve(p, n, owner, deadline)
+  local k = p .. 'n:' .. n
+  local lease = redis.call('HGET', k, 'lease')
+  if lease then redis.call('DEL', p .. 'lease:' .. lease) end
+  redis.call('HDEL', k, 'lease', 'kind', 'secret')
+  redis.call('HSET', k, 'st', 'r', 'dl', deadline)
+  redis.call('ZADD', p .. 'rsv:' .. owner, deadline, n)
+end
+local function orphan(p, n, owner, deadline)
+  local state = redis.call('HGET', p .. 'n:' .. n, 'st')
+  if state == 'a' then reserve(p, n, owner, deadline) elseif state == 'c' then forget(p, n) end
+end
+local function expiry(p, node)
+  return tonumber(redis.call('ZSCORE', p .. 'nodes', node))
+end
+"""
+
+# ARGV: prefix, node, name, presented token hash (or ''), new lease, new token hash, now
+# (ms), max tunnels (-1: none), reservation (ms).  Returns 'ok', 'taken', 'full' or 'reclaimed'.
+CLAIM = _HELPERS + """
+local p, node, name, presented, lease, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now, max, reservation = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', p .. 'rsv:' .. node, '-inf', now)) do forget(p, n) end
+local k = p .. 'n:' .. name
+local state, owner = unpack(redis.call('HMGET', k, 'st', 'node'))
+if (state == 'a' or state == 'c') and owner ~= node then
+  local died = expiry(p, owner) or now
+  if died <= now then orphan(p, name, owner, died + reservation) end
+end
+local deadline, held_token
+state, deadline, held_token = unpack(redis.call('HMGET', k, 'st', 'dl', 'th'))
+if state == 'r' and tonumber(deadline) <= now then
+  forget(p, name)
+  state = false
+end
+local reclaim = state == 'r' and presented ~= '' and held_token == presented
+if not reclaim then
+  if max >= 0 and redis.call('SCARD', p .. 'node:' .. node) >= max then return 'full' end
+  if state then return 'taken' end
+else
+  forget(p, name)
+  token = presented
+end
+redis.call('HSET', k, 'st', 'c', 'node', node, 'lease', lease, 'th', token)
+redis.call('SET', p .. 'lease:' .. lease, name)
+redis.call('SADD', p .. 'node:' .. node, name)
+if reclaim then return 'reclaimed' end
+return 'ok'
+"""
+
+# ARGV: prefix, lease, kind, access secret (or '').  Returns 1, or 0 for a lost lease.
+ATTACH = """
+local p = ARGV[1]
+local name = redis.call('GET', p .. 'lease:' .. ARGV[2])
+if not name then return 0 end
+redis.call('HSET', p .. 'n:' .. name, 'st', 'a', 'kind', ARGV[3], 'secret', ARGV[4])
+return 1
+"""
+
+# ARGV: prefix, lease, reserve ('1' or '0'), now (ms), reservation (ms).
+RELEASE = _HELPERS + """
+local p = ARGV[1]
+local name = redis.call('GET', p .. 'lease:' .. ARGV[2])
+if not name then return 0 end
+local k = p .. 'n:' .. name
+local node, state = unpack(redis.call('HMGET', k, 'node', 'st'))
+if ARGV[3] == '1' and state == 'a' then
+  reserve(p, name, node, tonumber(ARGV[4]) + tonumber(ARGV[5]))
+else
+  forget(p, name)
+end
+return 1
+"""
+
+# ARGV: prefix, name, now (ms).  The route of an attached name whose node is alive, as
+# {node, lease, kind, secret, signed address}; nil otherwise.
+LOOKUP = _HELPERS + """
+local p, name, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local state, node, lease, kind, secret = unpack(redis.call('HMGET', p .. 'n:' .. name, 'st', 'node', 'lease', 'kind', 'secret'))
+if state ~= 'a' or (expiry(p, node) or 0) <= now then return false end
+return {node, lease, kind, secret or '', redis.call('HGET', p .. 'addr', node) or ''}
+"""
+
+# ARGV: prefix, node, signed address, now (ms), time to live (ms), reservation (ms).
+# Says this node is alive until now + ttl and where it is reached; handles the names of a
+# few dead nodes (a bounded amount per beat); returns {was this node alive until now (1/0),
+# nodes alive, tunnels attached on them}.
+BEAT = _HELPERS + """
+local p, node, address = ARGV[1], ARGV[2], ARGV[3]
+local now, ttl, reservation = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local was_alive = (expiry(p, node) or 0) > now
+redis.call('ZADD', p .. 'nodes', now + ttl, node)
+redis.call('HSET', p .. 'addr', node, address)
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', p .. 'nodes', '-inf', now, 'LIMIT', 0, 4)) do
+  local died = expiry(p, dead)
+  for _, n in ipairs(redis.call('SRANDMEMBER', p .. 'node:' .. dead, 200)) do orphan(p, n, dead, died + reservation) end
+  for _, n in ipairs(redis.call('ZRANGEBYSCORE', p .. 'rsv:' .. dead, '-inf', now, 'LIMIT', 0, 200)) do forget(p, n) end
+  if redis.call('SCARD', p .. 'node:' .. dead) == 0 then
+    redis.call('ZREM', p .. 'nodes', dead)
+    redis.call('HDEL', p .. 'addr', dead)
+  end
+end
+local alive = redis.call('ZRANGEBYSCORE', p .. 'nodes', '(' .. now, '+inf')
+local tunnels = 0
+for _, n in ipairs(alive) do
+  tunnels = tunnels + redis.call('SCARD', p .. 'node:' .. n) - redis.call('ZCARD', p .. 'rsv:' .. n)
+end
+return {was_alive and 1 or 0, #alive, tunnels}
+"""
+
+# ARGV: prefix, node, now (ms), reservation (ms), then for each tunnel open on this node:
+# name, lease, token hash, kind, access secret.  Writes those tunnels back (after Redis lost
+# them, or this node lost Redis) unless their names went to others meanwhile; reserves
+# this node's other attached names, which no tunnel here serves any more.  Returns the
+# names that went to others.
+SYNC = _HELPERS + """
+local p, node, now, reservation = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local live, lost = {}, {}
+for i = 5, #ARGV, 5 do
+  local n, lease, th, kind, secret = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local k = p .. 'n:' .. n
+  local state, owner, held = unpack(redis.call('HMGET', k, 'st', 'node', 'th'))
+  live[n] = true
+  if not state or owner == node or held == th then
+    if state then forget(p, n) end
+    redis.call('HSET', k, 'st', 'a', 'node', node, 'lease', lease, 'th', th, 'kind', kind, 'secret', secret)
+    redis.call('SET', p .. 'lease:' .. lease, n)
+    redis.call('SADD', p .. 'node:' .. node, n)
+  else
+    table.insert(lost, n)
+  end
+end
+for _, n in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node)) do
+  if not live[n] and redis.call('HGET', p .. 'n:' .. n, 'st') == 'a' then reserve(p, n, node, now + reservation) end
+end
+return lost
+"""
+
+
+def token_hash(token):
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def parse_redis_url(url):
+    """`redis://[[user]:password@]host[:port][/db]` (or `rediss://`, TLS) to the keyword
+    arguments of txredisapi.Connection; ValueError with one sentence if it is not one."""
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"{url!r} is not a Redis URL: use redis://[:password@]host:port/db (or rediss:// for TLS).")
+    db = parts.path.strip("/") or "0"
+    try:
+        port = parts.port or 6379
+        dbid = int(db)
+    except ValueError:
+        raise ValueError(f"{url!r} is not a Redis URL: the port and the database must be numbers.") from None
+    return {
+        "host": parts.hostname,
+        "port": port,
+        "dbid": dbid,
+        "password": unquote(parts.password) if parts.password else None,
+        "username": unquote(parts.username) if parts.username else None,
+        "ssl_context_factory": parts.scheme == "rediss",
+    }
+
+
+def redacted_url(url):
+    """`url` without its password, for logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + netloc).geturl()
+
+
+def connect_redis(url, connect_timeout=5, reply_timeout=5, reconnect=True):
+    """A Deferred txredisapi connection to `url` (parse_redis_url), which reconnects.
+
+    Without `reconnect` it fails if Redis cannot be reached (one that reconnects only
+    keeps trying).  Replies stay strings: txredisapi would otherwise turn a lease or a node
+    id that looks like a number into one."""
+    return txredisapi.Connection(**parse_redis_url(url), reconnect=reconnect, convertNumbers=False,
+                                 connectTimeout=connect_timeout, replyTimeout=reply_timeout)
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat learnt: whether this node's entry had survived (it has not after a
+    Redis restart, or a gap longer than its time to live), and the cluster's size."""
+
+    was_alive: bool
+    nodes: int
+    tunnels: int
+
+
+@implementer(INameStore)
+class RedisNameStore:
+    """INameStore over `redis`, a txredisapi connection (None until there is one); `node`
+    is this node's id.  Beyond the interface, a node beats (`beat`) to say it is alive,
+    and writes its open tunnels back (`sync`) whenever its entry did not survive."""
+
+    def __init__(self, redis, node, max_tunnels=None, clock=None, reserve_seconds=RESERVE_SECONDS,
+                 prefix=DEFAULT_PREFIX):
+        self.redis = redis
+        self.node = node
+        self.max_tunnels = max_tunnels
+        self.reserve_seconds = reserve_seconds
+        self.prefix = prefix
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+
+    @defer.inlineCallbacks
+    def claim(self, name=None, token=None):
+        for _ in range(1 if name is not None else RANDOM_NAME_DRAWS):
+            wanted = name if name is not None else names.random_name()
+            new_token = secrets.token_urlsafe(24)
+            lease = secrets.token_urlsafe(16)
+            presented = token_hash(token) if token else ""
+            answer = yield self._run(CLAIM, self.node, wanted, presented, lease, token_hash(new_token),
+                                     self._now_ms(), -1 if self.max_tunnels is None else self.max_tunnels,
+                                     self._reservation_ms())
+            if answer == "full":
+                raise RegistryFull("this node has reached its tunnel limit")
+            if answer in ("ok", "reclaimed"):
+                return Claim(wanted, lease, token if answer == "reclaimed" else new_token)
+        if name is not None:
+            raise NameTaken(name)
+        raise RegistryFull("no random name is free")
+
+    @defer.inlineCallbacks
+    def attach(self, lease, route_info):
+        attached = yield self._run(ATTACH, lease, route_info.kind, route_info.access_secret or "")
+        if not attached:
+            raise LeaseLost(lease)
+
+    @defer.inlineCallbacks
+    def release(self, lease, reserve=False):
+        yield self._run(RELEASE, lease, "1" if reserve else "0", self._now_ms(), self._reservation_ms())
+
+    @defer.inlineCallbacks
+    def lookup(self, name):
+        found = yield self._run(LOOKUP, name, self._now_ms())
+        if not found:
+            return None
+        node, lease, kind, secret, address = found
+        info = RouteInfo(kind, access_secret=secret or None)
+        return LocalRoute(name, lease, info) if node == self.node else RemoteRoute(name, node, info, address)
+
+    @defer.inlineCallbacks
+    def beat(self, signed_address, ttl):
+        """Say this node is alive for `ttl` seconds, reached at `signed_address`; a Beat."""
+        was_alive, nodes, tunnels = yield self._run(
+            BEAT, self.node, signed_address, self._now_ms(), round(ttl * 1000), self._reservation_ms())
+        return Beat(int(was_alive) == 1, int(nodes), int(tunnels))
+
+    @defer.inlineCallbacks
+    def sync(self, tunnels):
+        """Write back the tunnels open here, as (Claim, RouteInfo) pairs; the names of
+        those whose names went to others meanwhile."""
+        fields = []
+        for claim, info in tunnels:
+            fields += [claim.name, claim.lease, token_hash(claim.token), info.kind, info.access_secret or ""]
+        lost = yield self._run(SYNC, self.node, self._now_ms(), self._reservation_ms(), *fields)
+        return list(lost or ())
+
+    def available(self):
+        """Whether a connection to Redis is up now.  txredisapi queues commands while it
+        reconnects; a caller would wait for as long as Redis is away."""
+        # The handler's factory is the only place txredisapi says how many connections are up.
+        factory = getattr(self.redis, "_factory", None)
+        return self.redis is not None and (factory is None or factory.size > 0)
+
+    def _run(self, script, *args):
+        if not self.available():
+            return defer.fail(RegistryUnavailable("Redis is not reachable"))
+        d = self.redis.eval(script, keys=[], args=[self.prefix, *map(str, args)])
+        return d.addErrback(_unavailable)
+
+    def _now_ms(self):
+        return round(self.clock.seconds() * 1000)
+
+    def _reservation_ms(self):
+        return round(self.reserve_seconds * 1000)
+
+
+def _unavailable(failure):
+    failure.trap(txredisapi.ConnectionError)
+    raise RegistryUnavailable(str(failure.value))
