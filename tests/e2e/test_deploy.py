@@ -247,6 +247,32 @@ def test_nginx_rejects_a_broken_conf(tmp_path, breakage, complaint):
     assert result.returncode != 0 and complaint in result.stderr and "tpot.conf" in result.stderr, result.stderr
 
 
+# HAProxy in front of a cluster.
+
+
+def haproxy_check(tmp_path, text):
+    config = tmp_path / "tpot.cfg"
+    config.write_text(text, encoding="utf-8")
+    return subprocess.run([require_tool("haproxy", "haproxy"), "-c", "-f", str(config)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_haproxy_cfg_balances_over_nodes_with_health_checks_and_proxy_headers(tmp_path):
+    text = read("deploy/haproxy/tpot.cfg")
+    assert "balance roundrobin" in text and "timeout tunnel" in text
+    assert "http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host example.com" in text
+    servers = [line for line in text.splitlines() if line.strip().startswith("server ")]
+    assert len(servers) == 3 and all("send-proxy-v2 check port 3002" in line for line in servers)
+    result = haproxy_check(tmp_path, text)
+    assert result.returncode == 0 and "Configuration file is valid" in result.stdout, result.stdout + result.stderr
+
+
+def test_haproxy_rejects_a_broken_cfg(tmp_path):
+    # The control for the test above: haproxy -c really parses this file.
+    result = haproxy_check(tmp_path, read("deploy/haproxy/tpot.cfg").replace("balance roundrobin", "balance sometimes"))
+    assert result.returncode != 0 and "balance only supports" in result.stdout + result.stderr
+
+
 # Kubernetes (PyYAML is not a dependency: the manifests are checked as text).
 
 
