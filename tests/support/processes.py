@@ -25,10 +25,20 @@ LEAKY = (
 
 
 def pick_free_port(host=HOST):
-    """A TCP port on `host` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port that nothing uses right now on any address, so that `host` can take it.
+
+    Checked on the wildcard address, as the server binds by default (`::`, dual stack): a
+    port free on 127.0.0.1 may still be the local port of a connection from 127.0.0.2, or
+    of one in TIME_WAIT, which a later bind to every address would collide with."""
+    family = socket.AF_INET6 if ":" in host or socket.has_ipv6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind(("::" if family == socket.AF_INET6 else "", 0))
+            return s.getsockname()[1]
+    except OSError:  # no IPv6 here after all
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("", 0))
+            return s.getsockname()[1]
 
 
 def wait_for_port(port, proc, timeout=START_TIMEOUT, host=HOST):
