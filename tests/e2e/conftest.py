@@ -387,6 +387,37 @@ def target():
     yield from serving(Target())
 
 
+@pytest.fixture
+def two_targets():
+    """Two targets of their own, to tell which member of a pool served a visitor."""
+    first, second = Target(), Target()
+    for _ in serving(first):
+        yield from ((first, second) for _ in serving(second))
+
+
+def spread(port, name, targets, count, source=HOST, workers=4):
+    """Send `count` visitors of NAME to `port` (one GET each, on a new connection from
+    `source`), checking every answer; how many requests each of `targets` took meanwhile."""
+    import http.client
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = [len(target.hosts) for target in targets]
+
+    def one(i):
+        connection = http.client.HTTPConnection(HOST, port, timeout=IO_TIMEOUT, source_address=(source, 0))
+        try:
+            connection.request("GET", f"/bytes/1000?seed={i}", headers={"Host": f"{name}.{DOMAIN}:{port}"})
+            response = connection.getresponse()
+            body = response.read()
+        finally:
+            connection.close()
+        assert (response.status, body) == (200, expected_bytes(1000, i)), (i, response.status, body[:200])
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(count)))
+    return [len(target.hosts) - earlier for target, earlier in zip(targets, before)]
+
+
 # ---------------------------------------------------------------------------------------
 # client
 

@@ -28,6 +28,7 @@ from tests.e2e.conftest import (
     pick_free_port,
     raw,
     serving,
+    spread,
     start_connected,
     status_of,
     stop_process,
@@ -304,6 +305,27 @@ def test_with_redis_away_local_visitors_keep_working_and_new_tunnels_get_503(clu
         time.sleep(0.2)
     assert visit(other.port, "demo", path="/xff") == (200, VISITOR.encode())
     assert holder.log().count("is unreachable") == 1 and holder.log().count("is back") == 1
+
+
+def test_a_pool_with_members_on_two_nodes_shares_visitors_from_every_node(cluster, two_targets):
+    pool = ["--pool", "cluster-e2e-pool-secret-0123456789abcdef"]
+    members = []
+    for node, target in zip(cluster.nodes, two_targets):  # one member on node 0, one on node 1
+        member = start_connected(["http", target.address, "-t", f"http://{DOMAIN}:{node.port}", "-s", "shared", *pool],
+                                 cluster.tmp.mktemp("client"))
+        cluster.clients.append(member)
+        members.append(member)
+    assert [node.status()["tunnels"] for node in cluster.nodes] == [1, 1, 0]
+    counts = spread(cluster.front, "shared", two_targets, 200, source=VISITOR)
+    assert sum(counts) == 200 and min(counts) >= 60, counts
+    # Non-members are refused on every node, whichever holds members.
+    for node in cluster.nodes:
+        assert status_of(create(node.port, "shared")) == 409
+    members[0].stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while sum(node.status()["tunnels"] for node in cluster.nodes) != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert spread(cluster.front, "shared", two_targets, 50, source=VISITOR) == [0, 50]
 
 
 def test_a_node_whose_redis_is_unreachable_stops_with_one_sentence(tmp_path):

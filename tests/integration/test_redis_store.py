@@ -49,8 +49,8 @@ class TestRedisNameStore(NameStoreContract):
     def test_routes_say_which_node_serves_the_name(self):
         a, b = self.new_store(node="node-a"), self.new_store(node="node-b")
         claim = self.attached(a, "ssh", SSH)
-        assert self.ok(a.lookup("ssh")) == LocalRoute("ssh", claim.lease, SSH)
-        assert self.ok(b.lookup("ssh")) == RemoteRoute("ssh", "node-a", SSH, "node-a.example:3001 proof")
+        assert self.ok(a.lookup("ssh")) == (LocalRoute("ssh", claim.lease, SSH),)
+        assert self.ok(b.lookup("ssh")) == (RemoteRoute("ssh", "node-a", SSH, "node-a.example:3001 proof", claim.lease),)
 
     def test_max_tunnels_is_per_node(self):
         a, b = self.new_store(max_tunnels=1, node="node-a"), self.new_store(max_tunnels=1, node="node-b")
@@ -63,7 +63,7 @@ class TestRedisNameStore(NameStoreContract):
         old = self.dropped(a, "wire")
         new = self.ok(b.claim("wire", old.token))
         self.ok(b.attach(new.lease, WEB))
-        assert self.ok(a.lookup("wire")) == RemoteRoute("wire", "node-b", WEB, "node-b.example:3001 proof")
+        assert self.ok(a.lookup("wire")) == (RemoteRoute("wire", "node-b", WEB, "node-b.example:3001 proof", new.lease),)
         assert self.ok(a.claim("other")).name == "other"  # node a no longer counts it
 
     def test_two_nodes_claiming_one_name_at_once_give_it_to_one(self):
@@ -93,13 +93,13 @@ class TestRedisNameStore(NameStoreContract):
         a, b = self.new_store(node="node-a", ttl=5), self.new_store(node="node-b")
         claim = self.attached(a, "wire")
         self.advance(5)  # node a's entry expires: it stopped beating
-        assert self.ok(b.lookup("wire")) is None
+        assert self.ok(b.lookup("wire")) == ()
         self.refused(b.claim("wire"), NameTaken)  # reserved for its client
         self.refused(b.claim("wire", "not-the-token"), NameTaken)
         reclaimed = self.ok(b.claim("wire", claim.token))
         assert reclaimed.token == claim.token
         self.ok(b.attach(reclaimed.lease, WEB))
-        assert self.ok(b.lookup("wire")) == LocalRoute("wire", reclaimed.lease, WEB)
+        assert self.ok(b.lookup("wire")) == (LocalRoute("wire", reclaimed.lease, WEB),)
 
     def test_a_dead_nodes_reservation_counts_from_its_last_beat(self):
         a, b = self.new_store(node="node-a", ttl=5), self.new_store(node="node-b")
@@ -139,8 +139,8 @@ class TestRedisNameStore(NameStoreContract):
         assert not beat.was_alive
         self.ok(b.beat("node-b.example:3001 proof", 10**7))
         assert self.ok(a.sync([(web, WEB), (ssh, SSH)])) == []
-        assert self.ok(a.lookup("web")) == LocalRoute("web", web.lease, WEB)
-        assert self.ok(b.lookup("ssh")) == RemoteRoute("ssh", "node-a", SSH, "node-a.example:3001 proof")
+        assert self.ok(a.lookup("web")) == (LocalRoute("web", web.lease, WEB),)
+        assert self.ok(b.lookup("ssh")) == (RemoteRoute("ssh", "node-a", SSH, "node-a.example:3001 proof", ssh.lease),)
         self.refused(b.claim("web"), NameTaken)
         self.ok(a.release(web.lease))  # the lease works as before
         assert self.ok(b.claim("web")).name == "web"
@@ -152,12 +152,56 @@ class TestRedisNameStore(NameStoreContract):
         self.ok(b.beat("node-b.example:3001 proof", 10**7))
         self.attached(b, "web")  # taken on node b while node a could not write
         self.ok(a.beat("node-a.example:3001 proof", 10**7))
-        self.ok(a.claim("stale"))  # claimed again on node a, then the tunnel dropped: nothing serves it
-        self.ok(self.redis.hset("tpot:n:stale", "st", "a"))
+        # Claimed and attached again on node a, then the tunnel dropped: nothing serves it.
+        again = self.ok(a.claim("stale"))
+        self.ok(self.redis.hset(f"tpot:lease:{again.lease}", "kind", "http"))
         assert self.ok(a.sync([(web, WEB)])) == ["web"]
-        assert self.ok(a.lookup("stale")) is None
+        assert self.ok(a.lookup("stale")) == ()
         assert self.ok(self.redis.hget("tpot:n:stale", "st")) == "r"
         assert stale.name == "stale"
+
+    # Pools across nodes.
+
+    def test_members_of_a_pool_on_several_nodes_are_routed_from_any(self):
+        a, b = self.new_store(node="node-a"), self.new_store(node="node-b")
+        (here,) = self.members(a, "shared", 1)
+        (there,) = self.members(b, "shared", 1)
+        assert set(self.ok(a.lookup("shared"))) == {
+            LocalRoute("shared", here.lease, WEB),
+            RemoteRoute("shared", "node-b", WEB, "node-b.example:3001 proof", there.lease),
+        }
+        self.refused(b.claim("shared", pool="other-key"), NameTaken)
+
+    def test_the_members_of_a_dead_node_leave_the_pool_and_the_rest_serve_it(self):
+        a = self.new_store(node="node-a")
+        b = self.new_store(node="node-b", ttl=5)
+        (here,) = self.members(a, "shared", 1)
+        self.members(b, "shared", 2)
+        self.advance(6)  # node b's heartbeat expired
+        assert self.leases(a, "shared") == {here.lease}
+        self.ok(a.beat("node-a.example:3001 proof", 10**7))  # handles node b's members
+        assert self.ok(self.redis.scard("tpot:m:shared")) == 1
+        self.ok(a.release(here.lease, reserve=True))
+        self.refused(a.claim("shared"), NameTaken)  # the last member's drop keeps it for the pool
+        assert self.ok(a.claim("shared", pool="pool-key")).name == "shared"
+
+    def test_a_pool_whose_only_node_died_is_kept_for_its_pool(self):
+        b = self.new_store(node="node-b", ttl=5)
+        self.members(b, "shared", 2)
+        self.advance(6)
+        a = self.new_store(node="node-a")
+        self.refused(a.claim("shared"), NameTaken)
+        assert self.ok(a.claim("shared", pool="pool-key")).name == "shared"
+
+    def test_sync_writes_back_pool_members_and_joins_the_pool_others_kept(self):
+        a, b = self.new_store(node="node-a"), self.new_store(node="node-b")
+        (mine,) = self.members(a, "shared", 1)
+        self.ok(self.redis.flushdb())
+        self.ok(b.beat("node-b.example:3001 proof", 10**7))
+        (theirs,) = self.members(b, "shared", 1)  # the pool went on on node b meanwhile
+        self.ok(a.beat("node-a.example:3001 proof", 10**7))
+        assert self.ok(a.sync([(mine, WEB)])) == []
+        assert self.leases(b, "shared") == {mine.lease, theirs.lease}
 
     # Redis unreachable.
 

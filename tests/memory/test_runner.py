@@ -170,6 +170,7 @@ def test_a_hostile_servers_greeting_and_close_reason_reach_the_terminal_escaped(
 
 
 SECRET = "S3cret-" * 6
+POOL_SECRET = "P00l-s3cret-" * 3
 
 
 def test_tcp_tunnel_asks_for_tcp_with_its_secret_and_prints_how_to_connect(clock, monkeypatch):
@@ -193,10 +194,28 @@ def test_tcp_tunnel_asks_for_tcp_with_its_secret_and_prints_how_to_connect(clock
 
 def test_tcp_tunnel_refused_by_a_server_without_tcp_is_final(clock, monkeypatch):
     h = Harness(clock, monkeypatch, target="22", kind="tcp", access_secret=SECRET)
-    h.factory.on_unsupported()
+    h.factory.on_unsupported(frozenset({"tcp"}))
     assert h.err_lines() == ["The server localhost:3000 does not support TCP tunnels (it did not grant the tcp extension)."]
     assert h.run.exit_code == 1 and clock.hasStopped
     assert h.retry_delays() == []
+
+
+def test_a_pool_member_sends_its_pool_secret_on_every_attempt(clock, monkeypatch):
+    h = Harness(clock, monkeypatch, subdomain="shared", pool=POOL_SECRET)
+    first = headers_of(h.factory)
+    assert "pool" in first["TPoT-Extensions"].split(", ") and first["TPoT-Pool"] == POOL_SECRET
+    h.greet("shared")
+    assert h.out_lines() == ["tpot connected", "http://shared.localhost:3000",
+                             "pool: visitors are shared with every client started with this --pool secret"]
+    h.dropped()
+    assert headers_of(h.next_attempt())["TPoT-Pool"] == POOL_SECRET
+
+
+def test_a_pool_refused_by_a_server_without_pools_is_final(clock, monkeypatch):
+    h = Harness(clock, monkeypatch, subdomain="shared", pool=POOL_SECRET)
+    h.factory.on_unsupported(frozenset({"pool"}))
+    assert h.err_lines() == ["The server localhost:3000 does not support pools (it did not grant the pool extension)."]
+    assert h.run.exit_code == 1 and h.retry_delays() == []
 
 
 @pytest.mark.parametrize(

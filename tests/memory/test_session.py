@@ -61,7 +61,7 @@ class Client:
         self.unsupported = []
         self.factory = TunnelClientFactory(
             self.settings, clock, {}, self.greetings.append, lambda *args: self.closes.append(args),
-            on_unsupported=lambda: self.unsupported.append(True),
+            on_unsupported=self.unsupported.append,
             # The request log and visitor policy only for tests of them.
             visitors=VisitorOptions.for_settings(self.settings, clock, self.out) if log or self.settings.allow_ip else None,
         )
@@ -626,7 +626,25 @@ def test_tcp_not_granted_closes_the_tunnel_and_reports_it(clock):
     client.server_sends(close_payload(1000), opcode=CLOSE)
     client.transport.peer_closes()
     settle(clock)
-    assert client.unsupported == [True] and client.closes == []
+    assert client.unsupported == [{"tcp"}] and client.closes == []
+
+
+def test_a_pool_not_granted_closes_the_tunnel_and_reports_it(clock):
+    client = Client(clock, pool="pool-" * 7)
+    client.answer_upgrade(headers=[("TPoT-Extensions", "reclaim, ipv6")])
+    frames = client.frames()
+    assert [frame.opcode for frame in frames] == [CLOSE] and frames[0].close_code == 1000
+    client.server_sends(close_payload(1000), opcode=CLOSE)
+    client.transport.peer_closes()
+    settle(clock)
+    assert client.unsupported == [{"pool"}] and client.closes == []
+
+
+def test_a_pool_granted_stays_open(clock):
+    client = Client(clock, pool="pool-" * 7)
+    client.answer_upgrade(headers=[("TPoT-Extensions", "reclaim, ipv6, pool")])
+    assert client.frames() == []
+    assert client.unsupported == []
 
 
 def test_tcp_tunnel_logs_each_connection_when_it_ends(clock):

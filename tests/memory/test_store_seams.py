@@ -7,9 +7,19 @@ from twisted.internet import defer, task
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.support.memory import MemoryServer, parse_response, settle, upgrade_request, use_clock, visitor_request
+from tests.support.memory import (
+    MemoryServer,
+    MemoryTransport,
+    parse_response,
+    settle,
+    upgrade_request,
+    use_clock,
+    visitor_request,
+)
+from tests.support.memory import connect as memory_connect
 from tpot.protocol.codec import HTTP, TCP
 from tpot.server.memory_store import MemoryNameStore
+from tpot.server.router import RouterProtocol
 from tpot.server.store import INameStore, LeaseLost, LocalRoute, RemoteRoute, RouteInfo
 
 SECRET = "s3cret-" * 6
@@ -22,7 +32,7 @@ class RoutesOnly:
     def __init__(self, routes):
         self.routes = routes
 
-    def claim(self, name=None, token=None):
+    def claim(self, name=None, token=None, pool=None):
         raise NotImplementedError
 
     def attach(self, lease, route_info):
@@ -32,7 +42,7 @@ class RoutesOnly:
         raise NotImplementedError
 
     def lookup(self, name):
-        return defer.succeed(self.routes.get(name))
+        return defer.succeed((self.routes[name],) if name in self.routes else ())
 
 
 @implementer(INameStore)
@@ -48,8 +58,8 @@ class Later:
         self.pending.append((d, later))
         return later
 
-    def claim(self, name=None, token=None):
-        return self._later(self.store.claim(name, token))
+    def claim(self, name=None, token=None, pool=None):
+        return self._later(self.store.claim(name, token, pool))
 
     def attach(self, lease, route_info):
         return self._later(self.store.attach(lease, route_info))
@@ -143,7 +153,7 @@ def test_a_store_that_answers_later_still_opens_and_routes(running):
     settle(server.clock)
     assert b" 101 " in transport.value().split(b"\r\n", 1)[0]
     store.answer_all()  # the attach
-    route = store.store.lookup("wire").result
+    (route,) = store.store.lookup("wire").result
     assert server.table.get(route.lease) is not None
     visitor = server.connect(visitor_request("wire"))
     settle(server.clock)
@@ -162,3 +172,22 @@ def test_a_tunnel_whose_lease_was_lost_before_it_opened_closes(running):
     assert server.table.active_tunnels() == 0
     # Its claim went back to the store: the name is free again.
     assert store.claim("wire").result.name == "wire"
+
+
+def test_a_connection_handed_over_by_another_node_goes_to_a_member_here(running):
+    """The node that forwarded a visitor chose this node: of a pool's members, one here
+    serves it, never one elsewhere (a second hop is refused)."""
+    server = running(MemoryServer())
+    peer = server.open_tunnel("shared")
+    (local,) = server.store.lookup("shared").result
+    # Sorted first by lease, so the balancer would take it if it were offered.
+    remote = RemoteRoute("shared", "node-2", RouteInfo(HTTP), "address", "0-first")
+    server.router.store = RoutesOnly({})
+    server.router.store.lookup = lambda name: defer.succeed((remote, local))
+    transport = MemoryTransport(server.clock, peer=("127.0.0.1", 3001))
+    memory_connect(RouterProtocol(server.router, hop=("203.0.113.9", 4444)), transport)
+    transport.receive(visitor_request("shared"))
+    settle(server.clock)
+    opened, relayed = peer.new_messages()
+    assert opened[:2] == b"\x11H" and opened[4:] == bytes([203, 0, 113, 9]) + (4444).to_bytes(2, "little")
+    assert relayed.endswith(visitor_request("shared"))

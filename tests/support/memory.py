@@ -493,8 +493,8 @@ class MemoryServer:
 
     def tunnel_serving(self, name):
         """The live tunnel visitors of `name` reach now (by the store's route), or None."""
-        route = self.store.lookup(name).result
-        return None if route is None else self.table.get(route.lease)
+        routes = self.store.lookup(name).result
+        return self.table.get(routes[0].lease) if routes else None
 
     def visit(self, name, data=None, peer=None):
         """A visitor connection to NAME.DOMAIN, sending `data` (a simple GET by default)."""

@@ -140,25 +140,25 @@ class NameStoreContract:
     def test_attach_lookup_release(self):
         store = self.new_store()
         claim = self.ok(store.claim("demo"))
-        assert self.ok(store.lookup("demo")) is None  # claimed but not open yet
+        assert self.ok(store.lookup("demo")) == ()  # claimed but not open yet
         self.ok(store.attach(claim.lease, WEB))
-        assert self.ok(store.lookup("demo")) == LocalRoute("demo", claim.lease, WEB)
+        assert self.ok(store.lookup("demo")) == (LocalRoute("demo", claim.lease, WEB),)
         self.ok(store.release(claim.lease))
-        assert self.ok(store.lookup("demo")) is None
+        assert self.ok(store.lookup("demo")) == ()
         assert self.ok(store.claim("demo")).name == "demo"
 
     def test_routes_carry_what_the_router_needs(self):
         store = self.new_store()
         claim = self.attached(store, "ssh", SSH)
-        route = self.ok(store.lookup("ssh"))
+        (route,) = self.ok(store.lookup("ssh"))
         assert route.info.kind == TCP and route.info.access_secret == "s" * 40
         assert route.lease == claim.lease
         with pytest.raises(dataclasses.FrozenInstanceError):
             route.info = WEB
         assert "s" * 40 not in repr(route)
 
-    def test_lookup_of_an_unknown_name_is_none(self):
-        assert self.ok(self.new_store().lookup("nobody")) is None
+    def test_lookup_of_an_unknown_name_has_no_routes(self):
+        assert self.ok(self.new_store().lookup("nobody")) == ()
 
     def test_release_frees_claimed_and_attached_names(self):
         store = self.new_store()
@@ -187,7 +187,7 @@ class NameStoreContract:
         assert new.lease != old.lease
         self.ok(store.release(old.lease))
         self.ok(store.release(old.lease, reserve=True))
-        assert self.ok(store.lookup("demo")) == LocalRoute("demo", new.lease, WEB)
+        assert self.ok(store.lookup("demo")) == (LocalRoute("demo", new.lease, WEB),)
         self.refused(store.claim("demo"), NameTaken)
         self.refused(store.attach(old.lease, SSH), LeaseLost)
 
@@ -199,14 +199,14 @@ class NameStoreContract:
         self.refused(store.attach(old.lease, WEB), LeaseLost)
         self.ok(store.attach(new.lease, WEB))
         self.ok(store.release(old.lease))
-        assert self.ok(store.lookup("wire")).lease == new.lease
+        assert self.ok(store.lookup("wire"))[0].lease == new.lease
 
     # Reservations and reclaim (the reclaim extension).
 
     def test_release_with_reserve_keeps_the_name_for_its_token(self):
         store = self.new_store()
         claim = self.dropped(store, "wire")
-        assert self.ok(store.lookup("wire")) is None
+        assert self.ok(store.lookup("wire")) == ()
         self.refused(store.claim("wire"), NameTaken)
         self.refused(store.claim("wire", "not-the-token"), NameTaken)
         self.refused(store.claim("wire", claim.token[:-1]), NameTaken)
@@ -218,7 +218,7 @@ class NameStoreContract:
         self.advance(RESERVE_SECONDS * 2)
         self.refused(store.claim("wire"), NameTaken)
         self.ok(store.attach(again.lease, WEB))
-        assert self.ok(store.lookup("wire")).lease == again.lease
+        assert self.ok(store.lookup("wire"))[0].lease == again.lease
 
     def test_a_reserved_name_cannot_be_released_by_its_old_lease(self):
         store = self.new_store()
@@ -269,3 +269,75 @@ class NameStoreContract:
         claim = self.ok(store.claim("wire"))
         self.ok(store.release(claim.lease, reserve=True))
         assert self.ok(store.claim("wire")).name == "wire"
+
+    # Pools: several tunnels, one name.
+
+    def members(self, store, name, count, pool="pool-key", info=WEB):
+        claims = [self.ok(store.claim(name, pool=pool)) for _ in range(count)]
+        for claim in claims:
+            self.ok(store.attach(claim.lease, info))
+        return claims
+
+    def leases(self, store, name):
+        return {route.lease for route in self.ok(store.lookup(name))}
+
+    def test_a_pool_shares_its_name_and_routes_to_every_member(self):
+        store = self.new_store()
+        first, second = self.members(store, "shared", 2)
+        assert first.name == second.name == "shared" and first.lease != second.lease
+        assert first.pool == "pool-key" and "pool-key" not in repr(first)
+        assert self.leases(store, "shared") == {first.lease, second.lease}
+
+    def test_a_claim_with_another_pool_key_or_none_on_a_pooled_name_is_taken(self):
+        store = self.new_store()
+        self.members(store, "shared", 1)
+        self.refused(store.claim("shared"), NameTaken)
+        self.refused(store.claim("shared", pool="other-key"), NameTaken)
+
+    def test_a_pooled_claim_of_a_name_held_alone_is_taken(self):
+        store = self.new_store()
+        claim = self.attached(store, "solo")
+        self.refused(store.claim("solo", pool="pool-key"), NameTaken)
+        self.refused(store.claim("solo", token=claim.token, pool="pool-key"), NameTaken)
+
+    def test_a_member_leaving_removes_only_itself_and_the_last_frees_the_name(self):
+        store = self.new_store()
+        first, second = self.members(store, "shared", 2)
+        self.ok(store.release(first.lease, reserve=True))  # others remain: nothing is reserved
+        assert self.leases(store, "shared") == {second.lease}
+        self.ok(store.release(first.lease))  # stale now: harmless
+        assert self.leases(store, "shared") == {second.lease}
+        self.ok(store.release(second.lease))
+        assert self.ok(store.lookup("shared")) == ()
+        assert self.ok(store.claim("shared")).pool is None  # free for anyone
+
+    def test_a_pool_whose_last_member_dropped_is_kept_for_its_pool_only(self):
+        store = self.new_store()
+        (member,) = self.members(store, "shared", 1)
+        self.ok(store.release(member.lease, reserve=True))
+        assert self.ok(store.lookup("shared")) == ()
+        self.refused(store.claim("shared"), NameTaken)
+        self.refused(store.claim("shared", token=member.token), NameTaken)
+        self.refused(store.claim("shared", pool="other-key"), NameTaken)
+        back = self.ok(store.claim("shared", pool="pool-key"))
+        assert back.name == "shared" and back.lease != member.lease
+        self.ok(store.attach(back.lease, WEB))
+        assert self.leases(store, "shared") == {back.lease}
+
+    def test_a_pool_reservation_expires_like_any_other(self):
+        store = self.new_store()
+        (member,) = self.members(store, "shared", 1)
+        self.ok(store.release(member.lease, reserve=True))
+        self.advance(RESERVE_SECONDS + 1)
+        assert self.ok(store.claim("shared")).pool is None
+
+    def test_every_member_counts_against_max_tunnels(self):
+        store = self.new_store(max_tunnels=2)
+        self.members(store, "shared", 2)
+        self.refused(store.claim("shared", pool="pool-key"), RegistryFull)
+
+    def test_only_attached_members_are_routed(self):
+        store = self.new_store()
+        (open_member,) = self.members(store, "shared", 1)
+        self.ok(store.claim("shared", pool="pool-key"))  # still opening
+        assert self.leases(store, "shared") == {open_member.lease}

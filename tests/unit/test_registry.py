@@ -107,14 +107,23 @@ def test_table_add_get_remove_and_counts():
 def test_the_table_routes_by_name_for_when_the_registry_is_away():
     table, tunnel = TunnelTable(), FakeTunnel(name="demo")
     table.add("lease-1", tunnel)
-    assert table.route("demo") == LocalRoute("demo", "lease-1", WEB)
-    assert table.route("other") is None
+    assert table.routes("demo") == (LocalRoute("demo", "lease-1", WEB),)
+    assert table.routes("other") == ()
     replaced = FakeTunnel(name="demo")  # its reclaim, opened before the old one's close was seen
     table.add("lease-2", replaced)
     table.remove("lease-1")
-    assert table.route("demo") == LocalRoute("demo", "lease-2", WEB)
+    assert table.routes("demo") == (LocalRoute("demo", "lease-2", WEB),)
     table.remove("lease-2")
-    assert table.route("demo") is None
+    assert table.routes("demo") == ()
+
+
+def test_the_table_routes_to_every_member_of_a_pool_here():
+    table = TunnelTable()
+    table.add("lease-1", FakeTunnel(name="pool"))
+    table.add("lease-2", FakeTunnel(name="pool"))
+    assert [route.lease for route in table.routes("pool")] == ["lease-1", "lease-2"]
+    table.remove("lease-1")
+    assert [route.lease for route in table.routes("pool")] == ["lease-2"]
 
 
 def test_shutdown_tunnels_closes_every_tunnel_of_the_table():
@@ -147,7 +156,7 @@ def test_store_and_table_together_route_to_the_live_tunnel():
     claim = succeeded(store.claim("demo"))
     table.add(claim.lease, tunnel)
     succeeded(store.attach(claim.lease, WEB))
-    assert table.get(succeeded(store.lookup("demo")).lease) is tunnel
+    assert table.get(succeeded(store.lookup("demo"))[0].lease) is tunnel
 
 
 # Names.

@@ -503,3 +503,36 @@ def test_every_invalid_cluster_combination_is_one_sentence(cluster, words):
         server_settings(domain="localhost", env={}, cluster=cluster)
     assert words in str(error.value)
     assert_one_sentence(str(error.value))
+
+
+# Pools (tpot http/tcp --pool SECRET).
+
+POOL_SECRET = "pool-" * 7
+
+
+def test_a_pool_needs_a_subdomain_and_a_long_secret():
+    settings = parse_command_line(["http", "8080", "-t", "localhost:3000", "-s", "shared", "--pool", POOL_SECRET],
+                                  env={}, config={})
+    assert settings.pool == POOL_SECRET and settings.required_extensions == {"pool"}
+    with pytest.raises(ClientError, match="give it with -s NAME"):
+        parse_command_line(["http", "8080", "-t", "localhost:3000", "--pool", POOL_SECRET], env={}, config={})
+    with pytest.raises(ClientError, match="The pool secret must be 32"):
+        parse_command_line(["http", "8080", "-t", "localhost:3000", "-s", "shared", "--pool", "short"], env={}, config={})
+
+
+def test_the_pool_secret_may_come_from_the_environment():
+    settings = client_settings("8080", server="localhost:3000", subdomain="shared", env={"TPOT_POOL": POOL_SECRET})
+    assert settings.pool == POOL_SECRET
+    assert client_settings("8080", server="localhost:3000", env={}).pool is None
+
+
+def test_tcp_members_of_a_pool_share_an_access_secret_that_is_not_the_pool_secret():
+    def member(*extra):
+        argv = ["tcp", "22", "-t", "localhost:3000", "-s", "ssh", "--pool", POOL_SECRET, *extra]
+        return parse_command_line(argv, env={}, config={})
+    first, second = member(), member()
+    assert first.access_secret == second.access_secret != POOL_SECRET
+    assert len(first.access_secret) >= 32
+    assert first.required_extensions == {"tcp", "pool"}
+    assert member("--secret", "x" * 32).access_secret == "x" * 32
+    assert parse_command_line(["tcp", "22", "-t", "localhost:3000"], env={}, config={}).access_secret != first.access_secret

@@ -13,6 +13,7 @@ from tpot.client.settings import (
     ENV_ACCESS_SECRET,
     ENV_AUTH_KEY,
     ENV_BASIC_AUTH,
+    ENV_POOL,
     ENV_SERVER,
     EXIT_FAILURE,
     ClientError,
@@ -45,6 +46,9 @@ def _add_server_options(command):
 def _add_tunnel_options(command):
     command.add_argument("--max-conversations", metavar="N",
                          help=f"most visitors served at once; more are refused (default {DEFAULT_MAX_CONVERSATIONS})")
+    command.add_argument("--pool", metavar="SECRET",
+                         help="share the subdomain (-s) with every client giving this secret, at least 32"
+                         f" characters; visitors are spread over them (env {ENV_POOL})")
 
 
 def _add_http(http):
@@ -102,7 +106,7 @@ def parse_command_line(argv, env=None, config=None):
         return client_settings(
             args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
             debug=args.debug, quiet=args.quiet, kind=TCP, access_secret=args.secret, env=env, config=config,
-            max_conversations=args.max_conversations,
+            max_conversations=args.max_conversations, pool=args.pool,
         )
     return client_settings(
         args.target, server=args.server, auth_key=args.auth_key, subdomain=args.subdomain,
@@ -110,7 +114,7 @@ def parse_command_line(argv, env=None, config=None):
         no_forwarded_headers=args.no_forwarded_headers, insecure=args.insecure,
         ca=read_ca_file(args.ca) if args.ca else None,
         quiet=args.quiet, basic_auth=args.basic_auth, allow_ip=args.allow_ip, env=env, config=config,
-        max_conversations=args.max_conversations,
+        max_conversations=args.max_conversations, pool=args.pool,
     )
 
 

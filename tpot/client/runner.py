@@ -23,6 +23,8 @@ from tpot.protocol.codec import (
     CLOSE_NORMAL,
     EXTENSIONS_HEADER,
     IPV6,
+    POOL,
+    POOL_HEADER,
     RECLAIM,
     RECLAIM_HEADER,
     TCP,
@@ -86,6 +88,9 @@ class ClientRun:
         if self.settings.kind == TCP:
             extensions.append(TCP)
             headers[ACCESS_SECRET_HEADER] = self.settings.access_secret
+        if self.settings.pool:
+            extensions.append(POOL)
+            headers[POOL_HEADER] = self.settings.pool
         headers[EXTENSIONS_HEADER] = ", ".join(extensions)
         if self.settings.auth_key:
             # A fresh nonce and timestamp for every attempt: the server refuses replays.
@@ -99,7 +104,10 @@ class ClientRun:
 
     def on_greeting(self, name):
         # From the server, so maybe hostile: nothing that could drive the user's terminal.
-        self.out.write(self._announcement(printable(name), first=self.name is None))
+        first = self.name is None
+        self.out.write(self._announcement(printable(name), first))
+        if first and self.settings.pool:
+            self.out.write("pool: visitors are shared with every client started with this --pool secret\n")
         self.out.flush()
         self.name = name
         self.failed_attempts = 0
@@ -118,9 +126,11 @@ class ClientRun:
             " --listen 127.0.0.1:PORT (or --stdio)\n"
         )
 
-    def on_unsupported(self):
-        self.fail(f"The server {self.settings.server.host_with_port} does not support TCP tunnels"
-                  " (it did not grant the tcp extension).")
+    def on_unsupported(self, missing):
+        what = "TCP tunnels" if TCP in missing else "pools"
+        extension = TCP if TCP in missing else POOL
+        self.fail(f"The server {self.settings.server.host_with_port} does not support {what}"
+                  f" (it did not grant the {extension} extension).")
 
     def on_closed(self, status, code, reason, reached=True):
         if self.stopping:

@@ -48,7 +48,7 @@ class TunnelClientProtocol(SendsConversationMessages, UnregisterOnDrop, LeanFram
         self._conversation_for_data = self.conversations.get  # data's fast path: one lookup
         self.backpressure = WebSocketBackpressure(self.conversations)
         self.refused_status = None
-        self.unsupported = False
+        self.unsupported = frozenset()
         self.on_lost = None
 
     def onConnect(self, response):
@@ -56,12 +56,13 @@ class TunnelClientProtocol(SendsConversationMessages, UnregisterOnDrop, LeanFram
         if token:
             self.factory.on_token(token)
         granted = {part.strip().lower() for part in response.headers.get(EXTENSIONS_HEADER.lower(), "").split(",")}
-        self.unsupported = self.factory.settings.kind == TCP and TCP not in granted
+        # What the tunnel needs and the server did not grant (a reference server knows none).
+        self.unsupported = self.factory.settings.required_extensions - granted
 
     def onOpen(self):
         if self.unsupported:
             # A server that does not know TCP tunnels would send us HTTP visitors.
-            self.sendClose(code=codec.CLOSE_NORMAL, reason="tcp tunnels not supported")
+            self.sendClose(code=codec.CLOSE_NORMAL, reason=f"{', '.join(sorted(self.unsupported))} not supported")
             return
         self._lean_setup(self.factory.reactor)
         self.backpressure.register(self.transport)
@@ -116,7 +117,7 @@ class TunnelClientProtocol(SendsConversationMessages, UnregisterOnDrop, LeanFram
         for conversation in self.session.lost():
             conversation.remote_closed()
         if self.unsupported:
-            self.factory.on_unsupported()
+            self.factory.on_unsupported(self.unsupported)
             return
         self.factory.closed(self.refused_status, code, reason)
         if self.on_lost is not None:
@@ -157,7 +158,8 @@ class TunnelClientFactory(WebSocketClientFactory):
 
     Reports `on_greeting(name)` once the tunnel is up, `on_token(token)` when the server
     grants a reclaim token, and `on_closed(status, code, reason)` at the end, or
-    `on_unsupported()` instead when a TCP tunnel was asked for and not granted.
+    `on_unsupported(missing)` instead when an extension the tunnel needs (tcp, pool) was
+    not granted.
     """
 
     protocol = TunnelClientProtocol
@@ -170,7 +172,7 @@ class TunnelClientFactory(WebSocketClientFactory):
         self.on_greeting = on_greeting
         self.on_closed = on_closed
         self.on_token = on_token or (lambda token: None)
-        self.on_unsupported = on_unsupported or (lambda: None)
+        self.on_unsupported = on_unsupported or (lambda missing: None)
         self.visitors = visitors  # target.VisitorOptions: request log and visitor policy, or None
         self.greeted_here = False
         self.current = None

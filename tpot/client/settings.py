@@ -6,13 +6,16 @@ whose message is one sentence.  The wire constants of the command itself (exit s
 environment variable names, the config file's place) are defined here once.
 """
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 from dataclasses import dataclass
 
 from tpot.client.policy import parse_allowed, parse_credentials
 from tpot.protocol.auth import MAX_SECRET_LENGTH, MIN_SECRET_LENGTH, new_access_secret, valid_access_secret
-from tpot.protocol.codec import HTTP, TCP
+from tpot.protocol.codec import HTTP, POOL, TCP
 from tpot.protocol.names import name_problem
 
 CONFIG_PATH = os.path.join("~", ".tpot", "config.json")
@@ -26,6 +29,7 @@ ENV_SERVER = "TPOT_SERVER"
 ENV_AUTH_KEY = "TPOT_AUTH_KEY"
 ENV_ACCESS_SECRET = "TPOT_ACCESS_SECRET"
 ENV_BASIC_AUTH = "TPOT_BASIC_AUTH"
+ENV_POOL = "TPOT_POOL"
 
 
 # What --max-conversations is unless given: well under the usual 1024 open files.
@@ -66,9 +70,16 @@ class ClientSettings:
     # HTTP or TCP (`tpot tcp`: raw conversations only, reached by those who know access_secret).
     kind: str = HTTP
     access_secret: str = None
+    # Clients with the same pool secret share their subdomain (docs/PROTOCOL.md, `pool`).
+    pool: str = None
     # Conversations open at once; beyond, the server is told "no connect" (each holds a
     # connection to the target: a file descriptor).
     max_conversations: int = None
+
+    @property
+    def required_extensions(self):
+        """The extensions without which the tunnel must not stay open."""
+        return frozenset(extension for extension, needed in ((TCP, self.kind == TCP), (POOL, self.pool)) if needed)
 
     @property
     def websocket_url(self):
@@ -101,7 +112,7 @@ def parse_address(text, what):
 def client_settings(target, server=None, auth_key=None, subdomain=None, http_host=None,
                     no_host_rewrite=False, debug=False, env=None, config=None, no_forwarded_headers=False,
                     insecure=False, ca=None, quiet=False, basic_auth=None, allow_ip=(), kind=HTTP,
-                    access_secret=None, max_conversations=None):
+                    access_secret=None, max_conversations=None, pool=None):
     """Merge command-line values (None when not given) with `env` (a mapping like
     os.environ) and `config` (the config file's dict); both are empty when not given.
 
@@ -109,6 +120,7 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     `allow_ip` (CIDR strings) come from the command line only; `basic_auth` ("USER:PASS")
     also from TPOT_BASIC_AUTH.  With kind=TCP, `access_secret` (or TPOT_ACCESS_SECRET, or a
     new random one) is the secret people connecting must prove, and nothing of HTTP applies.
+    `pool` (or TPOT_POOL) shares the subdomain with the other clients that give it.
     """
     env = {} if env is None else env
     config = {} if config is None else config
@@ -122,6 +134,7 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         subdomain=subdomain.lower() if subdomain else None,
         debug=debug,
         max_conversations=parse_max_conversations(max_conversations),
+        pool=_pool(pool or env.get(ENV_POOL), subdomain),
     )
     if kind == TCP:
         return _tcp_settings(target, env, access_secret, quiet, common)
@@ -174,20 +187,37 @@ def configured_auth_key(given, env, config):
     return given or env.get(ENV_AUTH_KEY) or config.get("authKey") or None
 
 
-def check_access_secret(secret):
+def check_access_secret(secret, what="access secret"):
     """`secret` if it is a valid access secret (tpot tcp, tpot connect); ClientError if not."""
     if not valid_access_secret(secret):
         raise ClientError(
-            f"The access secret must be {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} printable characters without spaces."
+            f"The {what} must be {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} printable characters without spaces."
         )
     return secret
+
+
+def _pool(secret, subdomain):
+    if secret is None:
+        return None
+    check_access_secret(secret, "pool secret")
+    if not subdomain:
+        raise ClientError("A pool shares one subdomain: give it with -s NAME.")
+    return secret
+
+
+def pool_access_secret(pool):
+    """The access secret of a TCP pool's members unless --secret is given: the same for
+    every member (a TCP pool needs one), and not the pool secret, which joins the pool."""
+    digest = hmac.new(pool.encode(), b"TPoT pool access secret", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _tcp_settings(target, env, access_secret, quiet, common):
     target_address = parse_address(target, "target")
     if "://" in target or not re.search(r":[0-9]+$", target_address.host_with_port):
         raise ClientError(f"The target {target!r} is not valid for tpot tcp: use PORT or host:port.")
-    secret = check_access_secret(access_secret or env.get(ENV_ACCESS_SECRET) or new_access_secret())
+    given = access_secret or env.get(ENV_ACCESS_SECRET)
+    secret = check_access_secret(given or (pool_access_secret(common["pool"]) if common["pool"] else new_access_secret()))
     return ClientSettings(
         **common,
         target=target_address,

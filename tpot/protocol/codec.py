@@ -47,6 +47,9 @@ IPV6 = "ipv6"
 TCP = "tcp"
 HTTP = "http"  # what a tunnel is without TCP; tunnels' `kind` is HTTP or TCP
 ACCESS_SECRET_HEADER = "TPoT-Access-Secret"
+# Several tunnels share one name: those whose upgrades carry the same POOL_HEADER secret.
+POOL = "pool"
+POOL_HEADER = "TPoT-Pool"
 
 _CONVERSATION_HEAD = struct.Struct("<BHc")
 _OPEN_HEAD = struct.Struct("<BcH")

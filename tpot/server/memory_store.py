@@ -23,15 +23,21 @@ from tpot.server.store import (
 )
 
 
-class _Holding:
-    """One name: claimed (info None), attached (info set), or reserved (lease None)."""
+class _Name:
+    """One name: held by its members (lease -> RouteInfo, None until attached; one member
+    unless pooled), or reserved (no members) until a deadline kept in MemoryNameStore."""
 
-    __slots__ = ("lease", "token", "info")
+    __slots__ = ("token", "pool", "members")
 
-    def __init__(self, token):
-        self.lease = secrets.token_urlsafe(16)
+    def __init__(self, token, pool):
         self.token = token
-        self.info = None
+        self.pool = pool
+        self.members = {}
+
+    def may_reclaim(self, token, pool):
+        if self.pool is not None:
+            return self.pool == pool
+        return pool is None and _matches(self.token, token)
 
 
 def _matches(expected, presented):
@@ -51,52 +57,55 @@ class MemoryNameStore:
         # name -> deadline; every reservation lasts as long, so this is in deadline order.
         self._reserved = OrderedDict()
 
-    def claim(self, name=None, token=None):
+    def claim(self, name=None, token=None, pool=None):
         try:
-            return defer.succeed(self._claim(name, token))
+            return defer.succeed(self._claim(name, token, pool))
         except (NameTaken, RegistryFull) as error:
             return defer.fail(error)
 
     def attach(self, lease, route_info):
-        holding = self._holding(lease)
-        if holding is None:
+        entry = self._entry(lease)
+        if entry is None:
             return defer.fail(LeaseLost(lease))
-        holding.info = route_info
+        entry.members[lease] = route_info
         return defer.succeed(None)
 
     def release(self, lease, reserve=False):
-        holding = self._holding(lease)
-        if holding is not None:
-            self._let_go(self._leases.pop(lease), holding, reserve)
+        entry = self._entry(lease)
+        if entry is not None:
+            self._leave(self._leases.pop(lease), entry, lease, reserve)
         return defer.succeed(None)
 
     def lookup(self, name):
         self._forget_expired()
-        holding = self._names.get(name)
-        if holding is None or holding.lease is None or holding.info is None:
-            return defer.succeed(None)
-        return defer.succeed(LocalRoute(name, holding.lease, holding.info))
+        entry = self._names.get(name)
+        members = () if entry is None else entry.members.items()
+        return defer.succeed(tuple(LocalRoute(name, lease, info) for lease, info in members if info is not None))
 
     # Internals.
 
-    def _claim(self, name, token):
+    def _claim(self, name, token, pool):
         self._forget_expired()
-        holding = self._names.get(name) if name is not None else None
-        if holding is not None and holding.lease is None and _matches(holding.token, token):
+        entry = self._names.get(name) if name is not None else None
+        if entry is not None and name in self._reserved and entry.may_reclaim(token, pool):
             del self._reserved[name]
-            return self._hold(name, holding.token)
-        if self.max_tunnels is not None and len(self._names) >= self.max_tunnels:
+            return self._join(name, entry)
+        if self.max_tunnels is not None and len(self._leases) + len(self._reserved) >= self.max_tunnels:
             raise RegistryFull("the server has reached its tunnel limit")
-        if holding is not None:
+        if entry is not None and entry.members and pool is not None and entry.pool == pool:
+            return self._join(name, entry)
+        if entry is not None:
             raise NameTaken(name)
         if name is None:
             name = self._free_random_name()
-        return self._hold(name, secrets.token_urlsafe(24))
+        entry = self._names[name] = _Name(secrets.token_urlsafe(24), pool)
+        return self._join(name, entry)
 
-    def _hold(self, name, token):
-        holding = self._names[name] = _Holding(token)
-        self._leases[holding.lease] = name
-        return Claim(name, holding.lease, token)
+    def _join(self, name, entry):
+        lease = secrets.token_urlsafe(16)
+        entry.members[lease] = None
+        self._leases[lease] = name
+        return Claim(name, lease, entry.token, entry.pool)
 
     def _free_random_name(self):
         while True:
@@ -104,14 +113,16 @@ class MemoryNameStore:
             if name not in self._names:
                 return name
 
-    def _holding(self, lease):
+    def _entry(self, lease):
         name = self._leases.get(lease)
         return None if name is None else self._names[name]
 
-    def _let_go(self, name, holding, reserve):
+    def _leave(self, name, entry, lease, reserve):
+        attached = entry.members.pop(lease) is not None
+        if entry.members:
+            return
         # Only a name whose tunnel was open is worth keeping for its client's return.
-        if reserve and holding.info is not None:
-            holding.lease = holding.info = None
+        if reserve and attached:
             self._reserved[name] = self.clock.seconds() + self.reserve_seconds
         else:
             del self._names[name]

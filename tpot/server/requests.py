@@ -4,14 +4,16 @@ Pure functions over a parsed request head (tpot.http.head.RequestHead): each ret
 the request asks for, or raises HeadError with the status to answer.
 """
 
+import hashlib
+
 from tpot.http.head import HeadError
 from tpot.protocol import auth
-from tpot.protocol.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, IPV6, RECLAIM, TCP
+from tpot.protocol.codec import ACCESS_SECRET_HEADER, EXTENSIONS_HEADER, HTTP, IPV6, POOL, POOL_HEADER, RECLAIM, TCP
 from tpot.protocol.names import RESERVED_NAMES, name_problem
 
 CREATE_PATH = "/create-tpot"
 CONNECT_PATH = "/connect-tpot"
-SUPPORTED_EXTENSIONS = frozenset({RECLAIM, IPV6, TCP})
+SUPPORTED_EXTENSIONS = frozenset({RECLAIM, IPV6, TCP, POOL})
 
 
 def check_create_request(head, reserved=RESERVED_NAMES):
@@ -70,10 +72,29 @@ def access_secret(head, extensions):
     """The access secret of a TCP tunnel (None for HTTP); HeadError if it is missing or weak."""
     if TCP not in extensions:
         return None
-    secret = head.header(ACCESS_SECRET_HEADER.lower())
+    return _secret_header(head, ACCESS_SECRET_HEADER, "A TCP tunnel")
+
+
+def pool_key(head, extensions, name, access_secret):
+    """What the name store knows a pool by (None without `pool`): a SHA-256 of the pool
+    secret with the tunnel's kind and access secret, so that only tunnels of one kind, and
+    TCP tunnels with one access secret, can share a name; HeadError if the secret is
+    missing or weak, or no name was asked for."""
+    if POOL not in extensions:
+        return None
+    secret = _secret_header(head, POOL_HEADER, "A pool")
+    if name is None:
+        raise HeadError(400, "A pool needs a name: /create-tpot?subdomain=NAME.")
+    kind = TCP if access_secret is not None else HTTP
+    material = "\n".join(("TPoT-Pool", kind, access_secret or "", secret))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _secret_header(head, header, what):
+    secret = head.header(header.lower())
     if not auth.valid_access_secret(secret):
         raise HeadError(400, (
-            f"A TCP tunnel needs {ACCESS_SECRET_HEADER}: {auth.MIN_SECRET_LENGTH} to"
+            f"{what} needs {header}: {auth.MIN_SECRET_LENGTH} to"
             f" {auth.MAX_SECRET_LENGTH} printable characters without spaces."
         ))
     return secret

@@ -17,6 +17,7 @@ from tpot.http.responses import error_response
 from tpot.protocol.codec import RECLAIM_HEADER, TCP
 from tpot.protocol.names import RESERVED_NAMES
 from tpot.server import endpoints
+from tpot.server.balance import Balancer
 from tpot.server.cluster.view import Standalone
 from tpot.server.connect import ConnectFactory
 from tpot.server.requests import (
@@ -24,6 +25,7 @@ from tpot.server.requests import (
     access_secret,
     check_connect_request,
     check_create_request,
+    pool_key,
     requested_extensions,
 )
 from tpot.server.handover import HandsOver
@@ -108,13 +110,18 @@ class RouterProtocol(HandsOver):
         return self._lookup(target).addCallback(self._visit, target)
 
     def _lookup(self, name):
-        """The route of `name`; with the registry away, that of a tunnel of this node, if any."""
+        """The route a new connection for `name` takes, None if there is none: one of its
+        tunnels (tpot.server.balance); with the registry away, one of this node's."""
         d = self.factory.store.lookup(name)
 
         def here(failure):
             failure.trap(RegistryUnavailable)
-            return self.factory.table.route(name)
-        return d.addErrback(here)
+            return self.factory.table.routes(name)
+        d.addErrback(here)
+        if self.hop is not None:
+            # Handed over by the node that chose this one: a member here serves it.
+            d.addCallback(lambda routes: tuple(route for route in routes if isinstance(route, LocalRoute)))
+        return d.addCallback(self.factory.balancer.pick)
 
     def _identify(self, head):
         """Who this really is, now that a PROXY header (read before the head) or a trusted
@@ -160,8 +167,9 @@ class RouterProtocol(HandsOver):
         yield self.factory.authenticator.check(head.header("authorization"), self.source)
         extensions = requested_extensions(head)
         secret = access_secret(head, extensions)
+        pool = pool_key(head, extensions, requested, secret)
         try:
-            claim = yield self.factory.store.claim(requested, head.header(RECLAIM_HEADER))
+            claim = yield self.factory.store.claim(requested, head.header(RECLAIM_HEADER), pool)
         except NameTaken:
             raise HeadError(409, f"The subdomain {requested} is already in use.") from None
         except RegistryFull:
@@ -231,7 +239,7 @@ class RouterProtocol(HandsOver):
         if self._gone:
             peer.transport.loseConnection()
             return
-        self._hand_over(self.factory.peers.splice(peer))
+        self._hand_over(self.factory.peers.splice(peer, route))
 
     def _hand_over(self, protocol):
         buffered, self._reader = self._reader.buffered, None
@@ -299,6 +307,7 @@ class RouterFactory(Factory):
         self.max_per_source = max_per_source
         self.started = clock.seconds()
         self._per_source = {}
+        self.balancer = Balancer(self._load)
 
     def buildProtocol(self, addr):
         return RouterProtocol(self)
@@ -311,6 +320,14 @@ class RouterFactory(Factory):
         chain = ", ".join(head.header_values("x-forwarded-for"))
         forwarded = forwarded_client(host, chain, self.trusted_proxies)
         return (host, port) if forwarded is None else (forwarded, 0)
+
+    def _load(self, route):
+        """The open conversations this node counts for `route` (tpot.server.balance)."""
+        if isinstance(route, RemoteRoute):
+            return self.peers.forwarded_to(route.lease) if self.peers is not None else 0
+        tunnel = self.table.get(route.lease)
+        # A route whose tunnel is not here (yet, or any more) is the last choice.
+        return len(tunnel.conversations) if tunnel is not None else float("inf")
 
     def trusts(self, source):
         return address_in(source, self.trusted_proxies)

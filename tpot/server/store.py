@@ -37,12 +37,15 @@ class Claim:
 
     `lease` identifies this holding: only it can attach or release the name, so a tunnel
     that has gone cannot release the name of the one that took it back.  `token` is the
-    reclaim token (docs/PROTOCOL.md, `reclaim`); it stays the same across reclaims.
+    reclaim token (docs/PROTOCOL.md, `reclaim`); it stays the same across reclaims.  `pool`
+    is the pool key (tpot.server.requests.pool_key) of a name that several tunnels share, and
+    None for a name held alone.
     """
 
     name: str
     lease: str
     token: str = field(repr=False)
+    pool: str = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -69,21 +72,26 @@ class LocalRoute:
 @dataclass(frozen=True)
 class RemoteRoute:
     """`name` is served by a tunnel on another node, reached at `address` (as that node
-    signed it, tpot.server.cluster.hop.signed_address)."""
+    signed it, tpot.server.cluster.hop.signed_address), attached there under `lease`."""
 
     name: str
     node: str
     info: RouteInfo
     address: str = ""
+    lease: str = ""
 
 
 class INameStore(Interface):
-    def claim(name=None, token=None):
+    def claim(name=None, token=None, pool=None):
         """Hold `name`, or a random name not in use if None, for a tunnel about to open.
 
         A name reserved after its tunnel dropped goes only to a claim carrying its reclaim
-        token.  Returns a Deferred firing with a Claim, or failing with NameTaken or
-        RegistryFull (full wins over taken; a reclaim is never refused as full).
+        token.  With a `pool` key the name is shared: a claim with the same key joins the
+        tunnels holding it (each member has its own lease) or takes it back from its
+        reservation, whatever its token; a claim with another key, or none, is NameTaken, as
+        is a pooled claim of a name held alone.  Returns a Deferred firing with a Claim, or
+        failing with NameTaken or RegistryFull (full wins over taken; a reclaim is never
+        refused as full; every member counts as a tunnel).
         """
 
     def attach(lease, route_info):
@@ -96,10 +104,12 @@ class INameStore(Interface):
     def release(lease, reserve=False):
         """Give the lease's name back; a stale lease changes nothing.
 
-        With `reserve`, an attached name stays reserved for its reclaim token for
+        A member of a pool leaves it; the name goes with its last member.  With `reserve`,
+        an attached name stays reserved for its reclaim token (or its pool key) for
         RESERVE_SECONDS, by the store's own clock.  Returns a Deferred firing with None.
         """
 
     def lookup(name):
-        """A Deferred firing with the LocalRoute or RemoteRoute of `name`, or None if no
-        tunnel is attached under it (free, claimed but not open, or reserved)."""
+        """A Deferred firing with the routes (LocalRoute or RemoteRoute) of the tunnels
+        attached under `name`: one for a name held alone, one per open member of a pool,
+        none (an empty tuple) if the name is free, claimed but not open, or reserved."""

@@ -46,9 +46,9 @@ class ITunnelTable(ITunnelCounts):
     def get(lease):
         """The tunnel attached under `lease` on this node, or None."""
 
-    def route(name):
-        """The LocalRoute of the tunnel serving `name` on this node, or None: what visitors
-        of this node still reach while a shared registry is away."""
+    def routes(name):
+        """The LocalRoutes of the tunnels serving `name` on this node (several for members
+        of a pool): what visitors of this node still reach while a shared registry is away."""
 
     def tunnels():
         """The tunnels open on this node."""
@@ -61,23 +61,27 @@ class ITunnelTable(ITunnelCounts):
 class TunnelTable:
     def __init__(self):
         self._tunnels = {}
-        self._leases = {}  # name -> lease
+        self._leases = {}  # name -> the leases of its tunnels here, in the order they came
 
     def add(self, lease, tunnel):
         self._tunnels[lease] = tunnel
-        self._leases[tunnel.claim.name] = lease
+        self._leases.setdefault(tunnel.claim.name, {})[lease] = None
 
     def remove(self, lease):
         tunnel = self._tunnels.pop(lease, None)
-        if tunnel is not None and self._leases.get(tunnel.claim.name) == lease:
+        if tunnel is None:
+            return
+        leases = self._leases[tunnel.claim.name]
+        del leases[lease]
+        if not leases:
             del self._leases[tunnel.claim.name]
 
     def get(self, lease):
         return self._tunnels.get(lease)
 
-    def route(self, name):
-        lease = self._leases.get(name)
-        return None if lease is None else LocalRoute(name, lease, self._tunnels[lease].route_info())
+    def routes(self, name):
+        leases = self._leases.get(name, ())
+        return tuple(LocalRoute(name, lease, self._tunnels[lease].route_info()) for lease in leases)
 
     def tunnels(self):
         return list(self._tunnels.values())

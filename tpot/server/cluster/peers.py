@@ -148,13 +148,14 @@ class PeerClientProtocol(Protocol):
 class Splice(Protocol):
     """The visitor's connection on B, joined to a peer connection to A."""
 
-    def __init__(self, peer, dialer):
+    def __init__(self, peer, dialer, lease):
         self.peer = peer
         self.dialer = dialer
+        self.lease = lease
 
     def connectionMade(self):
         self.peer.splice = self
-        self.dialer.spliced += 1
+        self.dialer.count(self.lease, 1)
         self.dialer.stats.forwarded_out += 1
         no_delay(self.transport)
         # Each side stops reading while the other's send buffer is full.
@@ -168,7 +169,7 @@ class Splice(Protocol):
         self.peer.transport.write(data)
 
     def connectionLost(self, reason=None):
-        self.dialer.spliced -= 1
+        self.dialer.count(self.lease, -1)
         # A transport whose registered producer is paused resumes it instead of closing:
         # unregister first, so that the close happens once the buffer is written.
         self.peer.transport.unregisterProducer()
@@ -191,6 +192,7 @@ class PeerDialer:
         self.reactor = reactor
         self.stats = stats
         self.spliced = 0  # visitor connections of this node relayed to others now
+        self._per_lease = {}  # the same, by the lease of the tunnel they go to
 
     def open(self, route, address):
         """A Deferred PeerClientProtocol connected to the node of `route`, both sides
@@ -204,9 +206,21 @@ class PeerDialer:
         endpoint = HostnameEndpoint(self.reactor, host, port, timeout=CONNECT_TIMEOUT)
         return connectProtocol(endpoint, protocol).addCallback(lambda _: protocol.ready)
 
-    def splice(self, peer):
-        """The protocol to give the visitor's connection to, joined to `peer`."""
-        return Splice(peer, self)
+    def splice(self, peer, route):
+        """The protocol to give the visitor's connection to, joined to `peer` (opened for `route`)."""
+        return Splice(peer, self, route.lease)
+
+    def count(self, lease, change):
+        self.spliced += change
+        count = self._per_lease.get(lease, 0) + change
+        if count > 0:
+            self._per_lease[lease] = count
+        else:
+            self._per_lease.pop(lease, None)
+
+    def forwarded_to(self, lease):
+        """Visitor connections of this node relayed to the tunnel of `lease` now."""
+        return self._per_lease.get(lease, 0)
 
     def active_conversations(self):
         """Visitor connections relayed to other nodes now: a drain waits for them too."""

@@ -1,24 +1,28 @@
 """The name store shared by the nodes of a cluster, in Redis (`--redis URL`).
 
-Each name is one hash, `PREFIX n:NAME`: the holding node and lease, the hash of its reclaim
-token, and its state: claimed (`c`), attached (`a`, with the route) or reserved (`r`, with
-the deadline of its reservation).  Every change is one Lua script, so that two nodes
-claiming one name cannot both win.  Reservations expire by the clock of the node that
-asks (nodes keep NTP time; deadlines are milliseconds since the epoch), compared whenever a
-script reads them, as tpot.server.memory_store does.  `--max-tunnels` is per node: each
-node keeps the set of the names it holds (`PREFIX node:NODE`) and of the ones it reserved
-(`PREFIX rsv:NODE`, by deadline).
+Each name is a hash, `PREFIX n:NAME`: the hash of its reclaim token, its pool key if it is
+pooled, and its state: held (`h`) or reserved (`r`, with the deadline of its reservation
+and the node whose set of reservations holds it).  The tunnels holding a name are its
+members (one, unless pooled): the set `PREFIX m:NAME` of their leases, each lease a hash
+`PREFIX lease:LEASE` of its name, its node and, once attached, the route (kind, access
+secret).  Every change is one Lua script, so that two nodes claiming one name cannot both
+win.  Reservations expire by the clock of the node that asks (nodes keep NTP time;
+deadlines are milliseconds since the epoch), compared whenever a script reads them, as
+tpot.server.memory_store does.  `--max-tunnels` is per node: each node keeps the set of
+its leases (`PREFIX node:NODE`) and of the names it reserved (`PREFIX rsv:NODE`, by
+deadline).
 
 Liveness: each node beats (`beat`, tpot.server.cluster.heartbeat) into `PREFIX nodes`, a
 sorted set of node ids by the time their entry expires, and `PREFIX addr`, where each is
-reached.  A name whose node's entry has expired routes nowhere (lookup says None: the
-visitor gets a 503), and becomes reserved for its reclaim token, counted from the expiry:
-at once for a claim of that name, within a few beats for the rest (each beat handles a
-bounded part of a few dead nodes).
+reached.  A member whose node's entry has expired routes nowhere (lookup leaves it out: a
+name with no other member gets a 503), and leaves its name, counted from the expiry: at
+once for a claim of that name, within a few beats for the rest (each beat handles a
+bounded part of a few dead nodes); a name whose last member left that way is reserved.
 
-Redis holds no reclaim token in the clear, only its SHA-256; a TCP tunnel's access secret
-is kept so that any node can check a /connect-tpot proof (it is the tunnel's own random
-secret, never the server's key).
+Redis holds no reclaim token or pool secret in the clear, only their SHA-256 (a pool key,
+tpot.server.requests.pool_key, is one); a TCP
+tunnel's access secret is kept so that any node can check a /connect-tpot proof (it is the
+tunnel's own random secret, never the server's key).
 """
 
 import hashlib
@@ -48,108 +52,125 @@ DEFAULT_PREFIX = "tpot:"
 # A random name is drawn again while it is in use; past this many draws the store is full.
 RANDOM_NAME_DRAWS = 50
 
-# The helpers every script starts with.  `forget` drops a name wholly: its hash, its lease,
-# its place in its node's sets.  `reserve` keeps an attached name for its reclaim token
-# until `deadline`.  `orphan` is what becomes of a name whose node is gone (or no longer
-# holds it): attached, it is reserved; reserved, it stays so; claimed, it is forgotten.
+# The helpers every script starts with.  `forget` drops a name wholly: its hash, its
+# members, its reservation.  `reserve` keeps a name with no members for its reclaim token
+# (or pool key) until `deadline`.  `leave` takes a member out of its name; the last one
+# leaving an attached member with `keep` reserves the name, otherwise frees it.  `purge`
+# makes the members of a name whose nodes are gone leave it, reserving it from their expiry.
 _HELPERS = """
-local function forget(p, n)
-  local k = p .. 'n:' .. n
-  local owner, lease = unpack(redis.call('HMGET', k, 'node', 'lease'))
-  if lease then redis.call('DEL', p .. 'lease:' .. lease) end
-  if owner then
-    redis.call('SREM', p .. 'node:' .. owner, n)
-    redis.call('ZREM', p .. 'rsv:' .. owner, n)
-  end
-  redis.call('DEL', k)
-end
-local function reserve(p, n, owner, deadline)
-  local k = p .. 'n:' .. n
-  local lease = redis.call('HGET', k, 'lease')
-  if lease then redis.call('DEL', p .. 'lease:' .. lease) end
-  redis.call('HDEL', k, 'lease', 'kind', 'secret')
-  redis.call('HSET', k, 'st', 'r', 'dl', deadline)
-  redis.call('ZADD', p .. 'rsv:' .. owner, deadline, n)
-end
-local function orphan(p, n, owner, deadline)
-  local state = redis.call('HGET', p .. 'n:' .. n, 'st')
-  if state == 'a' then reserve(p, n, owner, deadline) elseif state == 'c' then forget(p, n) end
-end
 local function expiry(p, node)
   return tonumber(redis.call('ZSCORE', p .. 'nodes', node))
 end
+local function forget(p, n)
+  local k = p .. 'n:' .. n
+  for _, l in ipairs(redis.call('SMEMBERS', p .. 'm:' .. n)) do
+    redis.call('SREM', p .. 'node:' .. (redis.call('HGET', p .. 'lease:' .. l, 'node') or ''), l)
+    redis.call('DEL', p .. 'lease:' .. l)
+  end
+  local reserver = redis.call('HGET', k, 'rn')
+  if reserver then redis.call('ZREM', p .. 'rsv:' .. reserver, n) end
+  redis.call('DEL', k, p .. 'm:' .. n)
+end
+local function reserve(p, n, node, deadline)
+  redis.call('HSET', p .. 'n:' .. n, 'st', 'r', 'dl', deadline, 'rn', node)
+  redis.call('ZADD', p .. 'rsv:' .. node, deadline, n)
+end
+local function leave(p, l, keep, deadline)
+  local n, node, kind = unpack(redis.call('HMGET', p .. 'lease:' .. l, 'name', 'node', 'kind'))
+  if not n then return end
+  redis.call('DEL', p .. 'lease:' .. l)
+  redis.call('SREM', p .. 'node:' .. node, l)
+  redis.call('SREM', p .. 'm:' .. n, l)
+  if redis.call('SCARD', p .. 'm:' .. n) > 0 then return end
+  if keep and kind then reserve(p, n, node, deadline) else forget(p, n) end
+end
+local function purge(p, n, now, reservation)
+  for _, l in ipairs(redis.call('SMEMBERS', p .. 'm:' .. n)) do
+    local died = expiry(p, redis.call('HGET', p .. 'lease:' .. l, 'node') or '') or now
+    if died <= now then leave(p, l, true, died + reservation) end
+  end
+end
+local function add_member(p, n, node, l)
+  redis.call('HSET', p .. 'lease:' .. l, 'name', n, 'node', node)
+  redis.call('SADD', p .. 'm:' .. n, l)
+  redis.call('SADD', p .. 'node:' .. node, l)
+end
+local function unreserve(p, n)
+  local k = p .. 'n:' .. n
+  local reserver = redis.call('HGET', k, 'rn')
+  if reserver then redis.call('ZREM', p .. 'rsv:' .. reserver, n) end
+  redis.call('HDEL', k, 'dl', 'rn')
+  redis.call('HSET', k, 'st', 'h')
+end
 """
 
-# ARGV: prefix, node, name, presented token hash (or ''), new lease, new token hash, now
-# (ms), max tunnels (-1: none), reservation (ms).  Returns 'ok', 'taken', 'full' or 'reclaimed'.
+# ARGV: prefix, node, name, presented token hash (or ''), pool key (or ''), new lease, new
+# token hash, now (ms), max tunnels (-1: none), reservation (ms).  Returns 'ok', 'joined',
+# 'reclaimed', 'taken' or 'full'.
 CLAIM = _HELPERS + """
-local p, node, name, presented, lease, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local now, max, reservation = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local p, node, name, presented, pool, lease, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local now, max, reservation = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 for _, n in ipairs(redis.call('ZRANGEBYSCORE', p .. 'rsv:' .. node, '-inf', now)) do forget(p, n) end
 local k = p .. 'n:' .. name
-local state, owner = unpack(redis.call('HMGET', k, 'st', 'node'))
-if (state == 'a' or state == 'c') and owner ~= node then
-  local died = expiry(p, owner) or now
-  if died <= now then orphan(p, name, owner, died + reservation) end
-end
-local deadline, held_token
-state, deadline, held_token = unpack(redis.call('HMGET', k, 'st', 'dl', 'th'))
+purge(p, name, now, reservation)
+local state, deadline, held_token, held_pool = unpack(redis.call('HMGET', k, 'st', 'dl', 'th', 'ph'))
 if state == 'r' and tonumber(deadline) <= now then
   forget(p, name)
   state = false
 end
-local reclaim = state == 'r' and presented ~= '' and held_token == presented
+local same_pool = pool ~= '' and held_pool == pool
+local reclaim = state == 'r' and (same_pool or (pool == '' and not held_pool and presented ~= '' and held_token == presented))
+local join = state == 'h' and same_pool
 if not reclaim then
-  if max >= 0 and redis.call('SCARD', p .. 'node:' .. node) >= max then return 'full' end
-  if state then return 'taken' end
-else
-  forget(p, name)
-  token = presented
+  if max >= 0 and redis.call('SCARD', p .. 'node:' .. node) + redis.call('ZCARD', p .. 'rsv:' .. node) >= max then return 'full' end
+  if state and not join then return 'taken' end
 end
-redis.call('HSET', k, 'st', 'c', 'node', node, 'lease', lease, 'th', token)
-redis.call('SET', p .. 'lease:' .. lease, name)
-redis.call('SADD', p .. 'node:' .. node, name)
+if reclaim then
+  unreserve(p, name)
+elseif not join then
+  redis.call('HSET', k, 'st', 'h', 'th', token)
+  if pool ~= '' then redis.call('HSET', k, 'ph', pool) end
+end
+add_member(p, name, node, lease)
 if reclaim then return 'reclaimed' end
+if join then return 'joined' end
 return 'ok'
 """
 
 # ARGV: prefix, lease, kind, access secret (or '').  Returns 1, or 0 for a lost lease.
 ATTACH = """
-local p = ARGV[1]
-local name = redis.call('GET', p .. 'lease:' .. ARGV[2])
-if not name then return 0 end
-redis.call('HSET', p .. 'n:' .. name, 'st', 'a', 'kind', ARGV[3], 'secret', ARGV[4])
+local k = ARGV[1] .. 'lease:' .. ARGV[2]
+if redis.call('EXISTS', k) == 0 then return 0 end
+redis.call('HSET', k, 'kind', ARGV[3], 'secret', ARGV[4])
 return 1
 """
 
 # ARGV: prefix, lease, reserve ('1' or '0'), now (ms), reservation (ms).
 RELEASE = _HELPERS + """
-local p = ARGV[1]
-local name = redis.call('GET', p .. 'lease:' .. ARGV[2])
-if not name then return 0 end
-local k = p .. 'n:' .. name
-local node, state = unpack(redis.call('HMGET', k, 'node', 'st'))
-if ARGV[3] == '1' and state == 'a' then
-  reserve(p, name, node, tonumber(ARGV[4]) + tonumber(ARGV[5]))
-else
-  forget(p, name)
-end
+leave(ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4]) + tonumber(ARGV[5]))
 return 1
 """
 
-# ARGV: prefix, name, now (ms).  The route of an attached name whose node is alive, as
-# {node, lease, kind, secret, signed address}; nil otherwise.
+# ARGV: prefix, name, now (ms).  For each attached member whose node is alive: node, lease,
+# kind, access secret, the node's signed address.
 LOOKUP = _HELPERS + """
 local p, name, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local state, node, lease, kind, secret = unpack(redis.call('HMGET', p .. 'n:' .. name, 'st', 'node', 'lease', 'kind', 'secret'))
-if state ~= 'a' or (expiry(p, node) or 0) <= now then return false end
-return {node, lease, kind, secret or '', redis.call('HGET', p .. 'addr', node) or ''}
+local routes = {}
+for _, l in ipairs(redis.call('SMEMBERS', p .. 'm:' .. name)) do
+  local node, kind, secret = unpack(redis.call('HMGET', p .. 'lease:' .. l, 'node', 'kind', 'secret'))
+  if kind and (expiry(p, node) or 0) > now then
+    for _, v in ipairs({node, l, kind, secret or '', redis.call('HGET', p .. 'addr', node) or ''}) do
+      table.insert(routes, v)
+    end
+  end
+end
+return routes
 """
 
 # ARGV: prefix, node, signed address, now (ms), time to live (ms), reservation (ms).
-# Says this node is alive until now + ttl and where it is reached; handles the names of a
+# Says this node is alive until now + ttl and where it is reached; handles the members of a
 # few dead nodes (a bounded amount per beat); returns {was this node alive until now (1/0),
-# nodes alive, tunnels attached on them}.
+# nodes alive, tunnels on them}.
 BEAT = _HELPERS + """
 local p, node, address = ARGV[1], ARGV[2], ARGV[3]
 local now, ttl, reservation = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -158,45 +179,50 @@ redis.call('ZADD', p .. 'nodes', now + ttl, node)
 redis.call('HSET', p .. 'addr', node, address)
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', p .. 'nodes', '-inf', now, 'LIMIT', 0, 4)) do
   local died = expiry(p, dead)
-  for _, n in ipairs(redis.call('SRANDMEMBER', p .. 'node:' .. dead, 200)) do orphan(p, n, dead, died + reservation) end
+  for _, l in ipairs(redis.call('SRANDMEMBER', p .. 'node:' .. dead, 200)) do leave(p, l, true, died + reservation) end
   for _, n in ipairs(redis.call('ZRANGEBYSCORE', p .. 'rsv:' .. dead, '-inf', now, 'LIMIT', 0, 200)) do forget(p, n) end
-  if redis.call('SCARD', p .. 'node:' .. dead) == 0 then
+  if redis.call('SCARD', p .. 'node:' .. dead) + redis.call('ZCARD', p .. 'rsv:' .. dead) == 0 then
     redis.call('ZREM', p .. 'nodes', dead)
     redis.call('HDEL', p .. 'addr', dead)
   end
 end
 local alive = redis.call('ZRANGEBYSCORE', p .. 'nodes', '(' .. now, '+inf')
 local tunnels = 0
-for _, n in ipairs(alive) do
-  tunnels = tunnels + redis.call('SCARD', p .. 'node:' .. n) - redis.call('ZCARD', p .. 'rsv:' .. n)
-end
+for _, n in ipairs(alive) do tunnels = tunnels + redis.call('SCARD', p .. 'node:' .. n) end
 return {was_alive and 1 or 0, #alive, tunnels}
 """
 
 # ARGV: prefix, node, now (ms), reservation (ms), then for each tunnel open on this node:
-# name, lease, token hash, kind, access secret.  Writes those tunnels back (after Redis lost
-# them, or this node lost Redis) unless their names went to others meanwhile; reserves
-# this node's other attached names, which no tunnel here serves any more.  Returns the
-# names that went to others.
+# name, lease, token hash, pool key (or ''), kind, access secret.  Writes those tunnels back
+# (after Redis lost them, or this node lost Redis) unless their names went to others
+# meanwhile; this node's other attached members, which no tunnel here serves any more,
+# leave their names.  Returns the names that went to others.
 SYNC = _HELPERS + """
 local p, node, now, reservation = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local live, lost = {}, {}
-for i = 5, #ARGV, 5 do
-  local n, lease, th, kind, secret = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = 5, #ARGV, 6 do
+  local n, l, th, pool, kind, secret = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local k = p .. 'n:' .. n
-  local state, owner, held = unpack(redis.call('HMGET', k, 'st', 'node', 'th'))
-  live[n] = true
-  if not state or owner == node or held == th then
-    if state then forget(p, n) end
-    redis.call('HSET', k, 'st', 'a', 'node', node, 'lease', lease, 'th', th, 'kind', kind, 'secret', secret)
-    redis.call('SET', p .. 'lease:' .. lease, n)
-    redis.call('SADD', p .. 'node:' .. node, n)
-  else
-    table.insert(lost, n)
+  live[l] = true
+  if redis.call('HGET', p .. 'lease:' .. l, 'node') ~= node then
+    purge(p, n, now, reservation)
+    local state, held_token, held_pool = unpack(redis.call('HMGET', k, 'st', 'th', 'ph'))
+    if pool ~= '' and state and held_pool == pool then
+      if state == 'r' then unreserve(p, n) end
+    elseif not state or (pool == '' and not held_pool and held_token == th) then
+      if state then forget(p, n) end
+      redis.call('HSET', k, 'st', 'h', 'th', th)
+      if pool ~= '' then redis.call('HSET', k, 'ph', pool) end
+    else
+      table.insert(lost, n)
+      live[l] = false
+    end
+    if live[l] then add_member(p, n, node, l) end
   end
+  if live[l] then redis.call('HSET', p .. 'lease:' .. l, 'kind', kind, 'secret', secret) end
 end
-for _, n in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node)) do
-  if not live[n] and redis.call('HGET', p .. 'n:' .. n, 'st') == 'a' then reserve(p, n, node, now + reservation) end
+for _, l in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node)) do
+  if not live[l] and redis.call('HGET', p .. 'lease:' .. l, 'kind') then leave(p, l, true, now + reservation) end
 end
 return lost
 """
@@ -276,19 +302,22 @@ class RedisNameStore:
         self.clock = clock
 
     @defer.inlineCallbacks
-    def claim(self, name=None, token=None):
+    def claim(self, name=None, token=None, pool=None):
         for _ in range(1 if name is not None else RANDOM_NAME_DRAWS):
             wanted = name if name is not None else names.random_name()
             new_token = secrets.token_urlsafe(24)
             lease = secrets.token_urlsafe(16)
             presented = token_hash(token) if token else ""
-            answer = yield self._run(CLAIM, self.node, wanted, presented, lease, token_hash(new_token),
-                                     self._now_ms(), -1 if self.max_tunnels is None else self.max_tunnels,
-                                     self._reservation_ms())
+            answer = yield self._run(CLAIM, self.node, wanted, presented, pool or "", lease,
+                                     token_hash(new_token), self._now_ms(),
+                                     -1 if self.max_tunnels is None else self.max_tunnels, self._reservation_ms())
             if answer == "full":
                 raise RegistryFull("this node has reached its tunnel limit")
-            if answer in ("ok", "reclaimed"):
-                return Claim(wanted, lease, token if answer == "reclaimed" else new_token)
+            if answer in ("ok", "joined", "reclaimed"):
+                # Only a hash of the token is kept: a member joining a pool gets one of its
+                # own, which its pool key makes unnecessary for taking the name back.
+                kept = token if answer == "reclaimed" and not pool else new_token
+                return Claim(wanted, lease, kept, pool)
         if name is not None:
             raise NameTaken(name)
         raise RegistryFull("no random name is free")
@@ -306,11 +335,11 @@ class RedisNameStore:
     @defer.inlineCallbacks
     def lookup(self, name):
         found = yield self._run(LOOKUP, name, self._now_ms())
-        if not found:
-            return None
-        node, lease, kind, secret, address = found
+        return tuple(self._route(name, *found[i:i + 5]) for i in range(0, len(found or ()), 5))
+
+    def _route(self, name, node, lease, kind, secret, address):
         info = RouteInfo(kind, access_secret=secret or None)
-        return LocalRoute(name, lease, info) if node == self.node else RemoteRoute(name, node, info, address)
+        return LocalRoute(name, lease, info) if node == self.node else RemoteRoute(name, node, info, address, lease)
 
     @defer.inlineCallbacks
     def beat(self, signed_address, ttl):
@@ -325,7 +354,8 @@ class RedisNameStore:
         those whose names went to others meanwhile."""
         fields = []
         for claim, info in tunnels:
-            fields += [claim.name, claim.lease, token_hash(claim.token), info.kind, info.access_secret or ""]
+            fields += [claim.name, claim.lease, token_hash(claim.token), claim.pool or "",
+                       info.kind, info.access_secret or ""]
         lost = yield self._run(SYNC, self.node, self._now_ms(), self._reservation_ms(), *fields)
         return list(lost or ())
 
