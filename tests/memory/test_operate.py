@@ -142,7 +142,8 @@ def test_status_counts_tunnels_and_conversations_and_names_nobody(server):
     assert before.status == 200 and before.header("content-type") == "application/json"
     report = json.loads(before.body)
     assert set(report) == {"node", "nodes", "cluster_tunnels", "registry_up", "tunnels", "conversations",
-                           "uptime_s", "version", "draining"}
+                           "forwarded", "uptime_s", "version", "draining"}
+    assert report["forwarded"] == {"in": 0, "out": 0}
     assert report["tunnels"] == 0 and report["conversations"] == 0 and report["draining"] is False
     # A server of one process is its own cluster.
     assert (report["node"], report["nodes"], report["cluster_tunnels"], report["registry_up"]) == (None, 1, 0, True)

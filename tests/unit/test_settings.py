@@ -22,6 +22,7 @@ from tpot.server.config import (
     ip_stack,
     parse_port,
     server_settings,
+    worker_settings,
 )
 
 KEY = "k" * 32
@@ -501,6 +502,51 @@ def test_the_default_advertised_address_is_this_host_at_the_peer_port():
 def test_every_invalid_cluster_combination_is_one_sentence(cluster, words):
     with pytest.raises(ConfigError) as error:
         server_settings(domain="localhost", env={}, cluster=cluster)
+    assert words in str(error.value)
+    assert_one_sentence(str(error.value))
+
+
+# --workers N.
+
+
+def clustered(**options):
+    return server_settings(domain="localhost", env={}, cluster=dict(CLUSTER, node_id="node-a", **options))
+
+
+def test_one_worker_is_the_plain_settings():
+    settings = clustered()
+    assert worker_settings(settings) is settings and worker_settings(settings, "1") is settings
+    plain = server_settings(domain="localhost", env={})
+    assert worker_settings(plain, "1") is plain
+
+
+@pytest.mark.parametrize("index, node_id, peer_listen, advertise", [
+    (None, "node-a-w0", "tcp:3001:interface=10.0.0.5", "10.0.0.5:3001"),
+    ("0", "node-a-w0", "tcp:3001:interface=10.0.0.5", "10.0.0.5:3001"),
+    ("2", "node-a-w2", "tcp:3003:interface=10.0.0.5", "10.0.0.5:3003"),
+])
+def test_each_worker_is_a_node_with_the_next_peer_port(index, node_id, peer_listen, advertise):
+    settings = worker_settings(clustered(peer_listen="tcp:3001:interface=10.0.0.5"), "3", index)
+    cluster = settings.cluster
+    assert (cluster.node_id, cluster.peer_listen, cluster.advertise) == (node_id, peer_listen, advertise)
+    assert (settings.workers, settings.worker) == (3, int(index or 0))
+
+
+def test_an_ipv6_advertised_address_keeps_its_brackets():
+    settings = worker_settings(clustered(advertise="[fd00::5]:3001"), "2", "1")
+    assert settings.cluster.advertise == "[fd00::5]:3002"
+
+
+@pytest.mark.parametrize("settings, workers, words", [
+    (lambda: server_settings(domain="localhost", env={}), "2", "--workers 2 needs --redis URL"),
+    (clustered, "0", "--workers must be a positive whole number"),
+    (clustered, "two", "--workers must be a positive whole number"),
+    (clustered, "65", "--workers must be at most 64"),
+    (lambda: clustered(peer_listen="tcp:0"), "2", "--workers needs a --peer-listen with a fixed port"),
+])
+def test_every_invalid_workers_combination_is_one_sentence(settings, workers, words):
+    with pytest.raises(ConfigError) as error:
+        worker_settings(settings(), workers)
     assert words in str(error.value)
     assert_one_sentence(str(error.value))
 

@@ -1,5 +1,6 @@
 """Server settings: command line over environment over `.env`, checked once at start-up."""
 
+import dataclasses
 import os
 import re
 import secrets
@@ -21,6 +22,8 @@ ENV_REDIS, ENV_CLUSTER_SECRET, ENV_ADVERTISE = "REDIS_URL", "CLUSTER_SECRET", "T
 DEFAULT_PEER_LISTEN = "tcp:3001"
 MIN_CLUSTER_SECRET_LENGTH = 32
 DEFAULT_NODE_TTL = 10.0
+# --workers: past this many, a machine wants more nodes rather than more processes.
+MAX_WORKERS = 64
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 # The port of a plain `tcp:PORT...` endpoint, for the address advertised by default.
 _ENDPOINT_PORT = re.compile(r"tcp6?:(?:port=)?([0-9]+)(?::|$)")
@@ -68,6 +71,9 @@ class ServerSettings:
     trusted_proxies: tuple = ()
     reserved_names: frozenset = RESERVED_NAMES
     cluster: ClusterSettings = None  # None: one process, the in-memory registry
+    # --workers: processes on this machine sharing the listening sockets, and which one this is.
+    workers: int = 1
+    worker: int = 0
 
 
 def environment(dotenv_path=".env"):
@@ -103,6 +109,36 @@ def server_settings(domain=None, auth_key=None, port=None, listen=(), env=None, 
         RESERVED_NAMES if reserved_names is None else parse_name_list(reserved_names),
         cluster_settings(env=env, **(cluster or {})),
     )
+
+
+def worker_settings(settings, workers=None, worker=None):
+    """`settings` for worker `worker` (0: the first, which starts the others) of `workers`
+    (strings from the command line, None when not given); ConfigError if workers are asked
+    for without a cluster.  Each worker is a node of the cluster of its own: its id gets
+    `-wN`, its peer port and advertised port are N more than the ones given."""
+    count = 1 if workers is None else positive_number("--workers", workers, int)
+    if count > MAX_WORKERS:
+        raise ConfigError(f"--workers must be at most {MAX_WORKERS}, not {count}; run more nodes instead.")
+    if count == 1:
+        return settings
+    if settings.cluster is None:
+        raise ConfigError(f"--workers {count} needs --redis URL (or REDIS_URL): workers share their tunnels"
+                          " through Redis, as the nodes of a cluster do.")
+    index = 0 if worker is None else int(worker)
+    cluster = settings.cluster
+    match = _ENDPOINT_PORT.match(cluster.peer_listen)
+    if match is None or match.group(1) == "0":
+        raise ConfigError(f"--workers needs a --peer-listen with a fixed port (tcp:PORT), not {cluster.peer_listen!r};"
+                          " each worker takes the next port.")
+    host, port = split_address(cluster.advertise)
+    start, end = match.span(1)
+    shifted = dataclasses.replace(
+        cluster,
+        node_id=f"{cluster.node_id}-w{index}",
+        peer_listen=f"{cluster.peer_listen[:start]}{int(match.group(1)) + index}{cluster.peer_listen[end:]}",
+        advertise=f"{f'[{host}]' if ':' in host else host}:{port + index}",
+    )
+    return dataclasses.replace(settings, cluster=shifted, workers=count, worker=index)
 
 
 def cluster_settings(redis=None, cluster_secret=None, node_id=None, advertise=None, peer_listen=None,

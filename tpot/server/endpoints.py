@@ -38,6 +38,8 @@ def status(server):
         "registry_up": cluster.registry_up(),
         "tunnels": server.table.active_tunnels(),
         "conversations": server.table.active_conversations(),
+        # Visitor connections handed over from other nodes, and to them (a cluster's hops).
+        "forwarded": {"in": server.stats.forwarded_in, "out": server.stats.forwarded_out},
         "uptime_s": round(server.uptime(), 3),
         "version": __version__,
         "draining": server.draining,

@@ -1,5 +1,7 @@
 """The twistd plugin's body: `twistd -n tpot --domain DOMAIN` options and service tree."""
 
+import sys
+
 import txaio
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -8,6 +10,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.protocols.haproxy import proxyEndpoint
 from twisted.python import threadpool, usage
 
 from tpot import __version__
@@ -16,13 +19,14 @@ from tpot.server.cluster.heartbeat import Heartbeat
 from tpot.server.cluster.node import ClusterNode
 from tpot.server.cluster.peers import PeerDialer, PeerListenFactory
 from tpot.server.cluster.redis_store import RedisNameStore, redacted_url
-from tpot.server.config import ConfigError, server_settings
+from tpot.server.config import ConfigError, server_settings, worker_settings
 from tpot.server.connect import ConnectFactory
 from tpot.server.drain import DrainingListeners
 from tpot.server.memory_store import MemoryNameStore
 from tpot.server.router import RouterFactory
 from tpot.server.table import TunnelTable
 from tpot.server.tunnel import TunnelFactory
+from tpot.server.workers import FIRST_FD, InheritedEndpoint, ParentWatch, RecordingEndpoint, Workers
 
 log = Logger()
 
@@ -65,12 +69,21 @@ class Options(usage.Options):
         ["node-ttl", None, None,
          "Seconds a stopped node's tunnels stay routed to it before they wait for their clients elsewhere"
          " (default 10)."],
+        ["workers", None, None,
+         "Processes on this machine sharing the listening port(s), each a node of the cluster with the next"
+         " peer port (default 1; more need --redis)."],
+        ["worker", None, None, "Set by worker 0 for the workers it starts: which one this is."],
     ]
 
     def __init__(self):
         super().__init__()
         self["listen"] = []
         self["trusted-proxy"] = []
+
+    def parseOptions(self, options=None):
+        # Worker 0 starts the others with the same options.
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_listen(self, description):
         """A Twisted endpoint to listen on, e.g. tcp:3000 (repeatable; replaces --port)."""
@@ -82,13 +95,13 @@ class Options(usage.Options):
 
     def postOptions(self):
         try:
-            self["settings"] = server_settings(
+            self["settings"] = worker_settings(server_settings(
                 self["domain"], self["auth-key"], self["port"], self["listen"],
                 limits={name.replace("-", "_"): self[name] for name in LIMIT_OPTIONS},
                 metrics_token=self["metrics-token"], trusted_proxies=self["trusted-proxy"],
                 reserved_names=self["reserved-names"],
                 cluster={name.replace("-", "_"): self[name] for name in CLUSTER_OPTIONS},
-            )
+            ), self["workers"], self["worker"])
             self._choose_log_format()
         except ConfigError as error:
             # One sentence, not twistd's usage dump followed by it.
@@ -142,6 +155,17 @@ def _endpoint(reactor, description, option="--listen"):
         raise SystemExit(f"tpot: {option} {description!r} is not a valid endpoint ({error}).") from None
 
 
+def _listen_endpoint(reactor, settings, index, ports):
+    """The endpoint of `settings.listen[index]`: a worker other than 0 listens on the socket
+    worker 0 made (tpot.server.workers), with the same PROXY protocol wrapping."""
+    description = settings.listen[index]
+    if settings.worker > 0:
+        inherited = InheritedEndpoint(reactor, FIRST_FD + index)
+        return proxyEndpoint(inherited) if description.startswith("haproxy:") else inherited
+    endpoint = _endpoint(reactor, description)
+    return RecordingEndpoint(endpoint, ports) if settings.workers > 1 else endpoint
+
+
 def makeService(config, reactor=default_reactor):
     # Autobahn logs every frame at debug level; twistd would record all of it.
     txaio.use_twisted()
@@ -177,15 +201,24 @@ def makeService(config, reactor=default_reactor):
     )
     listeners = DrainingListeners(router, table, reactor, limits.drain_timeout, relays=[peers] if peers else [])
     listeners.setServiceParent(top)
-    for description in settings.listen:
-        ListeningService(description, _endpoint(reactor, description), router).setServiceParent(listeners)
+    ports = []  # worker 0's listening ports, which the other workers inherit
+    for index, description in enumerate(settings.listen):
+        ListeningService(description, _listen_endpoint(reactor, settings, index, ports), router).setServiceParent(
+            listeners)
+    if settings.worker > 0:
+        ParentWatch(reactor).setServiceParent(top)
+    elif settings.workers > 1:
+        base_id = cluster.node_id.rpartition("-w")[0]
+        Workers(reactor, settings.workers, getattr(config, "argv", ()), base_id, ports,
+                limits.drain_timeout).setServiceParent(top)
     if cluster is not None:
         peer_port = PeerListenFactory(cluster.secret, router, reactor)
         ListeningService(cluster.peer_listen, _endpoint(reactor, cluster.peer_listen, "--peer-listen"), peer_port).setServiceParent(
             listeners)
     log.info(
-        "tpot {version} serving {domain} on {listen} (auth {auth}){cluster}",
+        "tpot {version} serving {domain} on {listen} (auth {auth}){workers}{cluster}",
         version=__version__,
+        workers="" if settings.workers == 1 else f", worker {settings.worker} of {settings.workers}",
         domain=settings.domain,
         listen=", ".join(settings.listen),
         auth="on" if settings.auth_key else "off",

@@ -78,9 +78,10 @@ class Heartbeat(Service):
 
     def _beaten(self, beat):
         self.nodes, self.tunnels = beat.nodes, beat.tunnels
-        if beat.was_alive:
+        # Also on the first beat, even with the entry alive: what an earlier process of this
+        # node id left (a worker or a pod restarted within the ttl) is reserved for its clients.
+        if beat.was_alive and self._up is not None:
             return self._found()
-        # Also on the first beat: what an earlier process of this node id left is reserved.
         tunnels = self.table.tunnels()
         d = self.store.sync([(tunnel.claim, tunnel.route_info()) for tunnel in tunnels])
         return d.addCallback(self._synced, tunnels)
