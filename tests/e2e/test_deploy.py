@@ -314,8 +314,8 @@ def env_value(text, name):
 def test_kubernetes_deployment():
     text = manifest("deployment.yaml")
     assert scalar(text, "kind") == "Deployment"
-    assert int(scalar(text, "replicas")) == 1
-    assert re.search(r"^\s*#.*in the server process", text, re.M)  # why only one
+    assert int(scalar(text, "replicas")) == 3
+    assert re.search(r"^\s*#.*share their tunnels through Redis", text, re.M)  # how three can be one
     assert int(scalar(text, "terminationGracePeriodSeconds")) > DRAIN_TIMEOUT
     kind, domain = env_value(text, "DOMAIN")
     assert kind == "value" and domain.strip().strip("\"'") == EXAMPLE_DOMAIN
@@ -325,7 +325,7 @@ def test_kubernetes_deployment():
     assert scalar(secret, "kind") == "Secret"
     assert scalar(auth, "name") == scalar(secret, "name")
     assert re.search(rf"^\s+{re.escape(scalar(auth, 'key'))}: ", block(secret, "stringData"), re.M)
-    assert json.loads(scalar(text, "command")) == ["twistd", "-n", "--pidfile=", "tpot"]
+    assert json.loads(scalar(text, "command")) == ["twistd", "-n", "--pidfile=", "tpot", "--node-id", "$(POD_NAME)"]
     port_name = scalar(block(text, "ports"), "name")
     assert int(scalar(block(text, "ports"), "containerPort")) == 3000
     for probe in ("readinessProbe", "livenessProbe"):
@@ -344,6 +344,54 @@ def test_kubernetes_deployment():
     assert scalar(security, "allowPrivilegeEscalation") == "false"
     assert scalar(block(security, "capabilities"), "drop") == '["ALL"]'
     assert scalar(block(security, "seccompProfile"), "type") == "RuntimeDefault"
+
+
+def field_ref(text, name):
+    kind, value = env_value(text, name)
+    assert kind == "valueFrom", name
+    return scalar(block(value, "fieldRef"), "fieldPath")
+
+
+def test_kubernetes_replicas_form_one_cluster():
+    text = manifest("deployment.yaml")
+    secret = manifest("secret.example.yaml")
+    for name, key in (("REDIS_URL", "redis-url"), ("CLUSTER_SECRET", "cluster-secret")):
+        kind, value = env_value(text, name)
+        assert kind == "valueFrom" and scalar(value, "name") == scalar(secret, "name"), name
+        assert scalar(value, "key") == key and "optional" not in value, name  # required, unlike auth-key
+        assert re.search(rf"^\s+{key}: ", block(secret, "stringData"), re.M), key
+    assert field_ref(text, "POD_NAME") == "metadata.name"
+    assert field_ref(text, "POD_IP") == "status.podIP"
+    # Kubernetes expands $(VAR) only from variables defined earlier in the list.
+    assert text.index("- name: POD_IP") < text.index("- name: TPOT_ADVERTISE")
+    kind, advertise = env_value(text, "TPOT_ADVERTISE")
+    assert kind == "value" and advertise.strip().strip('"') == "$(POD_IP):3001"
+    ports = dict(re.findall(r"- name: (\w+)\n\s+containerPort: (\d+)", block(text, "ports")))
+    assert ports == {"http": "3000", "peer": "3001"}  # 3001: the server's default --peer-listen
+    strategy = block(text, "strategy")
+    assert scalar(strategy, "type") == "RollingUpdate" and scalar(strategy, "maxUnavailable") == "1"
+    assert scalar(block(text, "topologySpreadConstraints"), "topologyKey") == "kubernetes.io/hostname"
+    label = scalar(block(text, "matchLabels"), "app.kubernetes.io/name")
+    budget = manifest("poddisruptionbudget.yaml")
+    assert scalar(budget, "kind") == "PodDisruptionBudget" and scalar(budget, "maxUnavailable") == "1"
+    assert scalar(block(budget, "matchLabels"), "app.kubernetes.io/name") == label
+    # The Redis to go with it: its Service is the host of the example redis-url.
+    redis = manifest("redis.yaml")
+    assert re.search(r"^#.*bring your own", redis, re.M)
+    redis_host = re.search(r"redis-url: \"redis://([\w-]+):(\d+)/0\"", secret)
+    assert redis_host and scalar(redis, "name") == redis_host.group(1)
+    assert scalar(block(redis, "ports"), "port") == redis_host.group(2)
+    assert "--save" in scalar(redis, "args")
+
+
+def test_kubernetes_peer_port_is_open_to_the_tpot_pods_only():
+    policy = manifest("networkpolicy.yaml")
+    assert scalar(policy, "kind") == "NetworkPolicy"
+    rules = block(policy, "ingress")
+    public, peers = re.split(r"^    - from:$", rules, flags=re.M)
+    assert scalar(public, "port") == "http" and "from" not in public
+    assert scalar(peers, "port") == "peer"
+    assert scalar(block(peers, "matchLabels"), "app.kubernetes.io/name") == "tpot"
 
 
 def test_kubernetes_service_and_ingress():
