@@ -423,13 +423,14 @@ def spread(port, name, targets, count, source=HOST, workers=4):
 
 
 class Client:
-    """A running `tpot` whose stdout lines are read by a thread and can be awaited."""
+    """A running `tpot` (or `command`, another client taking the same arguments) whose
+    stdout lines are read by a thread and can be awaited."""
 
-    def __init__(self, args, home):
+    def __init__(self, args, home, command=(TPOT,)):
         self.stderr_path = home / f"client-{time.monotonic_ns()}.err"
         with open(self.stderr_path, "wb") as err:
             self.proc = start_process(
-                [TPOT, *args], home, clean_env(home), subprocess.PIPE, err, text=True, encoding="utf-8"
+                [*command, *args], home, clean_env(home), subprocess.PIPE, err, text=True, encoding="utf-8"
             )
         self.lines = queue.Queue()
         self.seen = []
@@ -487,9 +488,9 @@ class Client:
             self.proc.stdout.close()
 
 
-def start_connected(args, home, timeout=CLIENT_TIMEOUT, server=None):
+def start_connected(args, home, timeout=CLIENT_TIMEOUT, server=None, command=(TPOT,)):
     """Start `tpot ARGS` and wait (bounded) for "tpot connected" and the URL on stdout."""
-    client = Client(args, home)
+    client = Client(args, home, command)
     got = client.log_lines(2, timeout)
     if len(got) < 2 or got[0] != "tpot connected":
         client.stop(signal.SIGKILL)
