@@ -65,12 +65,13 @@ clean:
 
 # `make bench` (python -m bench) measures the tunnel against nginx on loopback and prints
 # one table (also written as JSON under bench/results/, git-ignored); it installs wrk,
-# nginx-light and curl with apt-get when missing. Quick run: make bench BENCH_DURATION=2 BENCH_REPEAT=1
+# nginx-light, curl and redis-server with apt-get when missing. Quick run: make bench BENCH_DURATION=2 BENCH_REPEAT=1
 BENCH_DURATION ?= 10
 BENCH_REPEAT ?= 3
 
 .PHONY: bench
 bench: $(VENV)/.run-deps
 	@command -v wrk >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v curl >/dev/null \
-		|| { apt-get update -q && apt-get install -y -q wrk nginx-light curl; }
+		&& command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
+		|| { apt-get update -q && apt-get install -y -q wrk nginx-light curl redis-server; }
 	BENCH_DURATION=$(BENCH_DURATION) BENCH_REPEAT=$(BENCH_REPEAT) $(VENV)/bin/python -m bench

@@ -24,6 +24,12 @@ sequential short connections (connect, send 1 KB, read its echo, close). BENCH_T
 this part, BENCH_TCP=only runs nothing else (no nginx or wrk needed). A failure here is one
 line in the report, and the other figures are kept.
 
+The cluster part (bench/scenarios/cluster.py; needs redis-server): visitors landing on the
+tunnel's node against visitors landing on another node of a 2-node cluster, --workers 1
+against --workers 2, and the registry with BENCH_REGISTRY_NAMES (100,000) names in one
+Redis. BENCH_CLUSTER=0 skips it, BENCH_CLUSTER=only runs it alone (with nginx); a failure
+is one line in the report.
+
 Needs wrk, nginx and curl on PATH (the Makefile target installs them), and the project's
 virtualenv (twistd and tpot next to this interpreter, or in .venv/bin). Run from the
 repository's root (it imports tests.support.processes).
@@ -41,6 +47,7 @@ from bench.logscan import scan_logs
 from bench.processes import Processes, find_tool, nginx_bin, venv_bin
 from bench.procfs import machine_info
 from bench.report import finish
+from bench.scenarios.cluster import run_cluster
 from bench.scenarios.http import run_throughput
 from bench.scenarios.memory import memory_idle_tunnels, memory_idle_visitors
 from bench.scenarios.tcp import TCP_ECHO_SIZE, run_tcp
@@ -66,6 +73,8 @@ def new_results(settings, timestamp):
         "memory": {},
         "logs": {},
     }
+    if settings.cluster != "0":
+        results["cluster"] = {"nodes": {}, "workers": {}, "registry": None}
     if settings.tcp != "0":
         results["tcp"] = {"config": {"repeat": settings.repeat, "bytes": settings.tcp_bytes,
                                      "connections": settings.tcp_connections, "echo_bytes": TCP_ECHO_SIZE},
@@ -93,9 +102,15 @@ class Run:
             self.results["tcp"]["error"] = str(error)
             log(f"raw TCP part failed: {error}")
 
-    def throughput(self, nginx):
+    def cluster(self, nginx, load):
+        try:
+            run_cluster(self.processes, self.tmp, self.bin_dir, nginx, load, self.settings, self.results["cluster"])
+        except BenchError as error:  # one line in the report; the other figures stand
+            self.results["cluster"]["error"] = str(error)
+            log(f"cluster part failed: {error}")
+
+    def throughput(self, nginx, load):
         s, tmp = self.settings, self.tmp
-        load = Load(s.duration, nginx.bulk_file, s.bulk_count)
         tunnel = Tunnel(self.processes, tmp, self.bin_dir, "throughput")
         tunnel.connect_client(nginx.port, s.request_log)
         log(f"tunnel {tunnel.name}.{DOMAIN}:{tunnel.port} -> nginx")
@@ -110,7 +125,13 @@ class Run:
         s, tmp, r = self.settings, self.tmp, self.results
         nginx = Nginx(self.processes, tmp, self.nofile)
         log(f"nginx on {HOST}:{nginx.port} (temporary files in {tmp})")
-        self.throughput(nginx)
+        load = Load(s.duration, nginx.bulk_file, s.bulk_count)
+        if s.cluster == "only":
+            self.cluster(nginx, load)
+            return
+        self.throughput(nginx, load)
+        if s.cluster == "1":
+            self.cluster(nginx, load)
         if s.tcp == "1":
             self.raw_tcp()
         memory_idle_tunnels(self.processes, tmp, self.bin_dir, s.tunnels, r["memory"], r["logs"])

@@ -6,6 +6,7 @@ import signal
 import statistics
 
 from bench.common import REPO, RESULTS
+from bench.report_cluster import cluster_lines, cluster_problems
 from bench.scenarios.tcp import TCP_ROUND_LIMIT
 
 ROWS = [
@@ -213,6 +214,7 @@ def render(results):
     lines = [*heading(results), "", *figure_tables(results), *other_errors(results),
              *cpu_table([c for c in cpu if not is_tcp(c)], HTTP_CPU_COLUMNS),
              *cpu_table([c for c in cpu if is_tcp(c)], TCP_CPU_COLUMNS),
+             *cluster_lines(results.get("cluster")),
              "", *memory_lines(results.get("memory", {}))]
     problems = results.get("problems", [])
     if problems:
@@ -251,6 +253,7 @@ def collect_problems(results):
     problems = [p for where, report in results.get("logs", {}).items()
                 for what, r in report.items() for p in log_problems(where, what, r)]
     problems += tcp_problems(results.get("tcp") or {})
+    problems += cluster_problems(results.get("cluster"))
     for key in ("idle_tunnels", "idle_visitors"):
         m = results.get("memory", {}).get(key)
         if m and (m["failures"] or m["dropped_while_idle"]):
@@ -282,4 +285,4 @@ def finish(results, timestamp):
     path = write_json(results, timestamp)
     print(text)
     print(f"\n(written to {path.relative_to(REPO)})")
-    return 1 if results.get("tcp", {}).get("error") else 0
+    return 1 if results.get("tcp", {}).get("error") or (results.get("cluster") or {}).get("error") else 0

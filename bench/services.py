@@ -86,9 +86,10 @@ def start_service(processes, tmp, block_path):
 
 
 class Tunnel:
-    """Our twistd server, and optionally a `tpot http` client exposing nginx through it."""
+    """Our twistd server (with `server_args`, e.g. a cluster's), and optionally a `tpot http`
+    client exposing nginx through it."""
 
-    def __init__(self, processes, tmp, bin_dir, label):
+    def __init__(self, processes, tmp, bin_dir, label, server_args=()):
         self.processes = processes
         self.dir = tmp / label
         self.dir.mkdir()
@@ -98,7 +99,7 @@ class Tunnel:
         self.name = None
         self.server = start_listening(
             processes, [bin_dir / "twistd", "-n", "--pidfile=", "tpot", "--domain", DOMAIN,
-                        "--listen", f"tcp:{self.port}:interface={HOST}"],
+                        "--listen", f"tcp:{self.port}:interface={HOST}", *server_args],
             self.port, self.dir / "server.log", self.dir, clean_env(self.dir), "the tpot server",
         )
 
@@ -110,14 +111,18 @@ class Tunnel:
         return self.processes.start([self.bin / "tpot", *args], self.dir / log_name, self.dir,
                                     env or clean_env(self.dir))
 
-    def connect_client(self, target_port, request_log=False, name=TUNNEL_NAME, max_conversations=None):
+    def connect_client(self, target_port, request_log=False, name=TUNNEL_NAME, max_conversations=None, server=None):
         self.name = name
         # --quiet: measure the tunnel, not a console line per request (BENCH_REQUEST_LOG=1 includes it)
         cap = ["--max-conversations", str(max_conversations)] if max_conversations else []
-        self.client = self.start_tpot(["http", f"{HOST}:{target_port}", "-t", self.server_url, "-s", name,
+        self.client = self.start_tpot(["http", f"{HOST}:{target_port}", "-t", server or self.server_url, "-s", name,
                                        *([] if request_log else ["--quiet"]), *cap], "client.log")
         wait_for_line(self.client, rf"^(http://{re.escape(name)}\.{re.escape(DOMAIN)}\S*)$",
                       "the tpot client did not connect")
+
+    def server_pids(self):
+        """The server's process and its workers (--workers)."""
+        return [self.server.pid, *children(self.server.pid)]
 
     @property
     def host(self):

@@ -19,6 +19,13 @@ def env_int(name, default, minimum=1, maximum=100000):
     return value
 
 
+def cluster_mode():
+    mode = os.environ.get("BENCH_CLUSTER", "1").strip().lower() or "1"
+    if mode not in ("0", "1", "only"):
+        raise BenchError(f"BENCH_CLUSTER must be 1 (default), 0 (skip the cluster part) or only, not {mode!r}.")
+    return mode
+
+
 def tcp_mode():
     mode = os.environ.get("BENCH_TCP", "1").strip().lower() or "1"
     if mode not in ("0", "1", "only"):
@@ -38,6 +45,8 @@ class Settings:
     tcp_connections: int
     keep_tmp: bool
     request_log: bool
+    cluster: str  # "1": with the cluster part, "0": without, "only": nothing else
+    registry_names: int
 
     @classmethod
     def from_env(cls):
@@ -52,4 +61,6 @@ class Settings:
             tcp_connections=env_int("BENCH_TCP_CONNECTIONS", 50, 1, 10000),
             keep_tmp=bool(os.environ.get("BENCH_KEEP_TMP")),
             request_log=os.environ.get("BENCH_REQUEST_LOG") == "1",
+            cluster=cluster_mode(),
+            registry_names=env_int("BENCH_REGISTRY_NAMES", 100_000, 1, 1_000_000),
         )

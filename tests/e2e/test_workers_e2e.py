@@ -5,35 +5,21 @@ import json
 import os
 import re
 import signal
-import socket
 import time
 
 import pytest
 
 from tests.e2e.conftest import DOMAIN, HOST, Server, raw, spread, start_client
-from tests.support.processes import pick_free_port
+from tests.support.processes import pick_free_ports_in_a_row
 from tests.support.redis import RedisServer
 
 SECRET = "workers-e2e-secret-0123456789abcdefghij"
 
 
-def two_free_ports():
-    """A port whose next one is free too: each worker takes the next peer port."""
-    for _ in range(50):
-        port = pick_free_port()
-        try:
-            with socket.socket() as probe:
-                probe.bind((HOST, port + 1))
-            return port
-        except OSError:
-            continue
-    raise AssertionError("no two free ports in a row")
-
-
 class Workers(Server):
     def __init__(self, workdir, redis_url):
         super().__init__(workdir)
-        self.peer_port = two_free_ports()
+        self.peer_port = pick_free_ports_in_a_row(2)
         self.extra_args = [
             "--listen", f"tcp:{self.port}:interface=127.0.0.1", "--workers", "2",
             "--redis", redis_url, "--cluster-secret", SECRET, "--node-id", "box", "--node-ttl", "3",

@@ -15,7 +15,7 @@ from tests.support.memory import (
     visitor_request,
 )
 from tpot.server.cluster import hop
-from tpot.server.cluster.peers import HANDSHAKE_TIMEOUT, PeerListenFactory
+from tpot.server.cluster.peers import HANDSHAKE_TIMEOUT, PeerListenFactory, send_now
 
 SECRET = "peer-port-secret-0123456789abcdefghijk"
 VISITOR = ("203.0.113.7", 5555)
@@ -115,3 +115,48 @@ def test_a_visitor_handed_over_for_a_tunnel_not_here_gets_503_not_a_second_hop(s
     settle(server.clock)
     answer = transport.value().split(b"\r\n", 1)[1]
     assert answer.startswith(b"HTTP/1.1 503 ")
+
+
+class FakeSocket:
+    def __init__(self, takes):
+        self.takes = takes  # bytes it accepts per send; an exception to raise
+        self.sent = b""
+
+    def send(self, data):
+        if isinstance(self.takes, Exception):
+            raise self.takes
+        self.sent += data[:self.takes]
+        return min(self.takes, len(data))
+
+
+class FakeTCPTransport:
+    """What send_now reads of a Twisted TCP transport, and its write."""
+
+    def __init__(self, takes, queued=b"", tls=False):
+        self.socket = FakeSocket(takes)
+        self.dataBuffer = queued
+        self._tempDataBuffer = []
+        self.connected, self.disconnecting, self.TLS = True, False, tls
+        self.written = b""
+
+    def write(self, data):
+        self.written += data
+
+
+@pytest.mark.parametrize("transport, sent, written", [
+    (FakeTCPTransport(takes=100), b"x" * 10, b""),  # nothing queued: sent at once
+    (FakeTCPTransport(takes=4), b"xxxx", b"x" * 6),  # what the socket did not take is queued
+    (FakeTCPTransport(takes=BlockingIOError()), b"", b"x" * 10),  # full
+    (FakeTCPTransport(takes=ConnectionResetError()), b"", b"x" * 10),  # broken: Twisted sees to it
+    (FakeTCPTransport(takes=100, queued=b"earlier"), b"", b"x" * 10),  # never ahead of queued bytes
+    (FakeTCPTransport(takes=100, tls=True), b"", b"x" * 10),  # TLS: never around it
+], ids=["empty", "partial", "full", "broken", "queued", "tls"])
+def test_send_now_sends_at_once_only_what_cannot_overtake_or_bypass_anything(transport, sent, written):
+    send_now(transport, b"x" * 10)
+    assert (transport.socket.sent, transport.written) == (sent, written)
+
+
+def test_send_now_leaves_other_transports_to_their_write(server):
+    transport = MemoryTransport(server.clock)
+    send_now(transport, b"hello")
+    assert transport.value() == b"hello"

@@ -174,16 +174,16 @@ def test_a_tunnel_whose_lease_was_lost_before_it_opened_closes(running):
     assert store.claim("wire").result.name == "wire"
 
 
-def test_a_connection_handed_over_by_another_node_goes_to_a_member_here(running):
-    """The node that forwarded a visitor chose this node: of a pool's members, one here
-    serves it, never one elsewhere (a second hop is refused)."""
+def test_a_connection_handed_over_by_another_node_goes_to_a_tunnel_here_without_asking_the_store(running):
+    """The node that forwarded a visitor found this node in the registry: a tunnel here
+    serves it (one registry round trip per visitor connection), never a second hop."""
     server = running(MemoryServer())
     peer = server.open_tunnel("shared")
-    (local,) = server.store.lookup("shared").result
-    # Sorted first by lease, so the balancer would take it if it were offered.
-    remote = RemoteRoute("shared", "node-2", RouteInfo(HTTP), "address", "0-first")
+
+    def no_lookup(name):
+        raise AssertionError("a handed-over connection asked the registry again")
     server.router.store = RoutesOnly({})
-    server.router.store.lookup = lambda name: defer.succeed((remote, local))
+    server.router.store.lookup = no_lookup
     transport = MemoryTransport(server.clock, peer=("127.0.0.1", 3001))
     memory_connect(RouterProtocol(server.router, hop=("203.0.113.9", 4444)), transport)
     transport.receive(visitor_request("shared"))

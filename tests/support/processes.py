@@ -20,7 +20,7 @@ STOP_TIMEOUT = 5.0
 # reads from its environment: none may leak into the processes under test from outside.
 LEAKY = (
     "DOMAIN", "AUTH_KEY", "PORT", "METRICS_TOKEN", "REDIS_URL", "CLUSTER_SECRET", "TPOT_ADVERTISE",
-    "TPOT_SERVER", "TPOT_AUTH_KEY", "TPOT_ACCESS_SECRET", "TPOT_BASIC_AUTH",
+    "TPOT_SERVER", "TPOT_AUTH_KEY", "TPOT_ACCESS_SECRET", "TPOT_BASIC_AUTH", "TPOT_POOL",
 )
 
 
@@ -39,6 +39,20 @@ def pick_free_port(host=HOST):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("", 0))
             return s.getsockname()[1]
+
+
+def pick_free_ports_in_a_row(count=2, attempts=50):
+    """The first of `count` consecutive free ports (`--workers` takes the next peer ports)."""
+    for _ in range(attempts):
+        first = pick_free_port()
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as probe:
+                    probe.bind((HOST, port))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError(f"no {count} free ports in a row")
 
 
 def wait_for_port(port, proc, timeout=START_TIMEOUT, host=HOST):

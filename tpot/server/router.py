@@ -112,16 +112,16 @@ class RouterProtocol(HandsOver):
     def _lookup(self, name):
         """The route a new connection for `name` takes, None if there is none: one of its
         tunnels (tpot.server.balance); with the registry away, one of this node's."""
+        if self.hop is not None:
+            # Handed over by a node that found this one in the registry: a tunnel here
+            # serves it, and one registry round trip per visitor connection is enough.
+            return defer.succeed(self.factory.balancer.pick(self.factory.table.routes(name)))
         d = self.factory.store.lookup(name)
 
         def here(failure):
             failure.trap(RegistryUnavailable)
             return self.factory.table.routes(name)
-        d.addErrback(here)
-        if self.hop is not None:
-            # Handed over by the node that chose this one: a member here serves it.
-            d.addCallback(lambda routes: tuple(route for route in routes if isinstance(route, LocalRoute)))
-        return d.addCallback(self.factory.balancer.pick)
+        return d.addErrback(here).addCallback(self.factory.balancer.pick)
 
     def _identify(self, head):
         """Who this really is, now that a PROXY header (read before the head) or a trusted
