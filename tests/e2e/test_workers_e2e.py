@@ -1,6 +1,8 @@
 """`--workers 2` end to end: two twistd processes on one listening socket, one real Redis,
 a real client and visitors; both workers take visitors, and either serves the tunnel."""
 
+import hashlib
+import http.client
 import json
 import os
 import re
@@ -9,7 +11,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import DOMAIN, HOST, Server, raw, spread, start_client
+from tests.e2e.conftest import DOMAIN, HOST, IO_TIMEOUT, Server, expected_bytes, raw, spread, start_client
 from tests.support.processes import pick_free_ports_in_a_row
 from tests.support.redis import RedisServer
 
@@ -48,6 +50,22 @@ class Workers(Server):
         return int(re.findall(rf"worker {index} started \(pid ([0-9]+)\)", self.log())[-1])
 
 
+def keep_alive_requests(port, seed):
+    connection = http.client.HTTPConnection(HOST, port, timeout=IO_TIMEOUT)
+    headers = {"Host": f"demo.{DOMAIN}:{port}"}
+    try:
+        for n in range(3):
+            connection.request("GET", f"/bytes/300000?seed={seed * 10 + n}", headers=headers)
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (200, expected_bytes(300_000, seed * 10 + n))
+        upload = expected_bytes(2_000_000, seed)
+        connection.request("POST", "/sha256", body=upload, headers=headers)
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, f"{hashlib.sha256(upload).hexdigest()} 2000000".encode())
+    finally:
+        connection.close()
+
+
 @pytest.fixture
 def workers(tmp_path_factory):
     redis = RedisServer(tmp_path_factory.mktemp("redis")).start()
@@ -67,12 +85,17 @@ def test_both_workers_take_visitors_and_either_serves_the_tunnel(workers, target
     client = start_client(workers, target.address, tmp_path, name="demo")
     try:
         assert spread(workers.port, "demo", [target], 200) == [200]
+        for i in range(10):  # keep-alive connections, on either worker, both directions checked
+            keep_alive_requests(workers.port, i)
         reports = workers.wait_for(both_alive)
         holder = next(node for node, report in reports.items() if report["tunnels"] == 1)
         other = next(node for node in reports if node != holder)
-        # The visitors that the other worker accepted, it handed to the holder.
+        # The visitors that the other worker accepted, it handed whole to the holder (their
+        # file descriptors, tpot.server.cluster.siblings), not through the peer port.
         assert reports[other]["forwarded"]["out"] > 20, reports
         assert reports[holder]["forwarded"]["in"] == reports[other]["forwarded"]["out"], reports
+        assert reports[other]["forwarded"]["workers_out"] == reports[other]["forwarded"]["out"], reports
+        assert "cannot reach worker" not in workers.log()
     finally:
         client.stop()
 

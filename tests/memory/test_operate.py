@@ -143,7 +143,7 @@ def test_status_counts_tunnels_and_conversations_and_names_nobody(server):
     report = json.loads(before.body)
     assert set(report) == {"node", "nodes", "cluster_tunnels", "registry_up", "tunnels", "conversations",
                            "forwarded", "uptime_s", "version", "draining"}
-    assert report["forwarded"] == {"in": 0, "out": 0}
+    assert report["forwarded"] == {"in": 0, "out": 0, "workers_in": 0, "workers_out": 0}
     assert report["tunnels"] == 0 and report["conversations"] == 0 and report["draining"] is False
     # A server of one process is its own cluster.
     assert (report["node"], report["nodes"], report["cluster_tunnels"], report["registry_up"]) == (None, 1, 0, True)

@@ -39,7 +39,8 @@ def status(server):
         "tunnels": server.table.active_tunnels(),
         "conversations": server.table.active_conversations(),
         # Visitor connections handed over from other nodes, and to them (a cluster's hops).
-        "forwarded": {"in": server.stats.forwarded_in, "out": server.stats.forwarded_out},
+        "forwarded": {"in": server.stats.forwarded_in, "out": server.stats.forwarded_out,
+                      "workers_in": server.stats.workers_in, "workers_out": server.stats.workers_out},
         "uptime_s": round(server.uptime(), 3),
         "version": __version__,
         "draining": server.draining,

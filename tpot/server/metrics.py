@@ -20,9 +20,12 @@ class Stats:
         self.bytes_downstream = 0  # tunnel client -> visitor
         self.auth_failures = 0
         self.http_errors = Counter()
-        # Visitor connections handed between nodes (tpot.server.cluster.peers).
+        # Visitor connections handed between nodes (tpot.server.cluster.peers); of them, those
+        # handed whole between the workers of one machine (tpot.server.cluster.siblings).
         self.forwarded_in = 0
         self.forwarded_out = 0
+        self.workers_in = 0
+        self.workers_out = 0
 
     def count_refusal(self, status, tunnel_auth=True):
         """An error response; a 401 is a tunnel auth failure unless `tunnel_auth` is false."""

@@ -230,6 +230,14 @@ class RouterProtocol(HandsOver):
         # A connection handed over already went one hop: the route changed on the way.
         if self.hop is not None or self.factory.peers is None:
             raise HeadError(503, f"Tunnel {route.name} is not connected.")
+        siblings = self.factory.siblings
+        worker = None if siblings is None else siblings.worker_of(route)
+        if worker is not None:
+            handed = yield siblings.hand_over(self.transport, self.visitor_address, self._reader.buffered, worker)
+            if handed:
+                self.factory.stats.forwarded_out += 1
+                self.factory.stats.workers_out += 1
+                return
         try:
             peer = yield self.factory.peers.open(route, self.visitor_address)
         except Exception as error:
@@ -284,12 +292,14 @@ class RouterFactory(Factory):
     def __init__(self, domain, store, table, authenticator, tunnels, clock,
                  header_timeout=HEADER_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_per_source=None,
                  stats=None, metrics_token=None, trusted_proxies=(), connections=None,
-                 reserved_names=RESERVED_NAMES, peers=None, cluster=None):
+                 reserved_names=RESERVED_NAMES, peers=None, cluster=None, siblings=None):
         self.stats = tunnels.stats if stats is None else stats
         # What /api/status and /metrics say of the cluster (tpot.server.cluster.view).
         self.cluster = Standalone(table) if cluster is None else cluster
-        # Hands visitors of tunnels on other nodes to them (tpot.server.cluster.peers.PeerDialer).
+        # Hands visitors of tunnels on other nodes to them (tpot.server.cluster.peers.PeerDialer),
+        # and to the other workers of this machine (tpot.server.cluster.siblings.Siblings).
         self.peers = peers
+        self.siblings = siblings
         # Builds the protocols of /connect-tpot (tpot.server.connect.ConnectFactory).
         self.connections = ConnectFactory(clock) if connections is None else connections
         self.metrics_token = metrics_token

@@ -1,12 +1,13 @@
 """The twistd plugin's body: `twistd -n tpot --domain DOMAIN` options and service tree."""
 
+import os
 import sys
 
 import txaio
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import reactor as default_reactor
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -19,6 +20,14 @@ from tpot.server.cluster.heartbeat import Heartbeat
 from tpot.server.cluster.node import ClusterNode
 from tpot.server.cluster.peers import PeerDialer, PeerListenFactory
 from tpot.server.cluster.redis_store import RedisNameStore, redacted_url
+from tpot.server.cluster.siblings import (
+    SiblingListenFactory,
+    Siblings,
+    make_worker_directory,
+    remove_worker_directory,
+    socket_path,
+    worker_directory,
+)
 from tpot.server.config import ConfigError, server_settings, worker_settings
 from tpot.server.connect import ConnectFactory
 from tpot.server.drain import DrainingListeners
@@ -166,6 +175,22 @@ def _listen_endpoint(reactor, settings, index, ports):
     return RecordingEndpoint(endpoint, ports) if settings.workers > 1 else endpoint
 
 
+def _siblings(reactor, settings):
+    """With --workers, what hands visitor connections to the other workers of this machine."""
+    if settings.workers == 1:
+        return None
+    directory = worker_directory(os.getpid() if settings.worker == 0 else os.getppid())
+    if settings.worker == 0:
+        try:
+            make_worker_directory(directory)
+        except OSError as error:
+            raise SystemExit(f"tpot: cannot make the workers' directory: {error}.") from None
+        # Once every service has stopped: worker 0's socket, then the directory.
+        reactor.addSystemEventTrigger("after", "shutdown", remove_worker_directory, directory)
+    base = settings.cluster.node_id.rpartition("-w")[0]
+    return Siblings(reactor, directory, base, settings.worker, settings.workers)
+
+
 def makeService(config, reactor=default_reactor):
     # Autobahn logs every frame at debug level; twistd would record all of it.
     txaio.use_twisted()
@@ -191,13 +216,14 @@ def makeService(config, reactor=default_reactor):
     tunnels = TunnelFactory(store, table, reactor)
     if cluster is not None:
         peers = PeerDialer(cluster.secret, cluster.node_id, reactor, tunnels.stats)
+    siblings = _siblings(reactor, settings)
     router = RouterFactory(
         settings.domain, store, table, authenticator, tunnels, reactor,
         header_timeout=limits.header_timeout, idle_timeout=limits.idle_timeout,
         max_per_source=limits.max_connections_per_ip,
         metrics_token=settings.metrics_token, trusted_proxies=settings.trusted_proxies,
         connections=ConnectFactory(reactor), reserved_names=settings.reserved_names,
-        peers=peers, cluster=heartbeat,
+        peers=peers, cluster=heartbeat, siblings=siblings,
     )
     listeners = DrainingListeners(router, table, reactor, limits.drain_timeout, relays=[peers] if peers else [])
     listeners.setServiceParent(top)
@@ -205,11 +231,16 @@ def makeService(config, reactor=default_reactor):
     for index, description in enumerate(settings.listen):
         ListeningService(description, _listen_endpoint(reactor, settings, index, ports), router).setServiceParent(
             listeners)
+    if siblings is not None:
+        path = socket_path(siblings.directory, settings.worker)
+        if os.path.exists(path):
+            os.unlink(path)  # a previous run's, under the same pid
+        ListeningService(f"unix:{path}", UNIXServerEndpoint(reactor, path, mode=0o600),
+                         SiblingListenFactory(router, reactor)).setServiceParent(listeners)
     if settings.worker > 0:
         ParentWatch(reactor).setServiceParent(top)
     elif settings.workers > 1:
-        base_id = cluster.node_id.rpartition("-w")[0]
-        Workers(reactor, settings.workers, getattr(config, "argv", ()), base_id, ports,
+        Workers(reactor, settings.workers, getattr(config, "argv", ()), siblings.base, ports,
                 limits.drain_timeout).setServiceParent(top)
     if cluster is not None:
         peer_port = PeerListenFactory(cluster.secret, router, reactor)
