@@ -7,7 +7,7 @@ DOMAIN ?= localhost
 PORT ?= 3000
 PIP = $(VENV)/bin/pip install -q --disable-pip-version-check
 
-.PHONY: run test check test-tools test-lowest venv clean
+.PHONY: run test test-reference check test-tools test-lowest venv clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -40,6 +40,10 @@ test-tools:
 
 test: $(VENV)/.test-deps test-tools
 	$(VENV)/bin/python -m pytest
+
+# The reference Node.js client against our cluster (tests/reference/: how to fetch it).
+test-reference: $(VENV)/.test-deps test-tools
+	TPOT_REFERENCE_CLIENT=$(TPOT_REFERENCE_CLIENT) $(VENV)/bin/python -m pytest -p no:cacheprovider -q tests/reference
 
 check: $(VENV)/.test-deps
 	$(VENV)/bin/python -m pytest tests/unit tests/memory

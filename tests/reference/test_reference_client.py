@@ -1,14 +1,16 @@
 """The reference Node.js client (signal24/tpot-client v0.2.0, unchanged) against a cluster:
 a 2-node cluster behind HAProxy, visitors landing on both nodes, bytes checked both ways.
 
-The reference client is not part of this repository and is never committed; point
-TPOT_REFERENCE_CLIENT at a checkout of it with its dependencies installed, e.g.
+The reference client is not part of this repository, is never committed and cannot be
+installed from a package registry (it is not on npm), so these tests are not part of
+`make test`: `make test-reference` runs them, with TPOT_REFERENCE_CLIENT pointing at a
+checkout of it with its dependencies installed, e.g.
 
     git clone https://github.com/signal24/tpot-client /tmp/ref-client
     git -C /tmp/ref-client checkout v0.2.0 && (cd /tmp/ref-client && npm install)
-    TPOT_REFERENCE_CLIENT=/tmp/ref-client make test
+    make test-reference TPOT_REFERENCE_CLIENT=/tmp/ref-client
 
-Without it (and Node.js) these tests are skipped, saying so.
+Without it, or without Node.js, they fail saying what is missing.
 """
 
 import hashlib
@@ -27,10 +29,10 @@ REFERENCE = os.environ.get("TPOT_REFERENCE_CLIENT")
 
 def reference_command():
     if not REFERENCE or not (Path(REFERENCE) / "index.js").exists():
-        pytest.skip("TPOT_REFERENCE_CLIENT is not set to a checkout of signal24/tpot-client v0.2.0 (see this module)")
+        pytest.fail("TPOT_REFERENCE_CLIENT is not set to a checkout of signal24/tpot-client v0.2.0 (see this module)")
     node = shutil.which("node")
     if node is None:
-        pytest.skip("Node.js (node) is not installed, which the reference client needs")
+        pytest.fail("Node.js (node) is not installed, which the reference client needs")
     return (node, str(Path(REFERENCE) / "index.js"))
 
 
