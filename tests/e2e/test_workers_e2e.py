@@ -118,6 +118,9 @@ def test_a_worker_that_dies_is_started_again_and_all_stop_together(workers):
 def test_workers_whose_first_is_killed_stop_by_themselves(workers):
     workers.wait_for(both_alive)
     worker = workers.worker_pid(1)
+    with open(f"/proc/{worker}/cmdline", "rb") as cmdline:
+        args = cmdline.read().decode().split("\0")
+    directory = args[args.index("--worker-dir") + 1]
     workers.proc.send_signal(signal.SIGKILL)
     workers.proc.wait(5)
     deadline = time.monotonic() + 10
@@ -125,6 +128,7 @@ def test_workers_whose_first_is_killed_stop_by_themselves(workers):
         time.sleep(0.1)
     assert not os.path.exists(f"/proc/{worker}"), "worker 1 kept running without worker 0"
     assert "worker 0 (pid" in workers.log() and "is gone; this worker stops" in workers.log()
+    assert not os.path.exists(directory), "the workers' directory outlived them"
 
 
 def test_workers_without_redis_stop_with_one_sentence(server_factory, tmp_path):

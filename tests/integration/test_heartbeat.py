@@ -45,6 +45,20 @@ def test_a_process_restarted_under_its_node_id_within_the_ttl_reserves_what_the_
     assert restarted.registry_up()
 
 
+def test_a_restarted_process_drops_the_claims_its_predecessor_never_opened(redis):
+    clock = epoch_clock()
+    store, heartbeat = node(redis, clock)
+    resolve(heartbeat.beat())
+    resolve(store.claim("half-open"))  # the process died before its tunnel opened
+    resolve(store.claim("shared", pool="pool-key"))
+    clock.advance(2)
+    store, restarted = node(redis, clock)
+    resolve(restarted.beat())
+    assert resolve(store.claim("half-open")).name == "half-open"  # free, not held by a ghost
+    assert resolve(store.claim("shared")).name == "shared"
+    assert resolve(redis.scard("tpot:node:node-a")) == 2  # the two claims just made
+
+
 def test_later_beats_of_a_live_node_write_nothing_back(redis):
     clock = epoch_clock()
     store, heartbeat, claim = open_tunnel_of_node_a(redis, clock)

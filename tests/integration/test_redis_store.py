@@ -233,3 +233,13 @@ def test_redis_urls(url, expected):
 def test_bad_redis_urls_say_what_to_use(url):
     with pytest.raises(ValueError, match="Redis URL"):
         parse_redis_url(url)
+
+
+def test_a_member_whose_lease_hash_is_gone_holds_nothing(redis):
+    clock = task.Clock()
+    clock.advance(1_800_000_000)
+    store = RedisNameStore(redis, "node-a", clock=clock)
+    resolve(store.beat("node-a.example:3001 proof", 10**7))
+    claim = resolve(store.claim("lost"))
+    resolve(redis.delete(f"tpot:lease:{claim.lease}"))  # evicted, or deleted by hand
+    assert resolve(store.claim("lost")).name == "lost"

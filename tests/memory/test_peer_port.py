@@ -2,6 +2,9 @@
 PeerServerProtocol, the router and the visitor relay, read in pieces of any size."""
 
 import pytest
+from twisted.internet import tcp
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 from tests.support.memory import (
     MemoryServer,
@@ -129,10 +132,10 @@ class FakeSocket:
         return min(self.takes, len(data))
 
 
-class FakeTCPTransport:
-    """What send_now reads of a Twisted TCP transport, and its write."""
+class FakeTCPTransport(tcp.Connection):
+    """What send_now reads of a Twisted TCP connection, and its write."""
 
-    def __init__(self, takes, queued=b"", tls=False):
+    def __init__(self, takes, queued=b"", tls=False):  # no socket of its own: tcp.Connection's is not called
         self.socket = FakeSocket(takes)
         self.dataBuffer = queued
         self._tempDataBuffer = []
@@ -154,6 +157,23 @@ class FakeTCPTransport:
 def test_send_now_sends_at_once_only_what_cannot_overtake_or_bypass_anything(transport, sent, written):
     send_now(transport, b"x" * 10)
     assert (transport.socket.sent, transport.written) == (sent, written)
+
+
+def wrapped(transport, wrapper):
+    layer = wrapper.__new__(wrapper)
+    layer.transport = transport
+    return layer
+
+
+def test_send_now_sends_through_a_proxy_protocol_wrapper_but_never_under_tls():
+    through_proxy = FakeTCPTransport(takes=100)
+    send_now(wrapped(through_proxy, HAProxyProtocolWrapper), b"x" * 10)
+    assert through_proxy.socket.sent == b"x" * 10
+    under_tls = FakeTCPTransport(takes=100)
+    tls = wrapped(under_tls, TLSMemoryBIOProtocol)
+    tls.write = lambda data: setattr(tls, "encrypted", data)  # what TLS would encrypt
+    send_now(wrapped(tls, HAProxyProtocolWrapper), b"x" * 10)
+    assert under_tls.socket.sent == b"" and tls.encrypted == b"x" * 10
 
 
 def test_send_now_leaves_other_transports_to_their_write(server):

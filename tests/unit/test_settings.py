@@ -543,6 +543,8 @@ def test_an_ipv6_advertised_address_keeps_its_brackets():
     (clustered, "two", "--workers must be a positive whole number"),
     (clustered, "65", "--workers must be at most 64"),
     (lambda: clustered(peer_listen="tcp:0"), "2", "--workers needs a --peer-listen with a fixed port"),
+    (lambda: server_settings(domain="localhost", env={}, listen=["ssl:3443:privateKey=k.pem"],
+                             cluster=dict(CLUSTER, node_id="node-a")), "2", "--workers shares tcp:, tcp6: and haproxy:tcp"),
 ])
 def test_every_invalid_workers_combination_is_one_sentence(settings, workers, words):
     with pytest.raises(ConfigError) as error:

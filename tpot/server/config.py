@@ -28,6 +28,10 @@ _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 # The port of a plain `tcp:PORT...` endpoint, for the address advertised by default.
 _ENDPOINT_PORT = re.compile(r"tcp6?:(?:port=)?([0-9]+)(?::|$)")
 
+# The listeners worker 0 can give the other workers (tpot.server.workers): plain TCP, maybe
+# behind a PROXY header; a TLS listener's connections would reach them undecrypted.
+_SHAREABLE = ("tcp:", "tcp6:", "haproxy:tcp:", "haproxy:tcp6:")
+
 # What a socket listening on every IPv6 address (`::`) takes, per `ip_stack`.
 DUAL_STACK = "dual-stack"  # IPv4 too (Linux's default)
 IPV6_ONLY = "ipv6-only"  # IPv6 only (net.ipv6.bindv6only=1, the BSDs, Windows)
@@ -124,6 +128,10 @@ def worker_settings(settings, workers=None, worker=None):
     if settings.cluster is None:
         raise ConfigError(f"--workers {count} needs --redis URL (or REDIS_URL): workers share their tunnels"
                           " through Redis, as the nodes of a cluster do.")
+    for description in settings.listen:
+        if not description.startswith(_SHAREABLE):
+            raise ConfigError(f"--workers shares tcp:, tcp6: and haproxy:tcp listeners only, not {description!r};"
+                              " terminate TLS in front (nginx, an ingress) or leave out --workers.")
     index = 0 if worker is None else int(worker)
     cluster = settings.cluster
     match = _ENDPOINT_PORT.match(cluster.peer_listen)

@@ -24,9 +24,9 @@ from tpot.server.cluster.siblings import (
     SiblingListenFactory,
     Siblings,
     make_worker_directory,
+    remove_orphaned_directory,
     remove_worker_directory,
     socket_path,
-    worker_directory,
 )
 from tpot.server.config import ConfigError, server_settings, worker_settings
 from tpot.server.connect import ConnectFactory
@@ -82,6 +82,7 @@ class Options(usage.Options):
          "Processes on this machine sharing the listening port(s), each a node of the cluster with the next"
          " peer port (default 1; more need --redis)."],
         ["worker", None, None, "Set by worker 0 for the workers it starts: which one this is."],
+        ["worker-dir", None, None, "Set by worker 0 for the workers it starts: where they reach each other."],
     ]
 
     def __init__(self):
@@ -175,18 +176,20 @@ def _listen_endpoint(reactor, settings, index, ports):
     return RecordingEndpoint(endpoint, ports) if settings.workers > 1 else endpoint
 
 
-def _siblings(reactor, settings):
-    """With --workers, what hands visitor connections to the other workers of this machine."""
+def _siblings(reactor, settings, directory):
+    """With --workers, what hands visitor connections to the other workers of this machine;
+    worker 0 makes their `directory` (the others are given it)."""
     if settings.workers == 1:
         return None
-    directory = worker_directory(os.getpid() if settings.worker == 0 else os.getppid())
     if settings.worker == 0:
         try:
-            make_worker_directory(directory)
+            directory = make_worker_directory()
         except OSError as error:
             raise SystemExit(f"tpot: cannot make the workers' directory: {error}.") from None
         # Once every service has stopped: worker 0's socket, then the directory.
         reactor.addSystemEventTrigger("after", "shutdown", remove_worker_directory, directory)
+    elif not directory:
+        raise SystemExit("tpot: --worker is for the workers worker 0 starts; use --workers N.")
     base = settings.cluster.node_id.rpartition("-w")[0]
     return Siblings(reactor, directory, base, settings.worker, settings.workers)
 
@@ -216,7 +219,7 @@ def makeService(config, reactor=default_reactor):
     tunnels = TunnelFactory(store, table, reactor)
     if cluster is not None:
         peers = PeerDialer(cluster.secret, cluster.node_id, reactor, tunnels.stats)
-    siblings = _siblings(reactor, settings)
+    siblings = _siblings(reactor, settings, config.get("worker-dir"))
     router = RouterFactory(
         settings.domain, store, table, authenticator, tunnels, reactor,
         header_timeout=limits.header_timeout, idle_timeout=limits.idle_timeout,
@@ -234,13 +237,14 @@ def makeService(config, reactor=default_reactor):
     if siblings is not None:
         path = socket_path(siblings.directory, settings.worker)
         if os.path.exists(path):
-            os.unlink(path)  # a previous run's, under the same pid
+            os.unlink(path)  # the one a restarted worker's previous process left
         ListeningService(f"unix:{path}", UNIXServerEndpoint(reactor, path, mode=0o600),
                          SiblingListenFactory(router, reactor)).setServiceParent(listeners)
     if settings.worker > 0:
-        ParentWatch(reactor).setServiceParent(top)
+        # Best effort: the directory goes once empty, when the last worker has stopped.
+        ParentWatch(reactor, lambda: remove_orphaned_directory(siblings.directory)).setServiceParent(top)
     elif settings.workers > 1:
-        Workers(reactor, settings.workers, getattr(config, "argv", ()), siblings.base, ports,
+        Workers(reactor, settings.workers, getattr(config, "argv", ()), siblings.base, siblings.directory, ports,
                 limits.drain_timeout).setServiceParent(top)
     if cluster is not None:
         peer_port = PeerListenFactory(cluster.secret, router, reactor)

@@ -69,11 +69,13 @@ class InheritedEndpoint:
         return defer.succeed(port)
 
 
-def worker_command(argv, node_id, index):
-    """The command line of worker `index`: twistd, with worker 0's tpot options `argv` and
-    the node id the workers' ids are made of (tpot.server.config.worker_settings)."""
+def worker_command(argv, node_id, directory, index):
+    """The command line of worker `index`: twistd, with worker 0's tpot options `argv`, the
+    node id the workers' ids are made of (tpot.server.config.worker_settings) and the
+    directory of their sockets (tpot.server.cluster.siblings)."""
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "--nodaemon", "--pidfile=", "tpot", *argv, "--node-id", node_id, "--worker", str(index)]
+            "--nodaemon", "--pidfile=", "tpot", *argv, "--node-id", node_id, "--worker-dir", directory,
+            "--worker", str(index)]
 
 
 class _WorkerProcess(protocol.ProcessProtocol):
@@ -91,11 +93,12 @@ class Workers(Service):
     """Starts and keeps running workers 1 to `count` - 1, each with the sockets of `ports`
     (filled once worker 0 listens), the tpot options `argv` and the ids of `node_id`."""
 
-    def __init__(self, reactor, count, argv, node_id, ports, stop_timeout):
+    def __init__(self, reactor, count, argv, node_id, directory, ports, stop_timeout):
         self.reactor = reactor
         self.count = count
         self.argv = list(argv)
         self.node_id = node_id
+        self.directory = directory
         self.ports = ports
         self.stop_timeout = stop_timeout
         self.running_workers = {}  # index -> (process transport, _WorkerProcess)
@@ -117,7 +120,7 @@ class Workers(Service):
         for offset, port in enumerate(self.ports):
             fds[FIRST_FD + offset] = port.fileno()
         process = _WorkerProcess(self, index)
-        transport = self.reactor.spawnProcess(process, sys.executable, worker_command(self.argv, self.node_id, index),
+        transport = self.reactor.spawnProcess(process, sys.executable, worker_command(self.argv, self.node_id, self.directory, index),
                                               env=dict(os.environ), childFDs=fds)
         self.running_workers[index] = (transport, process)
         self._started_at[index] = self.reactor.seconds()
@@ -169,10 +172,12 @@ def _exit_text(reason):
 
 
 class ParentWatch(Service):
-    """Stops this worker when worker 0, which started it, is gone."""
+    """Stops this worker when worker 0, which started it, is gone; the last one to go
+    then removes the workers' `directory` (`on_orphaned`), which worker 0 could not."""
 
-    def __init__(self, reactor):
+    def __init__(self, reactor, on_orphaned=lambda: None):
         self.reactor = reactor
+        self.on_orphaned = on_orphaned
         self.parent_pid = os.getppid()
         self._loop = task.LoopingCall(self._check)
         self._loop.clock = reactor
@@ -190,4 +195,5 @@ class ParentWatch(Service):
         if os.getppid() != self.parent_pid:
             log.warn("worker 0 (pid {pid}) is gone; this worker stops", pid=self.parent_pid)
             self._loop.stop()
+            self.reactor.addSystemEventTrigger("after", "shutdown", self.on_orphaned)
             self.reactor.stop()

@@ -83,7 +83,7 @@ class Heartbeat(Service):
         if beat.was_alive and self._up is not None:
             return self._found()
         tunnels = self.table.tunnels()
-        d = self.store.sync([(tunnel.claim, tunnel.route_info()) for tunnel in tunnels])
+        d = self.store.sync([(tunnel.claim, tunnel.route_info()) for tunnel in tunnels], first=self._up is None)
         return d.addCallback(self._synced, tunnels)
 
     def _synced(self, lost, tunnels):

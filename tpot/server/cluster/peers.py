@@ -10,12 +10,14 @@ connection is handed to the router as if the visitor had arrived there, with the
 B vouches for: the same tunnel code serves it.
 """
 
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.abstract import isIPAddress as isIPv4Address
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 from tpot.http.addresses import format_address, plain_address
 from tpot.protocol.flow import no_delay
@@ -183,16 +185,28 @@ class Splice(Protocol):
         self.transport.loseConnection()
 
 
+def plain_tcp(transport):
+    """The plain TCP connection `transport` writes to unchanged (through PROXY protocol
+    wrappers, which pass writes on as they are), or None: TLS, at any layer, or a transport
+    that is not TCP.  Wrappers pass unknown attributes through, so each layer is checked."""
+    while not isinstance(transport, tcp.Connection):
+        if isinstance(transport, TLSMemoryBIOProtocol) or not isinstance(transport, ProtocolWrapper):
+            return None
+        transport = transport.transport
+    return None if getattr(transport, "TLS", False) else transport
+
+
 def send_now(transport, data):
     """transport.write(data), but what the socket takes at once is sent at once when nothing
     is queued before it.  Twisted queues every write for the next reactor turn, asking epoll
     to watch the socket for writing and then to stop: two system calls for each read the
-    splice relays, most of what a forwarded request costs node B.  Only for a plain TCP
-    transport (no TLS, no wrapper); anything else, and whatever the socket does not take,
-    goes through transport.write, which keeps the producer's pause and the errors."""
-    sock = getattr(transport, "socket", None)
-    if (sock is not None and not transport.dataBuffer and not transport._tempDataBuffer
-            and transport.connected and not transport.disconnecting and not getattr(transport, "TLS", False)):
+    splice relays, most of what a forwarded request costs node B.  Only for plain TCP
+    (`plain_tcp`); anything else, and whatever the socket does not take, goes through
+    transport.write, which keeps the producer's pause and the errors."""
+    connection = plain_tcp(transport)
+    if (connection is not None and not connection.dataBuffer and not connection._tempDataBuffer
+            and connection.connected and not connection.disconnecting):
+        sock = connection.socket
         try:
             sent = sock.send(data)
         except OSError:  # full (EAGAIN), or broken: Twisted's own write deals with it

@@ -86,8 +86,15 @@ local function leave(p, l, keep, deadline)
 end
 local function purge(p, n, now, reservation)
   for _, l in ipairs(redis.call('SMEMBERS', p .. 'm:' .. n)) do
-    local died = expiry(p, redis.call('HGET', p .. 'lease:' .. l, 'node') or '') or now
-    if died <= now then leave(p, l, true, died + reservation) end
+    local owner = redis.call('HGET', p .. 'lease:' .. l, 'node')
+    if not owner then
+      -- A member whose lease is gone (evicted, or deleted by hand) holds nothing.
+      redis.call('SREM', p .. 'm:' .. n, l)
+      if redis.call('SCARD', p .. 'm:' .. n) == 0 and redis.call('HGET', p .. 'n:' .. n, 'st') == 'h' then forget(p, n) end
+    else
+      local died = expiry(p, owner) or now
+      if died <= now then leave(p, l, true, died + reservation) end
+    end
   end
 end
 local function add_member(p, n, node, l)
@@ -192,15 +199,16 @@ for _, n in ipairs(alive) do tunnels = tunnels + redis.call('SCARD', p .. 'node:
 return {was_alive and 1 or 0, #alive, tunnels}
 """
 
-# ARGV: prefix, node, now (ms), reservation (ms), then for each tunnel open on this node:
-# name, lease, token hash, pool key (or ''), kind, access secret.  Writes those tunnels back
-# (after Redis lost them, or this node lost Redis) unless their names went to others
-# meanwhile; this node's other attached members, which no tunnel here serves any more,
-# leave their names.  Returns the names that went to others.
+# ARGV: prefix, node, now (ms), reservation (ms), first ('1' for a process's first sync, or
+# '0'), then for each tunnel open on this node: name, lease, token hash, pool key (or ''),
+# kind, access secret.  Writes those tunnels back (after Redis lost them, or this node lost
+# Redis) unless their names went to others meanwhile; this node's other attached members,
+# which no tunnel here serves any more, leave their names, and on a first sync its claims
+# too (an earlier process of this node id made them).  Returns the names that went to others.
 SYNC = _HELPERS + """
-local p, node, now, reservation = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local p, node, now, reservation, first = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local live, lost = {}, {}
-for i = 5, #ARGV, 6 do
+for i = 6, #ARGV, 6 do
   local n, l, th, pool, kind, secret = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local k = p .. 'n:' .. n
   live[l] = true
@@ -222,7 +230,7 @@ for i = 5, #ARGV, 6 do
   if live[l] then redis.call('HSET', p .. 'lease:' .. l, 'kind', kind, 'secret', secret) end
 end
 for _, l in ipairs(redis.call('SMEMBERS', p .. 'node:' .. node)) do
-  if not live[l] and redis.call('HGET', p .. 'lease:' .. l, 'kind') then leave(p, l, true, now + reservation) end
+  if not live[l] and (first or redis.call('HGET', p .. 'lease:' .. l, 'kind')) then leave(p, l, true, now + reservation) end
 end
 return lost
 """
@@ -349,14 +357,16 @@ class RedisNameStore:
         return Beat(int(was_alive) == 1, int(nodes), int(tunnels))
 
     @defer.inlineCallbacks
-    def sync(self, tunnels):
+    def sync(self, tunnels, first=False):
         """Write back the tunnels open here, as (Claim, RouteInfo) pairs; the names of
-        those whose names went to others meanwhile."""
+        those whose names went to others meanwhile.  `first`: this process's first sync,
+        which also drops the claims an earlier process of this node id left."""
         fields = []
         for claim, info in tunnels:
             fields += [claim.name, claim.lease, token_hash(claim.token), claim.pool or "",
                        info.kind, info.access_secret or ""]
-        lost = yield self._run(SYNC, self.node, self._now_ms(), self._reservation_ms(), *fields)
+        lost = yield self._run(SYNC, self.node, self._now_ms(), self._reservation_ms(), "1" if first else "0",
+                               *fields)
         return list(lost or ())
 
     def available(self):

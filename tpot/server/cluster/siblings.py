@@ -8,7 +8,7 @@ it (`adoptStreamConnection`) and serves it as if it had arrived there, as for a 
 afterwards the connection costs B nothing.
 
 Each worker listens on `DIR/N.sock`, where DIR is a directory only this user can enter,
-made by worker 0 (`worker_directory`).  What crosses the socket is a frame per connection
+made by worker 0 (`make_worker_directory`) and given to the others (`--worker-dir`).  What crosses the socket is a frame per connection
 (`encode`, `FrameReader`, which do no I/O) and one acknowledging byte back, upon which B closes its
 copy of the descriptor.  B falls back to the peer port whenever the hand-over cannot be
 made (no such worker listening, a TLS visitor connection).
@@ -20,12 +20,13 @@ import struct
 import tempfile
 from collections import deque
 
-from twisted.internet import defer, tcp
+from twisted.internet import defer
 from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from tpot.server.cluster.peers import plain_tcp
 from tpot.server.router import RouterProtocol
 
 ACK = b"\x06"
@@ -70,22 +71,9 @@ class FrameReader:
         return frames
 
 
-def worker_directory(first_pid):
-    """Where the workers started by `first_pid` listen for each other."""
-    return os.path.join(tempfile.gettempdir(), f"tpot-workers-{first_pid}")
-
-
-def make_worker_directory(path):
-    """Make `path` for this user alone (or take over the one a previous run of this pid
-    left, if it is ours and closed to others); OSError with what is wrong otherwise."""
-    try:
-        os.mkdir(path, 0o700)
-        return
-    except FileExistsError:
-        pass
-    info = os.lstat(path)
-    if info.st_uid != os.getuid() or info.st_mode & 0o077 or not os.path.isdir(path):
-        raise OSError(f"{path} exists and is not a private directory of this user")
+def make_worker_directory():
+    """A new directory only this user may enter (mkdtemp), for the workers' sockets."""
+    return tempfile.mkdtemp(prefix="tpot-workers-")
 
 
 def remove_worker_directory(path):
@@ -102,17 +90,18 @@ def remove_worker_directory(path):
         pass
 
 
+def remove_orphaned_directory(path):
+    """What a worker whose worker 0 was killed leaves: worker 0's stale socket, and the
+    directory once the last worker's socket has gone with it (best effort)."""
+    for leftover in (socket_path(path, 0), path):
+        try:
+            (os.rmdir if leftover == path else os.unlink)(leftover)
+        except OSError:
+            pass
+
+
 def socket_path(directory, index):
     return os.path.join(directory, f"{index}.sock")
-
-
-def _tcp_of(transport):
-    """The plain TCP connection under `transport` (PROXY protocol wrappers), or None."""
-    while transport is not None and not isinstance(transport, tcp.Connection):
-        transport = getattr(transport, "transport", None)
-    if transport is None or getattr(transport, "TLS", False):
-        return None
-    return transport
 
 
 @implementer(IFileDescriptorReceiver)
@@ -135,11 +124,19 @@ class SiblingServerProtocol(Protocol):
             for host, port, buffered in frames:
                 if not self.descriptors:
                     raise BadFrame("a frame without a descriptor")
-                self.factory.adopt(self.descriptors.popleft(), host, port, buffered)
+                self._adopt(self.descriptors.popleft(), host, port, buffered)
                 self.transport.write(ACK)
         except BadFrame as error:
             self.log.warn("closed a worker's connection: {error}", error=error)
             self.transport.loseConnection()
+
+    def _adopt(self, descriptor, host, port, buffered):
+        # One connection that cannot be adopted (its visitor reset it meanwhile, no file
+        # descriptor left) costs that connection only, not those queued behind it.
+        try:
+            self.factory.adopt(descriptor, host, port, buffered)
+        except Exception as error:
+            self.log.warn("could not take over a visitor connection from another worker: {error}", error=error)
 
     def connectionLost(self, reason=None):
         while self.descriptors:
@@ -250,8 +247,12 @@ class Siblings:
     def hand_over(self, transport, address, buffered, index):
         """Give the visitor connection of `transport` to worker `index`; False if it
         cannot be (the caller goes through the peer port instead)."""
-        connection = _tcp_of(transport)
-        if connection is None:
+        connection = plain_tcp(transport)
+        try:
+            frame = encode(address[0], address[1], buffered)
+        except (UnicodeEncodeError, struct.error):
+            return False
+        if connection is None or len(address[0]) > MAX_HOST or len(buffered) > MAX_BUFFERED:
             return False
         try:
             client = yield self._client(index)
@@ -260,7 +261,7 @@ class Siblings:
             return False
         if not connection.connected or connection.disconnecting:
             return True  # the visitor went meanwhile: nothing to hand over
-        client.send(os.dup(connection.fileno()), encode(address[0], address[1], buffered))
+        client.send(os.dup(connection.fileno()), frame)
         # Forget the connection here without ending it: worker `index` holds it now.
         connection._shouldShutdown = False
         connection.loseConnection()
