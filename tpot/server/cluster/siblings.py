@@ -146,6 +146,8 @@ class SiblingServerProtocol(Protocol):
 class _Adopting(Factory):
     """Builds the router for one adopted connection, with the address B vouches for."""
 
+    noisy = False  # one per connection: no "Starting factory" line for each
+
     def __init__(self, router, address):
         self.router = router
         self.address = address
