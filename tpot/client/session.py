@@ -14,7 +14,7 @@ from tpot.http.addresses import format_address
 from tpot.http.rewrite import Forwarded
 from tpot.protocol import codec
 from tpot.protocol.adapter import SendsConversationMessages
-from tpot.protocol.codec import EXTENSIONS_HEADER, HTTP, RECLAIM_TOKEN_HEADER, TCP
+from tpot.protocol.codec import EXTENSIONS_HEADER, HTTP, RECLAIM_TOKEN_HEADER
 from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
 from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames, is_open, refused_status
 from tpot.protocol.session import (

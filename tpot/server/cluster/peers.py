@@ -11,10 +11,9 @@ B vouches for: the same tunnel code serves it.
 """
 
 from twisted.internet import defer, tcp
-from twisted.internet.abstract import isIPv6Address
+from twisted.internet.abstract import isIPAddress as isIPv4Address, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.abstract import isIPAddress as isIPv4Address
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -241,8 +240,8 @@ class PeerDialer:
         self.node = node
         self.reactor = reactor
         self.stats = stats
-        self.spliced = 0  # visitor connections of this node relayed to others now
-        self._per_lease = {}  # the same, by the lease of the tunnel they go to
+        # Visitor connections of this node relayed to others now, by the lease of their tunnel.
+        self._per_lease = {}
 
     def open(self, route, address):
         """A Deferred PeerClientProtocol connected to the node of `route`, both sides
@@ -269,7 +268,6 @@ class PeerDialer:
         return Splice(peer, self, route.lease)
 
     def count(self, lease, change):
-        self.spliced += change
         count = self._per_lease.get(lease, 0) + change
         if count > 0:
             self._per_lease[lease] = count
@@ -282,4 +280,4 @@ class PeerDialer:
 
     def active_conversations(self):
         """Visitor connections relayed to other nodes now: a drain waits for them too."""
-        return self.spliced
+        return sum(self._per_lease.values())
