@@ -67,6 +67,9 @@ def test_visitors_through_haproxy_reach_the_tunnel_from_every_node(cluster, targ
     # Round-robin: every visitor request is a new connection, two of three land elsewhere.
     assert all(count >= 100 for count in forwarded_out), forwarded_out
     assert forwarded_in == sum(forwarded_out)
+    # Each node sent its ~100 visitor connections over one link to the tunnel's node.
+    links_out = [node.metric('tpot_peer_links_total{direction="out"}') for node in others]
+    assert links_out == [1, 1] and holder.metric('tpot_peer_links_total{direction="in"}') == 2
     assert all(node.status()["cluster_tunnels"] == 1 for node in cluster.nodes)
 
 

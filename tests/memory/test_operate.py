@@ -143,7 +143,7 @@ def test_status_counts_tunnels_and_conversations_and_names_nobody(server):
     report = json.loads(before.body)
     assert set(report) == {"node", "nodes", "cluster_tunnels", "registry_up", "tunnels", "conversations",
                            "forwarded", "uptime_s", "version", "draining"}
-    assert report["forwarded"] == {"in": 0, "out": 0, "workers_in": 0, "workers_out": 0}
+    assert report["forwarded"] == {"in": 0, "out": 0, "workers_in": 0, "workers_out": 0, "links_in": 0, "links_out": 0}
     assert report["tunnels"] == 0 and report["conversations"] == 0 and report["draining"] is False
     # A server of one process is its own cluster.
     assert (report["node"], report["nodes"], report["cluster_tunnels"], report["registry_up"]) == (None, 1, 0, True)
@@ -194,7 +194,7 @@ def test_metrics_lists_every_family(server):
     assert names == {
         "tpot_tunnels_active", "tpot_conversations_active", "tpot_conversations", "tpot_bytes",
         "tpot_auth_failures", "tpot_http_errors", "tpot_cluster_nodes", "tpot_registry_up",
-        "tpot_forwarded_conversations",
+        "tpot_forwarded_conversations", "tpot_peer_links",
     }
     assert value(text, "tpot_bytes_total", direction="upstream") == 0
     assert value(text, "tpot_bytes_total", direction="downstream") == 0
@@ -297,6 +297,7 @@ def test_render_is_counts_only():
     for status in (401, 401, 503, 429):
         stats.count_refusal(status)
     stats.forwarded_in, stats.forwarded_out = 4, 5
+    stats.links_in, stats.links_out = 2, 1
 
     @implementer(IClusterView)
     class Cluster:
@@ -328,6 +329,8 @@ def test_render_is_counts_only():
         ("tpot_registry_up", ()): 0,
         ("tpot_forwarded_conversations_total", (("direction", "in"),)): 4,
         ("tpot_forwarded_conversations_total", (("direction", "out"),)): 5,
+        ("tpot_peer_links_total", (("direction", "in"),)): 2,
+        ("tpot_peer_links_total", (("direction", "out"),)): 1,
     }
     # Each family declared once with its type (a counter's TYPE line names it with or without
     # _total, depending on the prometheus_client version).
@@ -337,7 +340,7 @@ def test_render_is_counts_only():
     assert types == {"tpot_tunnels_active": "gauge", "tpot_conversations_active": "gauge",
                      "tpot_conversations": "counter", "tpot_bytes": "counter", "tpot_auth_failures": "counter",
                      "tpot_http_errors": "counter", "tpot_cluster_nodes": "gauge", "tpot_registry_up": "gauge",
-                     "tpot_forwarded_conversations": "counter"}
+                     "tpot_forwarded_conversations": "counter", "tpot_peer_links": "counter"}
     # A fresh registry per scrape: rendering twice does not fail or double anything.
     assert metrics.render(stats, Counts(), Cluster()).decode("utf-8") == text
 

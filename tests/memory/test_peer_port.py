@@ -7,14 +7,12 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 from tests.support.memory import (
-    MemoryServer,
     MemoryTransport,
     connect,
     data,
     opened,
     settle,
     signal,
-    use_clock,
     visitor_request,
 )
 from tpot.server.cluster import hop
@@ -22,14 +20,6 @@ from tpot.server.cluster.peers import HANDSHAKE_TIMEOUT, PeerListenFactory, send
 
 SECRET = "peer-port-secret-0123456789abcdefghijk"
 VISITOR = ("203.0.113.7", 5555)
-
-
-@pytest.fixture
-def server():
-    made = MemoryServer()
-    restore = use_clock(made.clock)
-    yield made
-    restore()
 
 
 def peer_connection(server):

@@ -87,3 +87,28 @@ def test_a_node_dials_only_addresses_signed_with_the_secret():
 def test_split_address_wants_host_and_port(address):
     with pytest.raises(ValueError):
         hop.split_address(address)
+
+
+LINK = hop.Link("node-b", "cd" * 16)
+
+
+def test_a_link_line_is_accepted_with_the_secret_and_its_ok_proves_a_back():
+    nonce_a = hop.new_nonce()
+    line = hop.link_line(SECRET, nonce_a, LINK).rstrip(b"\r\n")
+    assert hop.is_link(line) and not hop.is_link(hop.hop_line(SECRET, nonce_a, VISITOR))
+    accepted = hop.read_link(SECRET, nonce_a, line)
+    assert accepted == LINK
+    hop.read_ok(SECRET, nonce_a, LINK, hop.ok_line(SECRET, nonce_a, accepted).rstrip(b"\r\n"))
+
+
+@pytest.mark.parametrize("line", [
+    lambda nonce: hop.link_line("t" * 40, nonce, LINK),  # without the secret
+    lambda nonce: hop.link_line(SECRET, hop.new_nonce(), LINK),  # replayed: another nonce
+    lambda nonce: hop.link_line(SECRET, nonce, LINK).replace(b"node-b", b"node-c"),  # another node's name
+    lambda nonce: b"LINK node-b " + b"zz" * 16 + b" proof",  # not a nonce
+    lambda nonce: b"LINK node-b",
+], ids=["wrong-secret", "replayed", "renamed", "bad-nonce", "short"])
+def test_a_link_line_without_a_fresh_proof_is_refused(line):
+    nonce = hop.new_nonce()
+    with pytest.raises(hop.PeerRefused):
+        hop.read_link(SECRET, nonce, line(nonce).rstrip(b"\r\n"))

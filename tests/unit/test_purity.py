@@ -30,6 +30,7 @@ PURE = (
     "tpot.http.addresses",
     "tpot.server.requests",
     "tpot.server.cluster.hop",
+    "tpot.server.cluster.link",
     "tpot.client.policy",
     "tpot.client.requestlog",
     "tpot.client.settings",

@@ -40,7 +40,8 @@ def status(server):
         "conversations": server.table.active_conversations(),
         # Visitor connections handed over from other nodes, and to them (a cluster's hops).
         "forwarded": {"in": server.stats.forwarded_in, "out": server.stats.forwarded_out,
-                      "workers_in": server.stats.workers_in, "workers_out": server.stats.workers_out},
+                      "workers_in": server.stats.workers_in, "workers_out": server.stats.workers_out,
+                      "links_in": server.stats.links_in, "links_out": server.stats.links_out},
         "uptime_s": round(server.uptime(), 3),
         "version": __version__,
         "draining": server.draining,

@@ -26,6 +26,10 @@ class Stats:
         self.forwarded_out = 0
         self.workers_in = 0
         self.workers_out = 0
+        # Links between nodes (tpot.server.cluster.links), each carrying many of those
+        # visitor connections: accepted from others, opened to others.
+        self.links_in = 0
+        self.links_out = 0
 
     def count_refusal(self, status, tunnel_auth=True):
         """An error response; a 401 is a tunnel auth failure unless `tunnel_auth` is false."""
@@ -78,6 +82,13 @@ class _Collector:
         forwarded.add_metric(["in"], self.stats.forwarded_in)
         forwarded.add_metric(["out"], self.stats.forwarded_out)
         yield forwarded
+        links = CounterMetricFamily(
+            "tpot_peer_links", "Links between nodes, each carrying many forwarded visitor connections:"
+            " in from others, out to others.", labels=["direction"],
+        )
+        links.add_metric(["in"], self.stats.links_in)
+        links.add_metric(["out"], self.stats.links_out)
+        yield links
 
 
 def render(stats, table, cluster):

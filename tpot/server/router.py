@@ -210,12 +210,10 @@ class RouterProtocol(HandsOver):
         if route.info.kind == TCP:
             raise HeadError(404, f"Tunnel {name} is a TCP tunnel; reach it with tpot connect {name}.")
         if isinstance(route, RemoteRoute):
-            return self._forward(route)
+            return self._forward(route, linked=True)
         tunnel = self._local_tunnel(route, name)
         if not self._gone:
-            self._hand_over(VisitorProtocol(
-                tunnel, self.factory.clock, self.factory.idle_timeout, self.factory.stats, self.visitor_address
-            ))
+            self._hand_over(self._visitor(tunnel))
 
     def _local_tunnel(self, route, name):
         """The live tunnel of `route` on this node; a 503 if there is none here."""
@@ -225,8 +223,10 @@ class RouterProtocol(HandsOver):
         return tunnel
 
     @defer.inlineCallbacks
-    def _forward(self, route):
-        """Hand the visitor to the node of `route`'s tunnel (tpot.server.cluster.peers)."""
+    def _forward(self, route, linked=False):
+        """Hand the visitor to the node of `route`'s tunnel (tpot.server.cluster.peers):
+        over this node's link to it when `linked` (an HTTP visitor), else on a connection
+        of its own, spliced."""
         # A connection handed over already went one hop: the route changed on the way.
         if self.hop is not None or self.factory.peers is None:
             raise HeadError(503, f"Tunnel {route.name} is not connected.")
@@ -238,16 +238,26 @@ class RouterProtocol(HandsOver):
                 self.factory.stats.forwarded_out += 1
                 self.factory.stats.workers_out += 1
                 return
+        peers = self.factory.peers
         try:
-            peer = yield self.factory.peers.open(route, self.visitor_address)
+            tunnel = (yield peers.link(route)) if linked else None
+            peer = None if tunnel is not None else (yield peers.open(route, self.visitor_address))
         except Exception as error:
             self.log.warn("cannot reach node {node} for tunnel {name}: {error}",
                           node=route.node, name=route.name, error=error)
             raise HeadError(503, f"Tunnel {route.name} is on a node that cannot be reached now.") from None
         if self._gone:
-            peer.transport.loseConnection()
+            if peer is not None:
+                peer.transport.loseConnection()
             return
-        self._hand_over(self.factory.peers.splice(peer, route))
+        if tunnel is not None:
+            self._hand_over(self._visitor(tunnel))
+        else:
+            self._hand_over(peers.splice(peer, route))
+
+    def _visitor(self, tunnel):
+        return VisitorProtocol(tunnel, self.factory.clock, self.factory.idle_timeout, self.factory.stats,
+                               self.visitor_address)
 
     def _hand_over(self, protocol):
         buffered, self._reader = self._reader.buffered, None

@@ -141,7 +141,7 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
         if not events or type(events[0]) in _IDLE:
             self._idle_message()
         for event in events:
-            _PERFORM[type(event)](self, event)
+            PERFORM[type(event)](self, event)
 
     def onPing(self, payload):
         self.liveness.touch()
@@ -178,7 +178,7 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
         try:
             opening = self.session.open(visitor, host, port, raw)
         except OpenRefused as refusal:
-            raise ConversationRefused(_REFUSALS[refusal.reason]) from None
+            raise ConversationRefused(REFUSALS[refusal.reason]) from None
         self.stats.conversations_total += 1
         self._send_message(codec.encode(opening, ipv6=IPV6 in self.extensions))
         self.backpressure.admit(visitor)
@@ -269,8 +269,9 @@ class TunnelProtocol(SendsConversationMessages, UnregisterOnDrop, OversizeFails,
         self.dropConnection(abort=True)
 
 
-# What each of the session's events does to its visitor (tpot.server.visitor, tpot.server.connect).
-_PERFORM = {
+# What each of the session's events does to its visitor (tpot.server.visitor, tpot.server.connect;
+# also the conversations of a link between nodes, tpot.server.cluster.links).
+PERFORM = {
     Deliver: lambda tunnel, event: tunnel._relay_data(event.conversation, event.payload),
     PauseReading: lambda tunnel, event: event.conversation.pause_reading(PEER),
     ResumeReading: lambda tunnel, event: event.conversation.resume_reading(PEER),
@@ -282,7 +283,7 @@ _PERFORM = {
 # are those for ids that are not open, or repeated: they make no event at all).
 _IDLE = (PauseReading, ResumeReading)
 # What a visitor is told when the session cannot open its conversation.
-_REFUSALS = {KIND_MISMATCH: WRONG_KIND, NO_FREE_ID: TOO_MANY}
+REFUSALS = {KIND_MISMATCH: WRONG_KIND, NO_FREE_ID: TOO_MANY}
 
 
 class TunnelFactory(WebSocketServerFactory):

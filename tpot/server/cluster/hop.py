@@ -7,7 +7,12 @@ dials node A's peer port (tpot.server.cluster.peers):
     B -> A   HOP <node B> <visitor host> <visitor port> <nonce B> <proof B>
     A -> B   OK <proof A>
 
-then the visitor's bytes, raw both ways.  Each proof is an HMAC-SHA256, keyed with the
+then the visitor's bytes, raw both ways.  Or, for a link that carries many visitors
+(tpot.server.cluster.link), B answers the challenge with
+
+    B -> A   LINK <node B> <nonce B> <proof B>
+
+and after A's OK both speak link frames.  Each proof is an HMAC-SHA256, keyed with the
 cluster secret, over the other side's fresh nonce and everything the line says: a proof
 read off the wire is worth nothing on another connection, and a peer that does not know
 the secret can neither send a visitor in (B's proof) nor pose as the node B dialed (A's).
@@ -25,7 +30,7 @@ MAGIC = b"TPOT-PEER/1"
 # A handshake line is short: a node id, an address, two nonces, a proof.
 MAX_LINE = 512
 NONCE_BYTES = 16
-_HOP, _OK, _ADDRESS = b"tpot-peer/1 hop", b"tpot-peer/1 ok", b"tpot-peer/1 address"
+_HOP, _LINK, _OK, _ADDRESS = b"tpot-peer/1 hop", b"tpot-peer/1 link", b"tpot-peer/1 ok", b"tpot-peer/1 address"
 
 
 class PeerRefused(Exception):
@@ -39,6 +44,14 @@ class Hop:
     node: str
     host: str
     port: int
+    nonce: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """What node B vouches for when it opens a link: who it is."""
+
+    node: str
     nonce: str
 
 
@@ -111,8 +124,30 @@ def read_hop(secret, our_nonce, line):
     return Hop(node, host, port, nonce)
 
 
+def link_line(secret, their_nonce, link):
+    """B's answer to A's challenge, opening the link `link` describes."""
+    proof = _proof(secret, _LINK, their_nonce, link.node, link.nonce)
+    return f"LINK {link.node} {link.nonce} {proof}\r\n".encode()
+
+
+def is_link(line):
+    """Whether B's answer asks for a link rather than a single hop."""
+    return line.startswith(b"LINK ")
+
+
+def read_link(secret, our_nonce, line):
+    """The Link of B's line, if its proof is right for our nonce; PeerRefused otherwise."""
+    fields = line.split(b" ")
+    if len(fields) != 4 or fields[0] != b"LINK" or not _is_nonce(fields[2]):
+        raise PeerRefused("a malformed link request")
+    node, nonce, proof = (field.decode("ascii", "replace") for field in fields[1:])
+    if not _same(_proof(secret, _LINK, our_nonce, node, nonce), proof):
+        raise PeerRefused(f"a wrong proof of the cluster secret from {node!r}")
+    return Link(node, nonce)
+
+
 def ok_line(secret, our_nonce, hop):
-    """A's acceptance, proving to B that it knows the secret too."""
+    """A's acceptance of a Hop or a Link, proving to B that it knows the secret too."""
     return b"OK " + _proof(secret, _OK, hop.nonce, our_nonce).encode() + b"\r\n"
 
 

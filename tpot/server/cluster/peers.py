@@ -1,13 +1,17 @@
 """The peer port: visitors of one node handed to the node that holds their tunnel.
 
-Node B, which a visitor reached, finds in Redis that the tunnel is on node A.  B dials
-A's peer port (`PeerDialer.open`), both prove the cluster secret (tpot.server.cluster.hop),
-and B's visitor connection is spliced to that connection (`Splice`): the bytes B read
-first, then raw both ways, each socket the producer of the other, as in Twisted's
-portforward, so that a slow reader on either side stops the reading of the other and
-nothing is buffered beyond the sockets' own limits.  On A (`PeerListenFactory`), the
-connection is handed to the router as if the visitor had arrived there, with the address
-B vouches for: the same tunnel code serves it.
+Node B, which a visitor reached, finds in Redis that the tunnel is on node A.  B keeps one
+link to A (`PeerDialer.link`, tpot.server.cluster.links): a connection to A's peer port on
+which both proved the cluster secret once (tpot.server.cluster.hop), carrying a
+conversation per visitor, so that a visitor connection costs neither node a connection of
+its own.  A visitor that cannot take a link (a `tpot connect` to a TCP tunnel, a link
+full) takes a hop of its own instead (`PeerDialer.open`): B's visitor connection is
+spliced to a new peer connection (`Splice`), the bytes B read first, then raw both ways,
+each socket the producer of the other, as in Twisted's portforward, so that a slow reader
+on either side stops the reading of the other and nothing is buffered beyond the
+sockets' own limits.  On A (`PeerListenFactory`), such a connection is handed to the
+router as if the visitor had arrived there, with the address B vouches for: the same
+tunnel code serves it.
 """
 
 from twisted.internet import defer, tcp
@@ -15,12 +19,14 @@ from twisted.internet.abstract import isIPAddress as isIPv4Address, isIPv6Addres
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 from tpot.http.addresses import format_address, plain_address
-from tpot.protocol.flow import no_delay
+from tpot.protocol.flow import MAX_SERVER_UNACKED_BYTES, UnackedBudget, no_delay
 from tpot.server.cluster import hop
+from tpot.server.cluster.links import LinkClient, LinkedTunnel, LinkServer
 from tpot.server.handover import HandsOver
 from tpot.server.router import RouterProtocol
 
@@ -48,16 +54,20 @@ class PeerServerProtocol(HandsOver):
             line = self.reader.feed(data)
             if line is None:
                 return
-            visitor = hop.read_hop(self.factory.secret, self.nonce, line)
+            read = hop.read_link if hop.is_link(line) else hop.read_hop
+            asked = read(self.factory.secret, self.nonce, line)
         except hop.PeerRefused as refusal:
             self._refuse(str(refusal))
             return
         self._timeout.cancel()
-        self.transport.write(hop.ok_line(self.factory.secret, self.nonce, visitor))
-        self.factory.stats.forwarded_in += 1
+        self.transport.write(hop.ok_line(self.factory.secret, self.nonce, asked))
         no_delay(self.transport)
-        router = RouterProtocol(self.factory.router, hop=(visitor.host, visitor.port))
-        self.hand_over(router, self.reader.buffered)
+        if isinstance(asked, hop.Link):
+            served = LinkServer(self.factory.router, asked.node, self.factory.clock)
+        else:
+            self.factory.stats.forwarded_in += 1
+            served = RouterProtocol(self.factory.router, hop=(asked.host, asked.port))
+        self.hand_over(served, self.reader.buffered)
 
     def connectionLost(self, reason=None):
         if self._timeout is not None and self._timeout.active():
@@ -85,13 +95,14 @@ class PeerListenFactory(Factory):
         return PeerServerProtocol(self)
 
 
-class PeerClientProtocol(Protocol):
+class PeerClientProtocol(HandsOver):
     """B's end of a peer connection: answers the challenge, checks A's proof; `ready`
-    fires with this protocol once A has proved the secret."""
+    fires with this protocol once A has proved the secret.  `asked` is the hop.Hop (a
+    visitor spliced to this connection) or the hop.Link (a link's frames follow) B asks for."""
 
-    def __init__(self, secret, visitor, clock):
+    def __init__(self, secret, asked, clock):
         self.secret = secret
-        self.visitor = visitor  # the hop.Hop B vouches for
+        self.asked = asked
         self.clock = clock
         self.reader = hop.LineReader()
         self.ready = defer.Deferred()
@@ -124,9 +135,10 @@ class PeerClientProtocol(Protocol):
                 return
             if self._their_nonce is None:
                 self._their_nonce = hop.read_challenge(line)
-                self.transport.write(hop.hop_line(self.secret, self._their_nonce, self.visitor))
+                answer = hop.link_line if isinstance(self.asked, hop.Link) else hop.hop_line
+                self.transport.write(answer(self.secret, self._their_nonce, self.asked))
                 continue
-            hop.read_ok(self.secret, self._their_nonce, self.visitor, line)
+            hop.read_ok(self.secret, self._their_nonce, self.asked, line)
             self._timeout.cancel()
             ready, self.ready = self.ready, None
             self.early = self.reader.buffered
@@ -140,6 +152,7 @@ class PeerClientProtocol(Protocol):
             ready.errback(hop.PeerRefused("the node closed the connection during the handshake"))
         elif self.splice is not None:
             self.splice.peer_gone()
+        super().connectionLost(reason)
 
     def _fail(self, error):
         if self.ready is not None:
@@ -242,16 +255,66 @@ class PeerDialer:
         self.stats = stats
         # Visitor connections of this node relayed to others now, by the lease of their tunnel.
         self._per_lease = {}
+        # This node's links to others, by (node, host, port); those being dialed, with the
+        # Deferreds of the visitors that wait for them.
+        self._links = {}
+        self._dialing = {}
+        # What other nodes sent over all of this node's links for paused visitors.
+        self.unacked = UnackedBudget(MAX_SERVER_UNACKED_BYTES, "node's links")
 
     def open(self, route, address):
         """A Deferred PeerClientProtocol connected to the node of `route`, both sides
         proved, for the visitor at `address`; fails with hop.PeerRefused or a connection error."""
         try:
-            host, port = hop.read_signed_address(self.secret, route.node, route.address)
+            host, port = self._address(route)
         except (hop.PeerRefused, ValueError) as error:
             return defer.fail(error)
-        visitor = hop.Hop(self.node, address[0], address[1], hop.new_nonce())
-        protocol = PeerClientProtocol(self.secret, visitor, self.reactor)
+        return self._dial(host, port, hop.Hop(self.node, address[0], address[1], hop.new_nonce()))
+
+    def link(self, route):
+        """A Deferred LinkedTunnel: the tunnel of `route`, over this node's link to the node
+        that holds it, dialed and proved first if there is none yet; None when that link
+        carries as many conversations as it can (the visitor then takes a hop of its own).
+        Fails as `open` does."""
+        try:
+            host, port = self._address(route)
+        except (hop.PeerRefused, ValueError) as error:
+            return defer.fail(error)
+        key = (route.node, host, port)
+        client = self._links.get(key)
+        if client is not None:
+            return defer.succeed(self._tunnel(client, route))
+        waiting = self._dialing.get(key)
+        if waiting is None:
+            waiting = self._dialing[key] = []
+            self._dial(host, port, hop.Link(self.node, hop.new_nonce())).addBoth(self._linked, key)
+        linked = defer.Deferred()
+        waiting.append(linked)
+        return linked.addCallback(self._tunnel, route)
+
+    def _tunnel(self, client, route):
+        return LinkedTunnel(client, route, self) if client.has_room() else None
+
+    def _linked(self, result, key):
+        # Every visitor that waited for this link's handshake goes on, or gets its 503.
+        waiting = self._dialing.pop(key)
+        if not isinstance(result, Failure):
+            client = LinkClient(self, key, self.reactor)
+            self._links[key] = client
+            result.hand_over(client, result.early)
+            result = client
+        for linked in waiting:
+            (linked.errback if isinstance(result, Failure) else linked.callback)(result)
+
+    def link_lost(self, client):
+        if self._links.get(client.key) is client:
+            del self._links[client.key]
+
+    def _address(self, route):
+        return hop.read_signed_address(self.secret, route.node, route.address)
+
+    def _dial(self, host, port, asked):
+        protocol = PeerClientProtocol(self.secret, asked, self.reactor)
         return self._endpoint(host, port).connect(_OneConnection(protocol)).addCallback(lambda _: protocol.ready)
 
     def _endpoint(self, host, port):
