@@ -29,14 +29,19 @@ run: $(VENV)/.run-deps
 
 # The programs some e2e tests run: nginx (nginx -t on deploy/nginx) and systemd-analyze
 # (verify, security on deploy/tpot.service) in test_deploy.py, haproxy (a real PROXY-protocol
-# sender) in test_operate_e2e.py.  Installed with apt-get when missing and we are root;
-# otherwise those tests skip, and fail under CI=true (tests/conftest.py).
+# sender, and haproxy -c), redis-server (clusters), docker.io, debootstrap (a stand-in base
+# image, registries being out of reach) and docker-compose (compose.yaml) for the image's
+# tests, which start dockerd themselves when no daemon runs.  Installed with apt-get when
+# missing and we are root; otherwise those tests skip, and fail under CI=true (tests/conftest.py).
+TEST_PROGRAMS = nginx systemd-analyze haproxy redis-server docker dockerd debootstrap docker-compose
+TEST_PACKAGES = nginx-light systemd haproxy redis-server docker.io debootstrap docker-compose
 test-tools:
-	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v systemd-analyze >/dev/null \
-		&& { command -v haproxy || test -x /usr/sbin/haproxy; } >/dev/null && command -v redis-server >/dev/null \
-		|| if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light systemd haproxy redis-server; \
-		else echo "make: nginx, systemd-analyze, haproxy or redis-server missing (apt-get install nginx-light systemd haproxy redis-server); their tests will skip"; fi
+	@missing=; for program in $(TEST_PROGRAMS); do \
+		command -v $$program >/dev/null || test -x /usr/sbin/$$program || missing="$$missing $$program"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TEST_PACKAGES); \
+	else echo "make: missing:$$missing (apt-get install $(TEST_PACKAGES)); their tests will skip"; fi
 
 test: $(VENV)/.test-deps test-tools
 	$(VENV)/bin/python -m pytest

@@ -19,7 +19,8 @@ setup(
         "txredisapi>=1.6",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2", "hypothesis>=6"],
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2", "hypothesis>=6", "kubernetes-validate>=1.28",
+                 "PyYAML>=6"],
     },
     entry_points={"console_scripts": ["tpot = tpot.client.cli:main"]},
 )

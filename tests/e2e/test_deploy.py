@@ -1,17 +1,20 @@
 """The deployment files: Dockerfile, .dockerignore, deploy/tpot.service, deploy/nginx,
-deploy/kubernetes.
+deploy/haproxy, deploy/kubernetes, compose.yaml.
 
-None of them can be exercised for real here (no Docker, no systemd as PID 1, no cluster),
-so they are checked statically against what the server needs, and with the real tools:
-`systemd-analyze verify` and `security` for the unit, `nginx -t` for the nginx
-configuration (`make test` installs both; without them those tests skip, and under CI=true
-fail).  Each real-tool check is shown to reject a broken copy, so that a tool that checks
-nothing cannot pass.  The Dockerfile's HEALTHCHECK command is run against a stand-in server.
+The image itself is built and run by test_container_e2e.py; here the files are checked
+against what the server needs, and with the real tools: `systemd-analyze verify` and
+`security` for the unit, `nginx -t` and `haproxy -c` for those samples, the Kubernetes
+API's schemas (kubernetes-validate, offline) for the manifests, `docker-compose config` for
+compose.yaml (`make test` installs the programs; without them those tests skip, and under
+CI=true fail).  Each real-tool check is shown to reject a broken copy, so that a tool that
+checks nothing cannot pass.  The Dockerfile's HEALTHCHECK command is run against a stand-in
+server too.
 """
 
 import configparser
 import fnmatch
 import json
+import os
 import re
 import subprocess
 import sys
@@ -19,10 +22,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
+import yaml
 
 from tests.support.tools import require_tool
 from tpot.server.config import Limits, default_listen, server_settings
+from tpot.server.tap import Options
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -260,7 +266,8 @@ def haproxy_check(tmp_path, text):
 def test_haproxy_cfg_balances_over_nodes_with_health_checks_and_proxy_headers(tmp_path):
     text = read("deploy/haproxy/tpot.cfg")
     assert "balance roundrobin" in text and "timeout tunnel" in text
-    assert "http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host example.com" in text
+    # The nodes' --domain, from HAProxy's environment (compose.yaml sets it).
+    assert 'http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host "${TPOT_DOMAIN-example.com}"' in text
     servers = [line for line in text.splitlines() if line.strip().startswith("server ")]
     assert len(servers) == 3 and all("send-proxy-v2 check port 3002" in line for line in servers)
     result = haproxy_check(tmp_path, text)
@@ -273,7 +280,78 @@ def test_haproxy_rejects_a_broken_cfg(tmp_path):
     assert result.returncode != 0 and "balance only supports" in result.stdout + result.stderr
 
 
-# Kubernetes (PyYAML is not a dependency: the manifests are checked as text).
+# Docker Compose: a 3-node cluster with Redis and HAProxy.
+
+
+def compose_config(env):
+    compose = require_tool("docker-compose", "docker-compose")
+    return subprocess.run([compose, "-f", str(REPO / "compose.yaml"), "config"], capture_output=True, text=True,
+                          timeout=60, cwd=REPO, env={"PATH": os.environ["PATH"], **env})
+
+
+def test_compose_runs_three_nodes_of_one_cluster_behind_haproxy(monkeypatch, tmp_path):
+    secret = "s" * 40
+    result = compose_config({"CLUSTER_SECRET": secret, "DOMAIN": EXAMPLE_DOMAIN})
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    nodes = ["tpot-1", "tpot-2", "tpot-3"]
+    assert set(services) == {"redis", "haproxy", *nodes}
+    for node in nodes:
+        service = services[node]
+        assert service["build"]["context"] == str(REPO) and service["read_only"] is True
+        assert seconds(service["stop_grace_period"]) > DRAIN_TIMEOUT
+        assert service["environment"] == {"DOMAIN": EXAMPLE_DOMAIN, "AUTH_KEY": "", "CLUSTER_SECRET": secret,
+                                          "REDIS_URL": "redis://redis:6379/0"}
+        command = service["command"]
+        assert command[:4] == ["twistd", "-n", "--pidfile=", "tpot"]
+        # The server takes that command line in that environment (.env aside).
+        for name, value in service["environment"].items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(tmp_path)
+        options = Options()
+        options.parseOptions(command[4:])
+        settings = options["settings"]
+        assert settings.listen == ["haproxy:tcp:3000", "tcp:3002"] and settings.domain == EXAMPLE_DOMAIN
+        assert (settings.cluster.node_id, settings.cluster.advertise) == (node, f"{node}:3001")
+    haproxy = services["haproxy"]
+    assert haproxy["environment"] == {"TPOT_DOMAIN": EXAMPLE_DOMAIN}
+    assert haproxy["volumes"] == [f"{REPO}/deploy/haproxy/tpot.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"]
+    # HAProxy's servers are these services, on the ports their nodes listen on.
+    assert re.findall(r"server node\d (\S+) send-proxy-v2 check port 3002", read("deploy/haproxy/tpot.cfg")) == [
+        f"{node}:3000" for node in nodes]
+
+
+def test_compose_refuses_to_run_without_a_cluster_secret():
+    result = compose_config({})
+    assert result.returncode != 0 and "set CLUSTER_SECRET" in result.stderr
+
+
+# Kubernetes: the manifests against the API's schemas (kubernetes-validate, offline), and
+# what they must say, as text.
+KUBERNETES_VERSION = "1.30"
+
+
+def k8s_documents(name):
+    return [document for document in yaml.safe_load_all(read(f"deploy/kubernetes/{name}")) if document]
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in K8S.glob("*.yaml")))
+def test_kubernetes_manifests_are_valid_against_the_schemas(name):
+    for document in k8s_documents(name):
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("breakage", [
+    lambda spec: spec.update(replicas="three"),
+    lambda spec: spec.update(replicaz=3),  # strict: a field the API does not have
+    lambda spec: spec.pop("selector"),
+], ids=["wrong-type", "unknown-field", "missing-required"])
+def test_kubernetes_validation_rejects_a_broken_deployment(breakage):
+    # The control for the test above: the schemas really are checked.
+    (deployment,) = k8s_documents("deployment.yaml")
+    breakage(deployment["spec"])
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
 def block(text, key):
