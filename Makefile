@@ -31,10 +31,13 @@ run: $(VENV)/.run-deps
 # (verify, security on deploy/tpot.service) in test_deploy.py, haproxy (a real PROXY-protocol
 # sender, and haproxy -c), redis-server (clusters), docker.io, debootstrap (a stand-in base
 # image, registries being out of reach) and docker-compose (compose.yaml) for the image's
-# tests, which start dockerd themselves when no daemon runs.  Installed with apt-get when
-# missing and we are root; otherwise those tests skip, and fail under CI=true (tests/conftest.py).
-TEST_PROGRAMS = nginx systemd-analyze haproxy redis-server docker dockerd debootstrap docker-compose
-TEST_PACKAGES = nginx-light systemd haproxy redis-server docker.io debootstrap docker-compose
+# tests, which start dockerd themselves when no daemon runs, and chromium (/usr/bin/chromium,
+# which Playwright drives for the inspector's page: tests/support/browser.py; Playwright
+# itself comes with the test extras, and its own browser download is never used).  Installed
+# with apt-get when missing and we are root; otherwise those tests skip, and fail under
+# CI=true (tests/conftest.py).
+TEST_PROGRAMS = nginx systemd-analyze haproxy redis-server docker dockerd debootstrap docker-compose chromium
+TEST_PACKAGES = nginx-light systemd haproxy redis-server docker.io debootstrap docker-compose chromium
 test-tools:
 	@missing=; for program in $(TEST_PROGRAMS); do \
 		command -v $$program >/dev/null || test -x /usr/sbin/$$program || missing="$$missing $$program"; done; \

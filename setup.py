@@ -9,7 +9,7 @@ setup(
     version="0.3.0",
     description="Transport Packets over Tunnels: a self-hosted tunnel server and client (TPoT/1).",
     packages=find_packages(include=["tpot", "tpot.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["tpot_plugin.py"]},
+    package_data={"twisted.plugins": ["tpot_plugin.py"], "tpot.client.inspector": ["static/*"]},
     python_requires=">=3.11",
     install_requires=[
         "twisted[tls]>=26.4",
@@ -17,10 +17,11 @@ setup(
         "python-dotenv>=1.0",
         "prometheus-client>=0.17",
         "txredisapi>=1.6",
+        "PyYAML>=6",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2", "hypothesis>=6", "kubernetes-validate>=1.28",
-                 "PyYAML>=6"],
+                 "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["tpot = tpot.client.cli:main"]},
 )

@@ -30,6 +30,11 @@ against --workers 2, and the registry with BENCH_REGISTRY_NAMES (100,000) names 
 Redis. BENCH_CLUSTER=0 skips it, BENCH_CLUSTER=only runs it alone (with nginx); a failure
 is one line in the report.
 
+The inspector part (bench/scenarios/inspector.py): keep-alive req/s and the client's CPU
+per request with the inspector on against off, and the client's RSS holding 500 exchanges
+with 1 MiB bodies, then after 500 small ones evicted them. BENCH_INSPECTOR=0 skips it,
+BENCH_INSPECTOR=only runs it alone. The other figures are with --no-inspect.
+
 Needs wrk, nginx and curl on PATH (the Makefile target installs them), and the project's
 virtualenv (twistd and tpot next to this interpreter, or in .venv/bin). Run from the
 repository's root (it imports tests.support.processes).
@@ -49,6 +54,7 @@ from bench.procfs import machine_info
 from bench.report import finish
 from bench.scenarios.cluster import run_cluster
 from bench.scenarios.http import run_throughput
+from bench.scenarios.inspector import run_inspector
 from bench.scenarios.memory import memory_idle_tunnels, memory_idle_visitors
 from bench.scenarios.tcp import TCP_ECHO_SIZE, run_tcp
 from bench.services import Nginx, Tunnel
@@ -75,6 +81,8 @@ def new_results(settings, timestamp):
     }
     if settings.cluster != "0":
         results["cluster"] = {"nodes": {}, "workers": {}, "registry": None}
+    if settings.inspector != "0":
+        results["inspector"] = {}
     if settings.tcp != "0":
         results["tcp"] = {"config": {"repeat": settings.repeat, "bytes": settings.tcp_bytes,
                                      "connections": settings.tcp_connections, "echo_bytes": TCP_ECHO_SIZE},
@@ -109,6 +117,14 @@ class Run:
             self.results["cluster"]["error"] = str(error)
             log(f"cluster part failed: {error}")
 
+    def inspector(self, nginx, load):
+        try:
+            run_inspector(self.processes, self.tmp, self.bin_dir, nginx, load, self.settings.repeat,
+                          self.results["inspector"], self.results["logs"])
+        except BenchError as error:  # one line in the report; the other figures stand
+            self.results["inspector"]["error"] = str(error)
+            log(f"inspector part failed: {error}")
+
     def throughput(self, nginx, load):
         s, tmp = self.settings, self.tmp
         tunnel = Tunnel(self.processes, tmp, self.bin_dir, "throughput")
@@ -129,7 +145,12 @@ class Run:
         if s.cluster == "only":
             self.cluster(nginx, load)
             return
+        if s.inspector == "only":
+            self.inspector(nginx, load)
+            return
         self.throughput(nginx, load)
+        if s.inspector == "1":
+            self.inspector(nginx, load)
         if s.cluster == "1":
             self.cluster(nginx, load)
         if s.tcp == "1":

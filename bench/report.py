@@ -7,6 +7,7 @@ import statistics
 
 from bench.common import REPO, RESULTS
 from bench.report_cluster import cluster_lines, cluster_problems
+from bench.report_inspector import inspector_lines
 from bench.scenarios.tcp import TCP_ROUND_LIMIT
 
 ROWS = [
@@ -215,6 +216,7 @@ def render(results):
              *cpu_table([c for c in cpu if not is_tcp(c)], HTTP_CPU_COLUMNS),
              *cpu_table([c for c in cpu if is_tcp(c)], TCP_CPU_COLUMNS),
              *cluster_lines(results.get("cluster")),
+             *inspector_lines(results.get("inspector")),
              "", *memory_lines(results.get("memory", {}))]
     problems = results.get("problems", [])
     if problems:

@@ -40,13 +40,14 @@ def start_listening(processes, args, port, log_path, cwd, env, what):
 
 
 def write_www(tmp):
-    """nginx's files: a 6-byte page, 100 KB and 16 MB of random bytes, and an upload folder."""
+    """nginx's files: a 6-byte page, 100 KB, 1 MiB and 16 MB of random bytes, and an upload folder."""
     www, upload = tmp / "www", tmp / "upload"
     www.mkdir()
     upload.mkdir()
     (www / "small").write_bytes(SMALL_BODY)
     (www / "100k").write_bytes(os.urandom(MEDIUM_SIZE))
     (www / "16m").write_bytes(os.urandom(BULK_SIZE))
+    (www / "1m").write_bytes(os.urandom(1024 * 1024))  # the inspector's largest kept body
     # Workers started by root run as an unprivileged user: let them read and write here.
     tmp.chmod(0o755)
     www.chmod(0o755)
@@ -111,14 +112,20 @@ class Tunnel:
         return self.processes.start([self.bin / "tpot", *args], self.dir / log_name, self.dir,
                                     env or clean_env(self.dir))
 
-    def connect_client(self, target_port, request_log=False, name=TUNNEL_NAME, max_conversations=None, server=None):
+    def connect_client(self, target_port, request_log=False, name=TUNNEL_NAME, max_conversations=None, server=None,
+                       inspect=False):
+        """A `tpot http` to nginx; with `inspect`, its inspector on a free port (`inspector_url`)."""
         self.name = name
-        # --quiet: measure the tunnel, not a console line per request (BENCH_REQUEST_LOG=1 includes it)
+        # --quiet: measure the tunnel, not a console line per request (BENCH_REQUEST_LOG=1 includes it);
+        # --no-inspect unless asked: the inspector has its own figures (bench/scenarios/inspector.py).
         cap = ["--max-conversations", str(max_conversations)] if max_conversations else []
+        inspector = ["--inspect", f"{HOST}:0"] if inspect else ["--no-inspect"]
         self.client = self.start_tpot(["http", f"{HOST}:{target_port}", "-t", server or self.server_url, "-s", name,
-                                       *([] if request_log else ["--quiet"]), *cap], "client.log")
+                                       *([] if request_log else ["--quiet"]), *cap, *inspector], "client.log")
         wait_for_line(self.client, rf"^(http://{re.escape(name)}\.{re.escape(DOMAIN)}\S*)$",
                       "the tpot client did not connect")
+        if inspect:
+            self.inspector_url = wait_for_line(self.client, r"^inspector: (\S+)$", "the client printed no inspector")
 
     def server_pids(self):
         """The server's process and its workers (--workers)."""

@@ -19,17 +19,12 @@ def env_int(name, default, minimum=1, maximum=100000):
     return value
 
 
-def cluster_mode():
-    mode = os.environ.get("BENCH_CLUSTER", "1").strip().lower() or "1"
+def part_mode(name, part):
+    """BENCH_CLUSTER, BENCH_TCP, BENCH_INSPECTOR: "1" (default) runs the part, "0" skips it,
+    "only" runs it alone."""
+    mode = os.environ.get(name, "1").strip().lower() or "1"
     if mode not in ("0", "1", "only"):
-        raise BenchError(f"BENCH_CLUSTER must be 1 (default), 0 (skip the cluster part) or only, not {mode!r}.")
-    return mode
-
-
-def tcp_mode():
-    mode = os.environ.get("BENCH_TCP", "1").strip().lower() or "1"
-    if mode not in ("0", "1", "only"):
-        raise BenchError(f"BENCH_TCP must be 1 (default), 0 (skip the raw TCP part) or only, not {mode!r}.")
+        raise BenchError(f"{name} must be 1 (default), 0 (skip {part}) or only, not {mode!r}.")
     return mode
 
 
@@ -47,6 +42,7 @@ class Settings:
     request_log: bool
     cluster: str  # "1": with the cluster part, "0": without, "only": nothing else
     registry_names: int
+    inspector: str  # "1": with the inspector part, "0": without, "only": nothing else (but nginx)
 
     @classmethod
     def from_env(cls):
@@ -56,11 +52,12 @@ class Settings:
             tunnels=env_int("BENCH_TUNNELS", 1000, 1, 10000),
             visitors=env_int("BENCH_VISITORS", 5000, 1, 10000),
             bulk_count=env_int("BENCH_BULK_COUNT", 4, 1, 50),
-            tcp=tcp_mode(),
+            tcp=part_mode("BENCH_TCP", "the raw TCP part"),
             tcp_bytes=env_int("BENCH_TCP_MB", 64, 1, 4096) * 2**20,
             tcp_connections=env_int("BENCH_TCP_CONNECTIONS", 50, 1, 10000),
             keep_tmp=bool(os.environ.get("BENCH_KEEP_TMP")),
             request_log=os.environ.get("BENCH_REQUEST_LOG") == "1",
-            cluster=cluster_mode(),
+            cluster=part_mode("BENCH_CLUSTER", "the cluster part"),
             registry_names=env_int("BENCH_REGISTRY_NAMES", 100_000, 1, 1_000_000),
+            inspector=part_mode("BENCH_INSPECTOR", "the inspector part"),
         )

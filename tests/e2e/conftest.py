@@ -489,7 +489,16 @@ class Client:
 
 
 def start_connected(args, home, timeout=CLIENT_TIMEOUT, server=None, command=(TPOT,)):
-    """Start `tpot ARGS` and wait (bounded) for "tpot connected" and the URL on stdout."""
+    """Start `tpot ARGS` and wait (bounded) for "tpot connected" and the URL on stdout.
+
+    Our `tpot http` serves its inspector on a free port of its own (several clients run at
+    once here), unless ARGS say otherwise; its address, printed after the URL (and the
+    pool line), is the client's `inspector_url`.
+    """
+    inspected = command == (TPOT,) and args[0] == "http" and not any(
+        arg.startswith("--inspect") or arg == "--no-inspect" for arg in args)
+    if inspected:
+        args = [*args, "--inspect", f"{HOST}:0"]
     client = Client(args, home, command)
     got = client.log_lines(2, timeout)
     if len(got) < 2 or got[0] != "tpot connected":
@@ -497,6 +506,14 @@ def start_connected(args, home, timeout=CLIENT_TIMEOUT, server=None, command=(TP
         server_log = f"\nserver log:\n{server.log()}" if server is not None else ""
         raise RuntimeError(f"client did not connect: {client.describe()}{server_log}")
     client.url = got[1]
+    client.inspector_url = None
+    for line in client.log_lines(2, IO_TIMEOUT) if inspected or "--inspect" in args else ():
+        if line.startswith("inspector: "):
+            client.inspector_url = line[len("inspector: "):]
+            break
+    if inspected and client.inspector_url is None:
+        client.stop(signal.SIGKILL)
+        raise RuntimeError(f"client did not print its inspector's address: {client.describe()}")
     return client
 
 

@@ -1,5 +1,6 @@
 """One client-side Conversation without sockets: a recording session, a recording target
-connector, StringTransports and a Clock (shared by test_requestlog and test_visitor_policy)."""
+connector, StringTransports and a Clock (shared by test_requestlog, test_visitor_policy and
+test_inspector_capture)."""
 
 import io
 
@@ -55,13 +56,13 @@ class Connector:
 
 class Harness:
     def __init__(self, quiet=False, basic_auth=None, allow_ip=(), address="127.0.0.1", host_rewrite=None,
-                 colour=False):
+                 colour=False, inspected=None):
         self.clock = Clock()
         self.clock.advance(1000)
         self.out = io.StringIO()
         log = None if quiet else RequestLogger(self.out, colour=colour)
         policy = VisitorPolicy(basic_auth, parse_allowed(allow_ip)) if basic_auth or allow_ip else None
-        visitors = VisitorOptions(self.clock, log, policy) if log or policy else None
+        visitors = VisitorOptions(self.clock, log, policy, inspected) if log or policy or inspected else None
         self.session = Session()
         self.connector = Connector()
         self.conversation = Conversation(self.session, 7, host_rewrite, None, visitors, address)

@@ -34,6 +34,11 @@ PURE = (
     "tpot.client.policy",
     "tpot.client.requestlog",
     "tpot.client.settings",
+    "tpot.client.startfile",
+    "tpot.client.inspector.capture",
+    "tpot.client.inspector.guard",
+    "tpot.client.inspector.present",
+    "tpot.client.inspector.views",
 )
 
 # Docstrings that mention purity, for modules that are not (wholly) pure.
@@ -42,6 +47,7 @@ NOT_PURE = {
     "tpot.server.authenticator": "says tpot.protocol.auth holds the pure parts; it runs the KDF in Twisted's thread pool",
     "tpot.client.connect": "says only connect_settings parses purely; ConnectRun is the Twisted part",
     "tpot.client.files": "the file reading the pure tpot.client.settings leaves to its callers",
+    "tpot.client.inspector.replay": "says replayed_request is pure; replay sends it over a Twisted connection",
 }
 
 BLOCKED = ("twisted", "autobahn", "txaio", "OpenSSL")

@@ -2,11 +2,11 @@
 responses (ResponseTracker) at any split, and the lines a Conversation prints."""
 
 import io
-import random
 
 import pytest
 
 from tests.support.conversations import Harness
+from tests.support.splits import every_split
 from tpot.client.requestlog import (
     MAX_PENDING,
     Entry,
@@ -93,22 +93,6 @@ class Pair:
 
     def seen(self):
         return [(e.method, e.path, e.status, e.size) for e in self.entries]
-
-
-def splits_at(data, cuts):
-    cuts = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in zip(cuts, cuts[1:])]
-
-
-def every_split(data, random_splits=30):
-    """One cut anywhere, byte by byte, and random multi-cuts."""
-    yield [data]
-    for cut in range(len(data) + 1):
-        yield splits_at(data, [cut])
-    yield [data[i:i + 1] for i in range(len(data))]
-    rng = random.Random(len(data))
-    for _ in range(random_splits):
-        yield splits_at(data, rng.sample(range(len(data) + 1), rng.randint(2, 12)))
 
 
 @pytest.mark.parametrize("name", STREAMS)

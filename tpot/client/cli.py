@@ -1,5 +1,6 @@
 """The `tpot` command: `tpot http TARGET -t SERVER` (printing the public URL when
-connected) and `tpot tcp TARGET` (printing how to connect to it)."""
+connected, and the inspector's address), `tpot tcp TARGET` (printing how to connect to
+it), `tpot connect NAME` and `tpot start` (the tunnels of a file)."""
 
 import argparse
 import os
@@ -7,8 +8,9 @@ import sys
 
 from tpot import __version__
 from tpot.client.connect import ConnectSettings, connect_settings
-from tpot.client.files import read_ca_file, read_config_file
+from tpot.client.files import read_ca_file, read_config_file, read_start_file
 from tpot.client.settings import (
+    DEFAULT_INSPECT_KEEP,
     DEFAULT_MAX_CONVERSATIONS,
     ENV_ACCESS_SECRET,
     ENV_AUTH_KEY,
@@ -16,9 +18,12 @@ from tpot.client.settings import (
     ENV_POOL,
     ENV_SERVER,
     EXIT_FAILURE,
+    START_PATHS,
     ClientError,
     client_settings,
+    inspect_settings,
 )
+from tpot.client.startfile import EXAMPLE, StartSettings, start_settings
 from tpot.protocol.codec import TCP
 
 
@@ -34,6 +39,10 @@ def _parser():
     _add_http(commands.add_parser("http", help="expose a local HTTP service"))
     _add_tcp(commands.add_parser("tcp", help="expose a local TCP service (SSH, a database)"))
     _add_connect(commands.add_parser("connect", help="reach a TCP tunnel from a local port or stdin/stdout"))
+    _add_start(commands.add_parser(
+        "start", help=f"run several tunnels from one file ({START_PATHS[0]})", epilog=f"The file, TOML:\n\n{EXAMPLE}"
+        "\nor the same as YAML (tunnels: {web: {proto: http, addr: 8000}}) in a .yaml or .yml file.",
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
@@ -68,6 +77,26 @@ def _add_http(http):
                       help=f"visitors must log in with these credentials (env {ENV_BASIC_AUTH})")
     http.add_argument("--allow-ip", metavar="CIDR", action="append", default=[],
                       help="only visitors from this address range (repeatable)")
+    _add_inspect_options(http)
+
+
+def _add_inspect_options(command):
+    command.add_argument("--inspect", metavar="ADDR",
+                         help="serve the traffic inspector here (default 127.0.0.1:4040, the next free port up to 4049)")
+    command.add_argument("--no-inspect", action="store_true", help="do not serve the traffic inspector")
+    command.add_argument("--inspect-keep", metavar="N",
+                         help=f"exchanges the inspector keeps, default {DEFAULT_INSPECT_KEEP}")
+
+
+def _add_start(start):
+    start.add_argument("names", metavar="NAME", nargs="*", help="the tunnels of the file to start")
+    start.add_argument("--all", action="store_true", help="start every tunnel of the file")
+    start.add_argument("--config", metavar="PATH",
+                       help=f"the file of tunnels, TOML or YAML (default {START_PATHS[0]}, or {START_PATHS[1]}"
+                       f" or {START_PATHS[2]} when only that exists)")
+    start.add_argument("-q", "--quiet", action="store_true", help="do not print a line per request on stdout")
+    start.add_argument("-d", "--debug", action="store_true", help="log protocol details to stderr")
+    _add_inspect_options(start)
 
 
 def _add_tcp(tcp):
@@ -89,9 +118,10 @@ def _add_connect(connect):
     connect.add_argument("--stdio", action="store_true", help="relay stdin and stdout (for ssh -o ProxyCommand=...)")
 
 
-def parse_command_line(argv, env=None, config=None):
+def parse_command_line(argv, env=None, config=None, read_start=read_start_file):
     """The settings for `argv`, with `env` (os.environ unless given) and `config` (the
-    config file's contents; read from ~/.tpot/config.json unless given)."""
+    config file's contents; read from ~/.tpot/config.json unless given).  For `tpot start`,
+    `read_start(PATH or None)` gives (the file's path as shown, its text)."""
     args = _parser().parse_args(argv)
     if args.command is None:
         raise ClientError("Say what to expose, for example: tpot http 8080 -t http://localhost:3000")
@@ -101,6 +131,13 @@ def parse_command_line(argv, env=None, config=None):
         return connect_settings(
             args.name, server=args.server, auth_key=args.auth_key, secret=args.secret,
             listen=args.listen, stdio=args.stdio, debug=args.debug, env=env, config=config,
+        )
+    if args.command == "start":
+        path, text = read_start(args.config)
+        return start_settings(
+            text, path, args.names, args.all, env=env, config=config, inspect_address=args.inspect,
+            no_inspect=args.no_inspect, inspect_keep=args.inspect_keep, debug=args.debug, quiet=args.quiet,
+            read_ca=read_ca_file,
         )
     if args.command == "tcp":
         return client_settings(
@@ -115,6 +152,7 @@ def parse_command_line(argv, env=None, config=None):
         ca=read_ca_file(args.ca) if args.ca else None,
         quiet=args.quiet, basic_auth=args.basic_auth, allow_ip=args.allow_ip, env=env, config=config,
         max_conversations=args.max_conversations, pool=args.pool,
+        inspect=inspect_settings(args.inspect, args.no_inspect, args.inspect_keep),
     )
 
 
@@ -137,6 +175,8 @@ def main(argv=None):
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     if isinstance(settings, ConnectSettings):
         from tpot.client.connect import ConnectRun as Run
+    elif isinstance(settings, StartSettings):
+        from tpot.client.start import StartRun as Run
     else:
         from tpot.client.runner import ClientRun as Run
 

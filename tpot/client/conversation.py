@@ -40,6 +40,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from tpot.client.inspector.capture import RequestTap
 from tpot.client.policy import refusal_response
 from tpot.client.requestlog import ConnectionEntry, Entry, ResponseTracker, request_line
 from tpot.client.target import HalfCloseableTargetProtocol, TargetFactory, TargetProtocol
@@ -92,13 +93,16 @@ class Conversation:
             if visitors.policy.judges(self._address_allowed):
                 self._policy = visitors.policy
         self.state = State.AWAITING_ADMISSION if self._policy is not None else State.CONNECTING
-        watched = self._log is not None or self._policy is not None
-        self.responses = ResponseTracker() if watched else None
+        inspected = visitors.inspected if visitors is not None else None
+        self._capture = inspected.capture(address) if inspected is not None else None
+        watched = self._log is not None or self._policy is not None or self._capture is not None
+        self.responses = ResponseTracker(self._capture) if watched else None
         self._connector = None  # held while awaiting admission
         self._refusal = None  # (status, method, path, started) until earlier requests are answered
         rewriting = host_rewrite or forwarded is not None or watched
         on_head = self._on_head if watched else None
         self.rewriter = HostRewriter(host_rewrite or None, forwarded, on_head) if rewriting else None
+        self._tap = RequestTap(self._capture, self.rewriter) if self._capture is not None else None
 
     def connect(self, connector):
         """Contact the target through `connector` (a TargetConnector); awaiting admission,
@@ -118,7 +122,7 @@ class Conversation:
         if self._server_paused and self._ignores_pause(len(payload)):
             return
         rewriter = self.rewriter
-        data = rewriter.feed(payload) if rewriter else payload
+        data = rewriter.feed(payload, self._tap) if rewriter else payload
         if self.transport is not None:
             self.transport.write(data)
         else:
@@ -180,6 +184,8 @@ class Conversation:
         if lines is None:
             return True  # not HTTP: passed through, and the log stops following it
         self.responses.request(method, path, now)
+        if self._capture is not None and not self.responses.lost:
+            self._capture.request(method, path, now)
         return lines
 
     def _after_judging(self):
@@ -296,7 +302,10 @@ class Conversation:
 
     def _on_end(self, outcome):
         """Called once, as the conversation enters ENDED; `outcome` ("closed", "refused",
-        "target unreachable") says how, for a subclass that logs it."""
+        "target unreachable") says how: the inspector keeps it for requests left without
+        a response, a subclass may log it."""
+        if self._capture is not None:
+            self._capture.ended(outcome)
 
     # IPushProducer for the target's transport: its write buffer filled or drained.
 

@@ -1,4 +1,5 @@
-"""The files the tpot command reads: ~/.tpot/config.json and the PEM file of --ca.
+"""The files the tpot command reads: ~/.tpot/config.json, tpot start's file of tunnels
+(~/.tpot/tpot.toml) and the PEM file of --ca.
 
 Their contents go to the pure settings (tpot.client.settings); every error is a
 ClientError whose message is one sentence naming the file.
@@ -7,7 +8,7 @@ ClientError whose message is one sentence naming the file.
 import json
 import os
 
-from tpot.client.settings import CONFIG_PATH, ClientError
+from tpot.client.settings import CONFIG_PATH, START_PATHS, ClientError
 from tpot.client.tls import ca_certificates
 
 
@@ -24,6 +25,20 @@ def read_config_file(path=CONFIG_PATH):
     if not isinstance(config, dict):
         raise ClientError(f"The configuration file {path} must hold a JSON object.")
     return config
+
+
+def read_start_file(path=None):
+    """(path as shown, text) of tpot start's file: `path`, else ~/.tpot/tpot.toml, or a
+    tpot.yaml or tpot.yml beside it when only that exists."""
+    if path is None:
+        path = next((given for given in START_PATHS if os.path.exists(os.path.expanduser(given))), START_PATHS[0])
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as handle:
+            return path, handle.read()
+    except FileNotFoundError:
+        raise ClientError(f"{path} does not exist; create it (see tpot start --help).") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ClientError(f"{path} cannot be read ({getattr(error, 'strerror', None) or error}).") from None
 
 
 def read_ca_file(path):

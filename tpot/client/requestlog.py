@@ -60,8 +60,15 @@ def request_line(lines):
 
 
 class ResponseTracker(MessageFraming):
-    def __init__(self):
+    """`capture`, when given (the inspector's ConversationCapture), is written every byte
+    framed, heads included, and told of each response as it completes."""
+
+    def __init__(self, capture=None):
         super().__init__()
+        self.capture = capture
+        self._sink = _DISCARD if capture is None else capture
+        if capture is not None:
+            capture.response_framing = self
         self.pending = deque()  # (method, path, started) of requests not yet answered
         self._entries = []
         self._status = None
@@ -80,7 +87,7 @@ class ResponseTracker(MessageFraming):
     def feed(self, data, now):
         """Bytes from the target, at `now`: the entries of the responses they complete."""
         self._now = now
-        self._follow(data, _DISCARD)
+        self._follow(data, self._sink)
         return self._take_entries()
 
     def close(self, now):
@@ -122,6 +129,7 @@ class ResponseTracker(MessageFraming):
         if not self.pending:
             self.state = PASSTHROUGH
             return
+        out.append(head)
         status = self._status = int(_STATUS_LINE.fullmatch(lines[0]).group(1))
         method = self.pending[0][0]
         if status == 101 or (method == "CONNECT" and 200 <= status < 300):
@@ -141,7 +149,10 @@ class ResponseTracker(MessageFraming):
 
     def _finish(self, size):
         method, path, started = self.pending.popleft()
-        self._entries.append(Entry(method, path, self._status, size, max(0.0, self._now - started)))
+        entry = Entry(method, path, self._status, size, max(0.0, self._now - started))
+        self._entries.append(entry)
+        if self.capture is not None:
+            self.capture.response_done(entry)
 
 
 # ---------------------------------------------------------------------------------------

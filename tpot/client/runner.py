@@ -12,9 +12,10 @@ import sys
 from autobahn.twisted.websocket import connectWS
 from twisted.internet import defer
 
+from tpot.client.inspector.service import Inspector, listen_inspector
 from tpot.client.requestlog import printable, printable_text
 from tpot.client.session import TunnelClientFactory
-from tpot.client.settings import EXIT_FAILURE, EXIT_OK
+from tpot.client.settings import EXIT_FAILURE, EXIT_OK, ClientError
 from tpot.client.tls import server_tls
 from tpot.client.visitors import VisitorOptions
 from tpot.protocol.auth import make_authorization
@@ -52,7 +53,13 @@ def backoff_delay(attempt, rand=random.random):
 
 
 class ClientRun:
-    def __init__(self, settings, reactor, out=sys.stdout, err=sys.stderr, rand=random.random):
+    """One tunnel, run until stopped.  `inspector`: the process's Inspector when several
+    tunnels share one (tpot start); otherwise this run serves its own when the settings
+    ask for one.  `on_online(run)`, when given, is told of the first greeting instead of
+    its announcement being printed."""
+
+    def __init__(self, settings, reactor, out=sys.stdout, err=sys.stderr, rand=random.random, inspector=None,
+                 on_online=None):
         self.settings = settings
         self.reactor = reactor
         self.out = out
@@ -64,12 +71,32 @@ class ClientRun:
         self.factory = None
         self.failed_attempts = 0
         self.stopping = False
-        # The request log and visitor policy, shared by every connection of this run.
-        self.visitors = VisitorOptions.for_settings(settings, reactor, out)
+        self.on_online = on_online
+        self.own_inspector = inspector is None and settings.inspect is not None
+        self.inspector = Inspector(settings.inspect, reactor) if self.own_inspector else inspector
+        self.inspected = self.inspector.watch(settings) if self.inspector is not None else None
+        # The request log, visitor policy and capture, shared by every connection of this run.
+        inspected = self.inspected if settings.kind != TCP else None
+        self.visitors = VisitorOptions.for_settings(settings, reactor, out, inspected)
 
     def start(self):
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+        if self.own_inspector and not self._listen_inspector():
+            return
         self.connect()
+
+    def _listen_inspector(self):
+        """Serve this run's inspector, or run without it when its default ports are taken."""
+        try:
+            serving = listen_inspector(self.inspector, self.err)
+        except ClientError as error:
+            self.fail(str(error))
+            return False
+        if not serving:
+            self.own_inspector = False
+            self.inspector = self.inspected = None
+            self.visitors = VisitorOptions.for_settings(self.settings, self.reactor, self.out)
+        return True
 
     def connect(self):
         if self.stopping:
@@ -105,12 +132,19 @@ class ClientRun:
     def on_greeting(self, name):
         # From the server, so maybe hostile: nothing that could drive the user's terminal.
         first = self.name is None
+        self.name = name
+        self.failed_attempts = 0
+        if self.inspected is not None:
+            self.inspected.online(name)
+        if first and self.on_online is not None:
+            self.on_online(self)
+            return
         self.out.write(self._announcement(printable(name), first))
         if first and self.settings.pool:
             self.out.write("pool: visitors are shared with every client started with this --pool secret\n")
+        if first and self.own_inspector:
+            self.out.write(f"inspector: {self.inspector.url}\n")
         self.out.flush()
-        self.name = name
-        self.failed_attempts = 0
 
     def _announcement(self, name, first):
         settings = self.settings
@@ -119,12 +153,25 @@ class ClientRun:
             return f"tpot connected\n{url}\n" if first else f"tpot reconnected: {url}\n"
         if not first:
             return f"tpot reconnected: TCP tunnel {name}\n"
-        server = f"{settings.server.scheme}://{settings.server.host_with_port}"
         return (
-            f"tpot connected\nTCP tunnel {name} on {server}\naccess secret: {settings.access_secret}\n"
-            f"connect with: tpot connect {name} -t {server} --secret {settings.access_secret}"
-            " --listen 127.0.0.1:PORT (or --stdio)\n"
+            f"tpot connected\n{self.public_address()}\naccess secret: {settings.access_secret}\n"
+            f"connect with: {self.connect_command()}\n"
         )
+
+    def public_address(self):
+        """Where visitors reach the tunnel: its URL, or for TCP its name on the server."""
+        name = printable(self.name)
+        if self.settings.kind != TCP:
+            return self.settings.public_url(name)
+        return f"TCP tunnel {name} on {self._server_url()}"
+
+    def connect_command(self):
+        """How to reach a TCP tunnel: the tpot connect command line."""
+        return (f"tpot connect {printable(self.name)} -t {self._server_url()} --secret {self.settings.access_secret}"
+                " --listen 127.0.0.1:PORT (or --stdio)")
+
+    def _server_url(self):
+        return f"{self.settings.server.scheme}://{self.settings.server.host_with_port}"
 
     def on_unsupported(self, missing):
         what = "TCP tunnels" if TCP in missing else "pools"
@@ -141,6 +188,8 @@ class ClientRun:
             return
         delay = backoff_delay(self.failed_attempts, self.rand)
         self.failed_attempts += 1
+        if self.inspected is not None:
+            self.inspected.reconnecting()
         self.err.write(f"tpot: {message} Reconnecting in {delay:.0f} s.\n")
         self.err.flush()
         self.reactor.callLater(delay, self.connect)

@@ -1,14 +1,16 @@
 """The client's settings: command line over environment over ~/.tpot/config.json.
 
-Pure parsing and merging: the caller passes the environment, the config file's contents
-and --ca's PEM text in (tpot.client.files reads the files).  Every error is a ClientError
-whose message is one sentence.  The wire constants of the command itself (exit statuses,
-environment variable names, the config file's place) are defined here once.
+Pure parsing and merging (of the inspector's options too): the caller passes the
+environment, the config file's contents and --ca's PEM text in (tpot.client.files reads
+the files).  Every error is a ClientError whose message is one sentence.  The wire
+constants of the command itself (exit statuses, environment variable names, the config
+file's place) are defined here once.
 """
 
 import base64
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from tpot.protocol.codec import HTTP, POOL, TCP
 from tpot.protocol.names import name_problem
 
 CONFIG_PATH = os.path.join("~", ".tpot", "config.json")
+# tpot start's file of tunnels: the first, or the first of the others that exists.
+START_PATHS = tuple(os.path.join("~", ".tpot", name) for name in ("tpot.toml", "tpot.yaml", "tpot.yml"))
 
 # What the tpot command exits with.
 EXIT_OK = 0
@@ -35,6 +39,14 @@ ENV_POOL = "TPOT_POOL"
 # What --max-conversations is unless given: well under the usual 1024 open files.
 DEFAULT_MAX_CONVERSATIONS = 500
 
+# The inspector's address unless given (the next free port of INSPECT_PORTS when 4040 is
+# taken), and how many exchanges it keeps unless told.
+DEFAULT_INSPECT_HOST = "127.0.0.1"
+INSPECT_PORTS = range(4040, 4050)
+DEFAULT_INSPECT_PORT = INSPECT_PORTS[0]
+DEFAULT_INSPECT_KEEP = 500
+MAX_INSPECT_KEEP = 100_000
+
 _URL = re.compile(r"(?:(https?)://)?([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?/?", re.IGNORECASE)
 
 
@@ -48,6 +60,22 @@ class Address:
     host: str
     port: int
     host_with_port: str
+
+
+@dataclass(frozen=True)
+class InspectSettings:
+    """Where the inspector listens; `search`: the default address, so the next free port
+    up to 4049 will do when 4040 is taken (an address the user gave must be had)."""
+
+    host: str = DEFAULT_INSPECT_HOST
+    port: int = DEFAULT_INSPECT_PORT
+    search: bool = True
+    keep: int = DEFAULT_INSPECT_KEEP
+
+    @property
+    def loopback(self):
+        """Reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+        return self.host == "localhost" or getattr(_ip_address(self.host), "is_loopback", False)
 
 
 @dataclass(frozen=True)
@@ -75,6 +103,8 @@ class ClientSettings:
     # Conversations open at once; beyond, the server is told "no connect" (each holds a
     # connection to the target: a file descriptor).
     max_conversations: int = None
+    # The traffic inspector (tpot http only); None: none.
+    inspect: InspectSettings = None
 
     @property
     def required_extensions(self):
@@ -112,7 +142,7 @@ def parse_address(text, what):
 def client_settings(target, server=None, auth_key=None, subdomain=None, http_host=None,
                     no_host_rewrite=False, debug=False, env=None, config=None, no_forwarded_headers=False,
                     insecure=False, ca=None, quiet=False, basic_auth=None, allow_ip=(), kind=HTTP,
-                    access_secret=None, max_conversations=None, pool=None):
+                    access_secret=None, max_conversations=None, pool=None, inspect=None):
     """Merge command-line values (None when not given) with `env` (a mapping like
     os.environ) and `config` (the config file's dict); both are empty when not given.
 
@@ -121,6 +151,7 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     also from TPOT_BASIC_AUTH.  With kind=TCP, `access_secret` (or TPOT_ACCESS_SECRET, or a
     new random one) is the secret people connecting must prove, and nothing of HTTP applies.
     `pool` (or TPOT_POOL) shares the subdomain with the other clients that give it.
+    `inspect` (InspectSettings or None) is the inspector of an http tunnel.
     """
     env = {} if env is None else env
     config = {} if config is None else config
@@ -162,17 +193,57 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         quiet=bool(quiet),
         basic_auth=basic_auth,
         allow_ip=allowed,
+        inspect=inspect,
     )
+
+
+def inspect_settings(address=None, disabled=False, keep=None, address_name="--inspect", keep_name="--inspect-keep"):
+    """The inspector's settings from --inspect ADDR (`4041`, `127.0.0.1:4041`, `[::1]:4041`,
+    `0.0.0.0:4040`; port 0: any free port), --no-inspect and --inspect-keep N; None when it
+    is off.  The errors name the options `address_name` and `keep_name`."""
+    if disabled and address is not None:
+        raise ClientError(f"Use either {address_name} or --no-inspect, not both.")
+    keep = _whole_number(keep, keep_name, DEFAULT_INSPECT_KEEP, MAX_INSPECT_KEEP)
+    if disabled:
+        return None
+    if address is None:
+        return InspectSettings(keep=keep)
+    text = str(address).strip()
+    host, port = DEFAULT_INSPECT_HOST, text
+    match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]+)):([0-9]+)", text)
+    if match is not None:
+        host, port = match.group(1) or match.group(2), match.group(3)
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535) or not _inspect_host(host):
+        raise ClientError(f"{address_name} takes PORT or HOST:PORT with an IP address or localhost"
+                          f" (such as 127.0.0.1:4041), not {address!r}.")
+    return InspectSettings(host, int(port), search=False, keep=keep)
+
+
+def _inspect_host(host):
+    # A name other than localhost could resolve to anything: the address must be one.
+    return host == "localhost" or _ip_address(host) is not None
+
+
+def _ip_address(text):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _whole_number(value, option, default, maximum=None):
+    if value is None:
+        return default
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= (maximum or int(text)):
+        limits = f"from 1 to {maximum}" if maximum else "of at least 1"
+        raise ClientError(f"{option} must be a whole number {limits}, not {value!r}.")
+    return int(text)
 
 
 def parse_max_conversations(value):
     """--max-conversations: a whole number of at least 1 (DEFAULT_MAX_CONVERSATIONS if None)."""
-    if value is None:
-        return DEFAULT_MAX_CONVERSATIONS
-    text = str(value).strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise ClientError(f"--max-conversations must be a whole number of at least 1, not {value!r}.")
-    return int(text)
+    return _whole_number(value, "--max-conversations", DEFAULT_MAX_CONVERSATIONS)
 
 
 def configured_server(given, env, config):

@@ -1,5 +1,6 @@
 """What the client does with visitors besides relaying them: the request log
-(tpot.client.requestlog) and who may visit (tpot.client.policy), chosen by the settings."""
+(tpot.client.requestlog), who may visit (tpot.client.policy), chosen by the settings, and
+the inspector's capture (tpot.client.inspector)."""
 
 from dataclasses import dataclass
 
@@ -10,17 +11,21 @@ from tpot.client.requestlog import RequestLogger
 @dataclass(frozen=True)
 class VisitorOptions:
     """`log` (None with --quiet), `policy` (None without --basic-auth and --allow-ip),
-    `clock` (an IReactorTime) for the log's timings."""
+    `clock` (an IReactorTime) for the log's timings, `inspected` (the tunnel's
+    InspectedTunnel, None without the inspector)."""
 
     clock: object
     log: RequestLogger = None
     policy: VisitorPolicy = None
+    inspected: object = None
 
     @classmethod
-    def for_settings(cls, settings, clock, out):
-        """The options for these settings, or None when there is neither a log nor a policy."""
+    def for_settings(cls, settings, clock, out, inspected=None):
+        """The options for these settings, or None when there is no log, policy or inspector."""
         log = None if settings.quiet else RequestLogger(out)
         policy = None
         if settings.basic_auth or settings.allow_ip:
             policy = VisitorPolicy(settings.basic_auth, settings.allow_ip)
-        return cls(clock, log, policy) if log is not None or policy is not None else None
+        if log is None and policy is None and inspected is None:
+            return None
+        return cls(clock, log, policy, inspected)

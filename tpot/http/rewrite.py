@@ -92,9 +92,15 @@ class HostRewriter(MessageFraming):
         self.public_host = None
         self.refused = None  # the status of a request refused here (400), if one was
 
-    def feed(self, data):
+    def feed(self, data, tap=None):
+        """The bytes for the target.  `tap`, when given, stands for the output list (its
+        `out` is set to it): the inspector's RequestTap sees each piece as it is written."""
         out = []
-        self._follow(bytes(data), out)
+        if tap is None:
+            self._follow(bytes(data), out)
+        else:
+            tap.out = out
+            self._follow(bytes(data), tap)
         return b"".join(out)
 
     def _is_start_line(self, line):
