@@ -1,4 +1,5 @@
-"""Server settings (tpot.server.config) and client settings (tpot.client.settings, the command line)."""
+"""Server settings (tpot.server.config) and client settings (tpot.client.settings, the command line,
+the inspector's options)."""
 
 import json
 import re
@@ -9,7 +10,16 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, s
 
 from tpot.client.cli import parse_command_line
 from tpot.client.files import read_config_file
-from tpot.client.settings import Address, ClientError, client_settings, parse_address
+from tpot.client.settings import (
+    DEFAULT_INSPECT_KEEP,
+    INSPECT_PORTS,
+    Address,
+    ClientError,
+    InspectSettings,
+    client_settings,
+    inspect_settings,
+    parse_address,
+)
 from tpot.server.config import (
     DEFAULT_PORT,
     DUAL_STACK,
@@ -584,3 +594,104 @@ def test_tcp_members_of_a_pool_share_an_access_secret_that_is_not_the_pool_secre
     assert first.required_extensions == {"tcp", "pool"}
     assert member("--secret", "x" * 32).access_secret == "x" * 32
     assert parse_command_line(["tcp", "22", "-t", "localhost:3000"], env={}, config={}).access_secret != first.access_secret
+
+
+# The inspector's options (tpot http --inspect ADDR, --no-inspect, --inspect-keep N).
+
+
+@pytest.mark.parametrize("address, expected", [
+    (None, InspectSettings("127.0.0.1", 4040, True, 500)),
+    ("4041", InspectSettings("127.0.0.1", 4041, False, 500)),
+    (4041, InspectSettings("127.0.0.1", 4041, False, 500)),
+    ("127.0.0.1:4041", InspectSettings("127.0.0.1", 4041, False, 500)),
+    ("[::1]:4041", InspectSettings("::1", 4041, False, 500)),
+    ("0.0.0.0:4040", InspectSettings("0.0.0.0", 4040, False, 500)),
+    ("localhost:4042", InspectSettings("localhost", 4042, False, 500)),
+    (" 127.0.0.2:0 ", InspectSettings("127.0.0.2", 0, False, 500)),
+])
+def test_inspect_addresses(address, expected):
+    assert inspect_settings(address) == expected
+
+
+def test_the_default_inspector_searches_the_inspect_ports():
+    assert (DEFAULT_INSPECT_KEEP, INSPECT_PORTS) == (500, range(4040, 4050))
+    assert InspectSettings() == inspect_settings() == InspectSettings("127.0.0.1", INSPECT_PORTS[0], True, 500)
+
+
+@pytest.mark.parametrize("address", ["", "x", "example.com:4040", "::1:4040", "[::1]", "127.0.0.1:", "127.0.0.1:65536",
+                                     "127.0.0.1:-1", "[example]:80", "1.2.3.4:80:90", "4040x", "٤٠٤٠"])
+def test_bad_inspect_addresses(address):
+    with pytest.raises(ClientError) as error:
+        inspect_settings(address)
+    assert str(error.value).startswith("--inspect takes PORT or HOST:PORT")
+    assert_one_sentence(str(error.value))
+
+
+@pytest.mark.parametrize("keep, expected", [(None, 500), ("1", 1), (" 20 ", 20), (100000, 100000)])
+def test_inspect_keep(keep, expected):
+    assert inspect_settings(keep=keep).keep == expected
+    assert inspect_settings("4041", keep=keep).keep == expected
+
+
+@pytest.mark.parametrize("keep", ["0", "100001", "-1", "1.5", "many", ""])
+def test_inspect_keep_is_a_whole_number_from_1_to_100000(keep):
+    with pytest.raises(ClientError, match=r"--inspect-keep must be a whole number from 1 to 100000") as error:
+        inspect_settings(keep=keep)
+    assert_one_sentence(str(error.value))
+
+
+def test_no_inspect_turns_it_off_and_conflicts_with_an_address():
+    assert inspect_settings(disabled=True) is None
+    assert inspect_settings(disabled=True, keep="5") is None
+    with pytest.raises(ClientError) as error:
+        inspect_settings("4041", disabled=True)
+    assert str(error.value) == "Use either --inspect or --no-inspect, not both."
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
+                                            ("localhost", True), ("0.0.0.0", False), ("::", False),
+                                            ("192.168.1.2", False), ("128.0.0.1", False)])
+def test_inspect_loopback(host, loopback):
+    assert InspectSettings(host=host).loopback is loopback
+
+
+def test_tpot_http_has_the_default_inspector(home):
+    assert parse_command_line(["http", "8080", "-t", SERVER]).inspect == InspectSettings()
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--inspect", "4045"], InspectSettings("127.0.0.1", 4045, False, 500)),
+    (["--inspect", "0.0.0.0:4040", "--inspect-keep", "20"], InspectSettings("0.0.0.0", 4040, False, 20)),
+    (["--inspect-keep", "20"], InspectSettings(keep=20)),
+    (["--no-inspect"], None),
+    (["-q"], InspectSettings()),  # -q only silences the stdout log
+])
+def test_tpot_http_inspect_options(home, options, expected):
+    result = parse_command_line(["http", "8080", "-t", SERVER, *options])
+    assert result.inspect == expected
+
+
+def test_quiet_and_no_inspect_are_independent(home):
+    quiet = parse_command_line(["http", "8080", "-t", SERVER, "-q"])
+    silent = parse_command_line(["http", "8080", "-t", SERVER, "--no-inspect"])
+    assert (quiet.quiet, quiet.inspect is None, silent.quiet, silent.inspect is None) == (True, False, False, True)
+
+
+@pytest.mark.parametrize("options", [["--inspect", "nowhere"], ["--inspect-keep", "0"],
+                                     ["--inspect", "4041", "--no-inspect"], ["--inspect"]])
+def test_bad_tpot_http_inspect_options(home, options):
+    with pytest.raises(ClientError) as error:
+        parse_command_line(["http", "8080", "-t", SERVER, *options])
+    assert "inspect" in str(error.value)
+
+
+def test_tcp_tunnels_are_not_inspected(home):
+    assert parse_command_line(["tcp", "22", "-t", SERVER]).inspect is None
+    assert client_settings("22", server=SERVER, kind="tcp", inspect=InspectSettings()).inspect is None
+    with pytest.raises(ClientError, match="unrecognized arguments: --inspect"):
+        parse_command_line(["tcp", "22", "-t", SERVER, "--inspect", "4041"])
+
+
+def test_client_settings_carries_the_inspector_of_an_http_tunnel():
+    assert client_settings("8080", server=SERVER).inspect is None
+    assert client_settings("8080", server=SERVER, inspect=InspectSettings(port=4041)).inspect.port == 4041

@@ -81,8 +81,8 @@ def _add_http(http):
 
 
 def _add_inspect_options(command):
-    command.add_argument("--inspect", metavar="ADDR",
-                         help="serve the traffic inspector here (default 127.0.0.1:4040, the next free port up to 4049)")
+    command.add_argument("--inspect", metavar="ADDR", help="serve the traffic inspector here"
+                         " (default 127.0.0.1:4040, the next free port up to 4049)")
     command.add_argument("--no-inspect", action="store_true", help="do not serve the traffic inspector")
     command.add_argument("--inspect-keep", metavar="N",
                          help=f"exchanges the inspector keeps, default {DEFAULT_INSPECT_KEEP}")

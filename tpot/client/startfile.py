@@ -163,9 +163,10 @@ def _inspect(section, where, address, disabled, keep):
     from_file = section.get("addr")
     if from_file is True or not isinstance(from_file, (int, str, type(None))):
         raise ClientError(f"{where}: addr must be a port number, HOST:PORT text or false, not {_shown(from_file)}.")
+    keep_from_file = _checked(section, "keep", where)
     try:
         settings = inspect_settings(None if from_file is None or from_file is False else str(from_file),
-                                    keep=_checked(section, "keep", where), address_name="addr", keep_name="keep")
+                                    keep=keep_from_file, address_name="addr", keep_name="keep")
     except ClientError as error:
         raise ClientError(f"{where}: {error}") from None
     given = inspect_settings(address, disabled, keep)

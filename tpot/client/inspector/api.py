@@ -97,7 +97,7 @@ class Root(Resource):
         self.page = _Page(inspector.token)
 
     def getChildWithDefault(self, path, request):
-        host = request.getHeader(b"host")
+        host = _header(request, "host")
         if not guard.host_allowed(host, self.inspector.listen_host, self.inspector.port):
             return _Refusal(http.FORBIDDEN, "This inspector answers only to its own address or localhost.")
         if path == b"":
