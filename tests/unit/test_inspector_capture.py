@@ -4,9 +4,9 @@ never changes what is relayed."""
 
 import pytest
 
-from tests.support.conversations import Harness
+from tests.support.captures import inspected, relay
 from tests.support.splits import every_split
-from tpot.client.inspector.capture import MAX_BODY, ConversationCapture, ExchangeStore
+from tpot.client.inspector.capture import MAX_BODY, ExchangeStore
 
 GET = b"GET /a?x=1 HTTP/1.1\r\nHost: web.localhost:3000\r\n\r\n"
 POST = b"POST /hook HTTP/1.1\r\nHost: web.localhost:3000\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
@@ -15,32 +15,6 @@ CHUNKED = (b"PUT /up HTTP/1.1\r\nHost: web.localhost:3000\r\nTransfer-Encoding: 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 CREATED = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ndone\r\n0\r\n\r\n"
 CONTINUE_THEN_OK = b"HTTP/1.1 100 Continue\r\n\r\n" + OK
-
-
-class Watched:
-    """A tunnel as the capture sees it: a name and a store."""
-
-    name = "web"
-
-    def __init__(self, store):
-        self.store = store
-
-    def capture(self, visitor):
-        return ConversationCapture(self.store, self, visitor)
-
-
-def inspected(store=None, **options):
-    store = store if store is not None else ExchangeStore()
-    harness = Harness(quiet=True, inspected=Watched(store), **options)
-    return harness, store
-
-
-def relay(requests, responses, request_pieces=None, response_pieces=None, store=None):
-    harness, store = inspected(store)
-    harness.visit(*(request_pieces or [requests]))
-    harness.target_up()
-    harness.answer(*(response_pieces or [responses]))
-    return harness, store
 
 
 def test_each_request_and_response_is_kept_as_it_went_over_the_wire():
