@@ -507,7 +507,11 @@ def start_connected(args, home, timeout=CLIENT_TIMEOUT, server=None, command=(TP
         raise RuntimeError(f"client did not connect: {client.describe()}{server_log}")
     client.url = got[1]
     client.inspector_url = None
-    for line in client.log_lines(2, IO_TIMEOUT) if inspected or "--inspect" in args else ():
+    # Line by line: the request log that follows must not be waited for, nor read here.
+    for _ in range(2 if inspected or "--inspect" in args else 0):
+        line = client.next_line(IO_TIMEOUT)
+        if line is None:
+            break
         if line.startswith("inspector: "):
             client.inspector_url = line[len("inspector: "):]
             break

@@ -4,12 +4,11 @@ inspector for both http tunnels; a bad file stops it with one sentence.
 """
 
 import hashlib
-import http.client
 
 import pytest
 
-from .conftest import CLIENT_TIMEOUT, HOST, IO_TIMEOUT, Client, run_tpot
-from .inspecting import Api
+from .conftest import CLIENT_TIMEOUT, HOST, Client, run_tpot
+from .inspecting import Api, visit
 from .test_tcp_e2e import Listener, echo, echo_through  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,16 +54,6 @@ def started(args, home, count):
     return client, table, lines, inspector
 
 
-def fetch(server, name, method="GET", path="/", body=None):
-    connection = http.client.HTTPConnection(HOST, server.port, timeout=IO_TIMEOUT)
-    try:
-        connection.request(method, path, body=body, headers={"Host": server.host_for(name)})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
 def test_start_all_runs_two_http_tunnels_and_a_tcp_one_with_one_inspector(server, target, echo, tmp_path):
     config = write_file(tmp_path, server, target, echo)
     client, table, lines, inspector = started(["start", "--all", "--config", str(config), "-q"], tmp_path, 3)
@@ -77,8 +66,8 @@ def test_start_all_runs_two_http_tunnels_and_a_tcp_one_with_one_inspector(server
         upload = bytes(range(256)) * 4096  # 1 MiB
         digest = hashlib.sha256(upload).hexdigest()
         for name in ("start-web", "start-api"):
-            assert fetch(server, name, "POST", "/sha256", upload) == (200, f"{digest} {len(upload)}".encode())
-        status, echoed = fetch(server, "start-api", "GET", "/host")
+            assert visit(server, "POST", "/sha256", upload, name=name) == (200, f"{digest} {len(upload)}".encode())
+        status, echoed = visit(server, "GET", "/host", name="start-api")
         assert status == 200 and b"api.internal" in echoed
 
         listener = Listener(["start-db", "-t", server.url, "--secret", SECRET], tmp_path)
@@ -103,7 +92,7 @@ def test_start_by_name_runs_only_those(server, target, echo, tmp_path):
     client, table, _, inspector = started(["start", "web", "--config", str(config), "-q"], tmp_path, 1)
     try:
         assert list(table) == ["web"]
-        assert fetch(server, "start-web")[0] == 200
+        assert visit(server, "GET", "/", name="start-web")[0] == 200
         _, tunnels = Api(inspector).json("GET", "/api/tunnels")
         assert [t["name"] for t in tunnels["tunnels"]] == ["start-web"]
     finally:
