@@ -139,7 +139,7 @@ def test_a_taken_address_given_stops_the_client_with_one_sentence(server, hook_t
         port = taken.getsockname()[1]
         result = run_tpot(["http", hook_target.address, "-t", server.url, "--inspect", f"{HOST}:{port}"], tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith(f"The inspector cannot listen on {HOST}:{port}"), result.stderr
+    assert result.stderr.startswith(f"tpot: The inspector cannot listen on {HOST}:{port}"), result.stderr
     assert "--no-inspect" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 

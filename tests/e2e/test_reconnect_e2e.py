@@ -371,6 +371,6 @@ def test_wrong_key_after_the_server_restarts_is_final(auth_server, target, clien
         pytest.fail(f"the client kept retrying with a refused key: {client.describe()}")
     assert code == 1, client.describe()
     lines = client.stderr().strip().splitlines()
-    assert lines[-1] == "The server did not authorize the request (401); check your auth key.", lines
+    assert lines[-1] == "tpot: The server did not accept the auth key (401); check -k or TPOT_AUTH_KEY.", lines
     assert all("Reconnecting" in line for line in lines[:-1]), lines
     assert client.new_lines(within=0.5) == []  # nothing more on stdout, no "reconnected"

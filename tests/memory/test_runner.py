@@ -195,7 +195,7 @@ def test_tcp_tunnel_asks_for_tcp_with_its_secret_and_prints_how_to_connect(clock
 def test_tcp_tunnel_refused_by_a_server_without_tcp_is_final(clock, monkeypatch):
     h = Harness(clock, monkeypatch, target="22", kind="tcp", access_secret=SECRET)
     h.factory.on_unsupported(frozenset({"tcp"}))
-    assert h.err_lines() == ["The server localhost:3000 does not support TCP tunnels (it did not grant the tcp extension)."]
+    assert h.err_lines() == ["tpot: The server localhost:3000 does not support TCP tunnels (it did not grant the tcp extension)."]
     assert h.run.exit_code == 1 and clock.hasStopped
     assert h.retry_delays() == []
 
@@ -214,7 +214,7 @@ def test_a_pool_member_sends_its_pool_secret_on_every_attempt(clock, monkeypatch
 def test_a_pool_refused_by_a_server_without_pools_is_final(clock, monkeypatch):
     h = Harness(clock, monkeypatch, subdomain="shared", pool=POOL_SECRET)
     h.factory.on_unsupported(frozenset({"pool"}))
-    assert h.err_lines() == ["The server localhost:3000 does not support pools (it did not grant the pool extension)."]
+    assert h.err_lines() == ["tpot: The server localhost:3000 does not support pools (it did not grant the pool extension)."]
     assert h.run.exit_code == 1 and h.retry_delays() == []
 
 
@@ -222,7 +222,7 @@ def test_a_pool_refused_by_a_server_without_pools_is_final(clock, monkeypatch):
     "outcome, words",
     [
         (lambda h: h.unreachable(), "could not be reached"),
-        (lambda h: h.refused(401), "401"),
+        (lambda h: h.refused(401), "requires an auth key (401): pass -k KEY or set TPOT_AUTH_KEY"),
         (lambda h: h.refused(409), "already in use"),
         (lambda h: h.refused(503), "503"),
         (lambda h: h.refused(404), "404"),

@@ -35,6 +35,7 @@ PURE = (
     "tpot.client.requestlog",
     "tpot.client.settings",
     "tpot.client.startfile",
+    "tpot.client.explain",
     "tpot.client.inspector.capture",
     "tpot.client.inspector.guard",
     "tpot.client.inspector.present",

@@ -12,6 +12,7 @@ import sys
 from autobahn.twisted.websocket import connectWS
 from twisted.internet import defer
 
+from tpot.client import explain
 from tpot.client.inspector.service import Inspector, listen_inspector
 from tpot.client.requestlog import printable, printable_text
 from tpot.client.session import TunnelClientFactory
@@ -35,15 +36,6 @@ INITIAL_DELAY = 1.0
 MAX_DELAY = 30.0
 CLOSE_WAIT = 2.0
 FINAL_STATUSES = frozenset({400, 401})
-
-REFUSALS = {
-    400: "The server refused the request as invalid (400); check the subdomain.",
-    401: "The server did not authorize the request (401); check your auth key.",
-    404: "The server answered 404 Not Found; check the server URL.",
-    409: "The subdomain is already in use (409); pick another with -s.",
-    429: "The server refused after too many failed attempts (429); wait a minute and check your auth key.",
-    503: "The server cannot take another tunnel right now (503); try again later.",
-}
 
 
 def backoff_delay(attempt, rand=random.random):
@@ -106,7 +98,8 @@ class ClientRun:
             subdomain=self.name or self.settings.subdomain, on_token=self.on_token,
             visitors=self.visitors, on_unsupported=self.on_unsupported,
         )
-        self.factory.clientConnectionFailed = lambda connector, reason: self.on_closed(None, None, None, reached=False)
+        self.factory.clientConnectionFailed = lambda connector, reason: self.on_closed(
+            None, None, None, reached=False, failure=reason.value)
         connectWS(self.factory, server_tls(self.settings.server))
 
     def _headers(self):
@@ -179,10 +172,10 @@ class ClientRun:
         self.fail(f"The server {self.settings.server.host_with_port} does not support {what}"
                   f" (it did not grant the {extension} extension).")
 
-    def on_closed(self, status, code, reason, reached=True):
+    def on_closed(self, status, code, reason, reached=True, failure=None):
         if self.stopping:
             return
-        message = self._explain(status, code, reason, reached)
+        message = self._explain(status, code, reason, reached, failure)
         if self.name is None or status in FINAL_STATUSES:
             self.fail(message)
             return
@@ -194,24 +187,21 @@ class ClientRun:
         self.err.flush()
         self.reactor.callLater(delay, self.connect)
 
-    def _explain(self, status, code, reason, reached):
-        server = self.settings.server.host_with_port
+    def _explain(self, status, code, reason, reached, failure):
+        factory = self.factory
         if not reached:
-            return f"The server {server} could not be reached."
-        if status == 409 and self.name is not None:
-            return "The server still holds the name for the old connection (409) until it times out."
-        if status in REFUSALS:
-            return REFUSALS[status]
+            return explain.unreachable(self.settings.server, failure)
         if status is not None:
-            return f"The server refused the tunnel with HTTP status {status}."
-        if self.factory is None or not self.factory.greeted_here:
-            return f"The server {server} closed the connection before the tunnel opened."
+            return explain.refusal(status, factory.refused_headers, self.settings, factory.subdomain,
+                                   reconnecting=self.name is not None)
+        if factory is None or not factory.greeted_here:
+            return explain.lost_before_open(self.settings.server, factory.lost_reason if factory else None)
         reason_text = f": {printable_text(reason)}" if reason else ""
         return f"The connection to the server was lost (code {code}){reason_text}."
 
     def fail(self, message):
         if self.exit_code == EXIT_OK:
-            self.err.write(message + "\n")
+            self.err.write(f"tpot: {message}\n")
             self.err.flush()
             self.exit_code = EXIT_FAILURE
         self.stopping = True

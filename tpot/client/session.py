@@ -16,7 +16,7 @@ from tpot.protocol import codec
 from tpot.protocol.adapter import SendsConversationMessages
 from tpot.protocol.codec import EXTENSIONS_HEADER, HTTP, RECLAIM_TOKEN_HEADER
 from tpot.protocol.flow import PEER, UnregisterOnDrop, WebSocketBackpressure
-from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames, is_open, refused_status
+from tpot.protocol.frames import PROTOCOL_OPTIONS, LeanFrames, is_open, refused_headers, refused_status
 from tpot.protocol.session import (
     ClientSession,
     Deliver,
@@ -72,7 +72,13 @@ class TunnelClientProtocol(SendsConversationMessages, UnregisterOnDrop, LeanFram
 
     def failHandshake(self, reason):
         self.refused_status = refused_status(self)
+        self.factory.refused_headers = refused_headers(self)
         super().failHandshake(reason)
+
+    def connectionLost(self, reason):
+        # Why a connection ended before the tunnel opened (a TLS failure, say) is told to the user.
+        self.factory.lost_reason = reason.value if reason is not None else None
+        super().connectionLost(reason)
 
     def onMessage(self, payload, isBinary):
         try:
@@ -174,7 +180,10 @@ class TunnelClientFactory(WebSocketClientFactory):
         self.on_token = on_token or (lambda token: None)
         self.on_unsupported = on_unsupported or (lambda missing: None)
         self.visitors = visitors  # target.VisitorOptions: request log and visitor policy, or None
+        self.subdomain = subdomain if subdomain is not None else settings.subdomain
         self.greeted_here = False
+        self.refused_headers = {}
+        self.lost_reason = None
         self.current = None
         self.target = TargetConnector.for_settings(reactor, settings)
         self.setProtocolOptions(autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT, **CLIENT_PROTOCOL_OPTIONS)

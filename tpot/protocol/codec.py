@@ -50,6 +50,9 @@ ACCESS_SECRET_HEADER = "TPoT-Access-Secret"
 # Several tunnels share one name: those whose upgrades carry the same POOL_HEADER secret.
 POOL = "pool"
 POOL_HEADER = "TPoT-Pool"
+# Not negotiated, since only refusals carry it: the server's 404 for a host it does not
+# serve names the domain it serves, so that a client can say which URL to use.
+DOMAIN_HEADER = "TPoT-Domain"
 
 _CONVERSATION_HEAD = struct.Struct("<BHc")
 _OPEN_HEAD = struct.Struct("<BcH")

@@ -76,14 +76,15 @@ AUTOBAHN_NAMES = {
     "server state": ("maskServerFrames", "requireMaskedClientFrames"),
     # Of both ends' factories.
     "factory": ("isServer",),
-    "client state": ("maskClientFrames", "acceptMaskedServerFrames", "http_status_line"),
+    "client state": ("maskClientFrames", "acceptMaskedServerFrames", "http_status_line", "http_headers"),
 }
 # Names tpot's protocols give Autobahn's on purpose: the callbacks, the overridden methods
-# above, the logger, and `data` (LeanFrames consumes Autobahn's buffer).  Any other name a
+# above, the logger, `data` (LeanFrames consumes Autobahn's buffer) and connectionLost (the
+# client keeps why a connection ended before its tunnel opened, then calls Autobahn's).  Any other name a
 # tpot protocol defines must be new to Autobahn, or it would replace one of Autobahn's
 # internals unnoticed (the contract test checks this too).
 AUTOBAHN_OVERRIDES = frozenset(
-    ("onConnect", "onOpen", "onMessage", "onPing", "onPong", "onClose", "log", "data")
+    ("onConnect", "onOpen", "onMessage", "onPing", "onPong", "onClose", "log", "data", "connectionLost")
     + AUTOBAHN_NAMES["methods"]
 )
 
@@ -416,6 +417,11 @@ def refused_status(protocol):
     """The HTTP status with which the server refused a client's upgrade, if it answered one."""
     status = (getattr(protocol, "http_status_line", None) or "").split()
     return int(status[1]) if len(status) > 1 and status[1].isdigit() else None
+
+
+def refused_headers(protocol):
+    """The headers (lower-case names) of the server's answer to a refused upgrade."""
+    return dict(getattr(protocol, "http_headers", None) or {})
 
 
 class OversizeFails:
