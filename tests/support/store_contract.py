@@ -220,6 +220,15 @@ class NameStoreContract:
         self.ok(store.attach(again.lease, WEB))
         assert self.ok(store.lookup("wire"))[0].lease == again.lease
 
+    def test_a_refusal_says_how_long_a_dropped_tunnels_name_is_kept(self):
+        store = self.new_store()
+        self.attached(store, "live")
+        assert self.refused(store.claim("live"), NameTaken).held_for is None
+        self.dropped(store, "wire")
+        self.advance(20)
+        held_for = self.refused(store.claim("wire"), NameTaken).held_for
+        assert RESERVE_SECONDS - 21 <= held_for <= RESERVE_SECONDS - 20
+
     def test_a_reserved_name_cannot_be_released_by_its_old_lease(self):
         store = self.new_store()
         claim = self.dropped(store, "wire")

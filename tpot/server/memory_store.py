@@ -95,7 +95,8 @@ class MemoryNameStore:
         if entry is not None and entry.members and pool is not None and entry.pool == pool:
             return self._join(name, entry)
         if entry is not None:
-            raise NameTaken(name)
+            deadline = self._reserved.get(name)
+            raise NameTaken(name, None if deadline is None else deadline - self.clock.seconds())
         if name is None:
             name = self._free_random_name()
         entry = self._names[name] = _Name(secrets.token_urlsafe(24), pool)

@@ -7,6 +7,8 @@ tunnel for `/connect-tpot` there, a visitor relay for `NAME.DOMAIN`, an error re
 anything else.
 """
 
+import math
+
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -14,7 +16,7 @@ from twisted.logger import Logger
 from tpot.http.addresses import address_in, forwarded_client, plain_address
 from tpot.http.head import HeadError, HeadReader
 from tpot.http.responses import error_response
-from tpot.protocol.codec import RECLAIM_HEADER, TCP
+from tpot.protocol.codec import DOMAIN_HEADER, RECLAIM_HEADER, TCP
 from tpot.protocol.names import RESERVED_NAMES
 from tpot.server import endpoints
 from tpot.server.balance import Balancer
@@ -48,6 +50,16 @@ def route(host, domain):
     if dot and parent == domain and name:
         return name
     return None
+
+
+def _name_taken(name, held_for):
+    """The 409 for a name another tunnel holds, saying for how long when it is only kept for
+    a dropped tunnel's client (Retry-After, which our client shows)."""
+    if held_for is None:
+        return HeadError(409, f"The subdomain {name} is already in use.")
+    seconds = max(1, math.ceil(held_for))
+    return HeadError(409, f"The subdomain {name} is kept for the client of a dropped tunnel for {seconds} s more.",
+                     headers=[("Retry-After", str(seconds))])
 
 
 class RouterProtocol(HandsOver):
@@ -103,7 +115,9 @@ class RouterProtocol(HandsOver):
         self._identify(head)
         target = route(head.host, self.factory.domain)
         if target is None:
-            raise HeadError(404, f"No tunnel is served at {head.host or 'this address'}.")
+            domain = self.factory.domain
+            raise HeadError(404, f"No tunnel is served at {head.host or 'this address'}: this server serves"
+                            f" {domain} and *.{domain}.", headers=[(DOMAIN_HEADER, domain)])
         if target == CONTROL:
             return self._control(head)
         self._refuse_while_draining()
@@ -170,8 +184,8 @@ class RouterProtocol(HandsOver):
         pool = pool_key(head, extensions, requested, secret)
         try:
             claim = yield self.factory.store.claim(requested, head.header(RECLAIM_HEADER), pool)
-        except NameTaken:
-            raise HeadError(409, f"The subdomain {requested} is already in use.") from None
+        except NameTaken as taken:
+            raise _name_taken(requested, taken.held_for) from None
         except RegistryFull:
             raise HeadError(503, "This server has reached its tunnel limit.") from None
         except RegistryUnavailable:

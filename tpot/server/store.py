@@ -16,7 +16,12 @@ RESERVE_SECONDS = 60
 
 
 class NameTaken(Exception):
-    """The name is held by another tunnel."""
+    """The name is held by another tunnel; `held_for`: the seconds left of the reservation
+    kept for a dropped tunnel's client (None while a tunnel holds it)."""
+
+    def __init__(self, name, held_for=None):
+        super().__init__(name)
+        self.held_for = held_for
 
 
 class RegistryFull(Exception):

@@ -113,7 +113,7 @@ end
 
 # ARGV: prefix, node, name, presented token hash (or ''), pool key (or ''), new lease, new
 # token hash, now (ms), max tunnels (-1: none), reservation (ms).  Returns 'ok', 'joined',
-# 'reclaimed', 'taken' or 'full'.
+# 'reclaimed', 'taken', 'held:MS' (taken, reserved for MS more for a dropped tunnel) or 'full'.
 CLAIM = _HELPERS + """
 local p, node, name, presented, pool, lease, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local now, max, reservation = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -130,6 +130,7 @@ local reclaim = state == 'r' and (same_pool or (pool == '' and not held_pool and
 local join = state == 'h' and same_pool
 if not reclaim then
   if max >= 0 and redis.call('SCARD', p .. 'node:' .. node) + redis.call('ZCARD', p .. 'rsv:' .. node) >= max then return 'full' end
+  if state == 'r' then return 'held:' .. (tonumber(deadline) - now) end
   if state and not join then return 'taken' end
 end
 if reclaim then
@@ -321,6 +322,8 @@ class RedisNameStore:
                                      -1 if self.max_tunnels is None else self.max_tunnels, self._reservation_ms())
             if answer == "full":
                 raise RegistryFull("this node has reached its tunnel limit")
+            if answer.startswith("held:") and name is not None:
+                raise NameTaken(wanted, int(answer[len("held:"):]) / 1000)
             if answer in ("ok", "joined", "reclaimed"):
                 # Only a hash of the token is kept: a member joining a pool gets one of its
                 # own, which its pool key makes unnecessary for taking the name back.
