@@ -134,7 +134,7 @@ def test_each_request_of_a_keep_alive_connection_is_one_line(server, recording_t
     assert client.proc.poll() is None
 
 
-def test_quiet_prints_only_the_two_start_up_lines(server, recording_target, logging_client):
+def test_quiet_prints_only_the_start_up_lines(server, recording_target, logging_client):
     client = logging_client(server, recording_target, "hushed", "--quiet")
     conn = connect(server)
     try:
@@ -145,7 +145,7 @@ def test_quiet_prints_only_the_two_start_up_lines(server, recording_target, logg
     assert client.log_lines(1, timeout=1.0) == []
     client.stop()
     assert client.next_line(STOP_TIMEOUT) is None, client.describe()  # EOF, nothing more
-    assert client.seen == ["tpot connected", f"http://hushed.{DOMAIN}:{server.port}"]
+    assert client.seen == ["tpot connected", f"http://hushed.{DOMAIN}:{server.port}", f"inspector: {client.inspector_url}"]
 
 
 # ---------------------------------------------------------------------------------------
