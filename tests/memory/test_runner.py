@@ -32,6 +32,7 @@ from tests.support.memory import (
     use_clock,
     websocket_accept,
 )
+from tpot.client.reclaims import ReclaimTokens
 from tpot.client.runner import MAX_DELAY, ClientRun, backoff_delay
 from tpot.client.session import PING_INTERVAL, PING_TIMEOUT, TunnelClientFactory
 from tpot.client.settings import client_settings
@@ -84,7 +85,7 @@ class Harness:
     """A ClientRun whose connectWS only records the factories it is given."""
 
     def __init__(self, clock, monkeypatch, subdomain="demo", auth_key=None, rand=lambda: 0.5, target="8080",
-                 **options):
+                 tokens=None, **options):
         self.clock = clock
         clock.running = True  # as inside reactor.run(); stop() clears it
         self.factories = []
@@ -94,7 +95,7 @@ class Harness:
         )
         self.out = io.StringIO()
         self.err = io.StringIO()
-        self.run = ClientRun(self.settings, clock, out=self.out, err=self.err, rand=rand)
+        self.run = ClientRun(self.settings, clock, out=self.out, err=self.err, rand=rand, tokens=tokens)
         self.run.start()
 
     @property
@@ -136,6 +137,30 @@ class Harness:
 
 def headers_of(factory):
     return dict(factory.headers or {})
+
+
+TOKEN = "kept-token-0123456789abcdef"
+
+
+def test_the_next_run_presents_the_token_its_named_tunnel_had(clock, monkeypatch, tmp_path):
+    tokens = ReclaimTokens(tmp_path)
+    first = Harness(clock, monkeypatch, tokens=tokens)
+    assert "TPoT-Reclaim" not in headers_of(first.factory)
+    first.factory.on_token(TOKEN)
+    first.greet("demo")
+    again = Harness(clock, monkeypatch, tokens=tokens)  # after a kill -9, say
+    assert headers_of(again.factory)["TPoT-Reclaim"] == TOKEN
+
+
+def test_tokens_are_kept_only_for_a_name_asked_for_outside_a_pool(clock, monkeypatch, tmp_path):
+    tokens = ReclaimTokens(tmp_path)
+    random_name = Harness(clock, monkeypatch, subdomain=None, tokens=tokens)
+    random_name.factory.on_token(TOKEN)
+    random_name.greet("x7k2m9q1")
+    pooled = Harness(clock, monkeypatch, subdomain="shared", pool=POOL_SECRET, tokens=tokens)
+    pooled.factory.on_token(TOKEN)
+    pooled.greet("shared")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_start_connects_once_asking_for_the_subdomain_with_the_reclaim_extension(clock, monkeypatch):

@@ -9,6 +9,7 @@ import sys
 from tpot import __version__
 from tpot.client.connect import ConnectSettings, connect_settings
 from tpot.client.files import read_ca_file, read_config_file, read_start_file
+from tpot.client.reclaims import ReclaimTokens
 from tpot.client.settings import (
     DEFAULT_INSPECT_KEEP,
     DEFAULT_MAX_CONVERSATIONS,
@@ -180,7 +181,8 @@ def main(argv=None):
     else:
         from tpot.client.runner import ClientRun as Run
 
-    run = Run(settings, reactor)
+    # Named tunnels keep their reclaim tokens between runs; tpot connect opens none.
+    run = Run(settings, reactor) if isinstance(settings, ConnectSettings) else Run(settings, reactor, tokens=ReclaimTokens())
     reactor.callWhenRunning(run.start)
     reactor.run()
     return run.exit_code

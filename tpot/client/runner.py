@@ -48,10 +48,11 @@ class ClientRun:
     """One tunnel, run until stopped.  `inspector`: the process's Inspector when several
     tunnels share one (tpot start); otherwise this run serves its own when the settings
     ask for one.  `on_online(run)`, when given, is told of the first greeting instead of
-    its announcement being printed."""
+    its announcement being printed.  `tokens`: where reclaim tokens are kept between runs
+    (a ReclaimTokens), or None."""
 
     def __init__(self, settings, reactor, out=sys.stdout, err=sys.stderr, rand=random.random, inspector=None,
-                 on_online=None):
+                 on_online=None, tokens=None):
         self.settings = settings
         self.reactor = reactor
         self.out = out
@@ -59,7 +60,10 @@ class ClientRun:
         self.rand = rand
         self.exit_code = EXIT_OK
         self.name = None
-        self.token = None
+        # The reclaim tokens kept between runs (tpot.client.reclaims): a run after a crash
+        # presents the last one for its -s NAME and gets the name back at once.
+        self.tokens = tokens if settings.subdomain and not settings.pool else None
+        self.token = self.tokens.load(settings.server, settings.subdomain) if self.tokens else None
         self.factory = None
         self.failed_attempts = 0
         self.stopping = False
@@ -127,6 +131,8 @@ class ClientRun:
         first = self.name is None
         self.name = name
         self.failed_attempts = 0
+        if self.tokens is not None and self.token and name == self.settings.subdomain:
+            self.tokens.save(self.settings.server, name, self.token)
         if self.inspected is not None:
             self.inspected.online(name)
         if first and self.on_online is not None:

@@ -15,8 +15,9 @@ from tpot.protocol.codec import TCP
 
 
 class StartRun:
-    def __init__(self, settings, reactor, out=sys.stdout, err=sys.stderr):
+    def __init__(self, settings, reactor, out=sys.stdout, err=sys.stderr, tokens=None):
         self.settings = settings
+        self.tokens = tokens
         self.reactor = reactor
         self.out = out
         self.err = err
@@ -38,7 +39,7 @@ class StartRun:
             # The runs share this process's inspector (or none): they serve none of their own.
             tunnel = dataclasses.replace(tunnel, inspect=None)
             run = ClientRun(tunnel, self.reactor, self.out, _TunnelErrors(self.err, name), inspector=self.inspector,
-                            on_online=self._online)
+                            on_online=self._online, tokens=self.tokens)
             self.runs.append(run)
             self.labels[id(run)] = name
             self._waiting.add(id(run))
