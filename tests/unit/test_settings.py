@@ -695,3 +695,13 @@ def test_tcp_tunnels_are_not_inspected(home):
 def test_client_settings_carries_the_inspector_of_an_http_tunnel():
     assert client_settings("8080", server=SERVER).inspect is None
     assert client_settings("8080", server=SERVER, inspect=InspectSettings(port=4041)).inspect.port == 4041
+
+
+def test_a_config_key_nothing_reads_is_warned_of_with_the_closest_known_one():
+    from tpot.client.settings import config_warnings
+
+    assert config_warnings({"tpotServer": "x", "authKey": "y", "subdomain": "z"}) == []
+    assert config_warnings({"subdomian": "demo"}, "config.json") == [
+        "config.json has the key 'subdomian', which tpot does not read; did you mean 'subdomain'?"]
+    (far,) = config_warnings({"colour": 1}, "config.json")
+    assert far.startswith("config.json has the key 'colour', which tpot does not read (known: tpotServer, ")

@@ -22,6 +22,7 @@ from tpot.client.settings import (
     START_PATHS,
     ClientError,
     client_settings,
+    config_warnings,
     inspect_settings,
 )
 from tpot.client.startfile import EXAMPLE, StartSettings, start_settings
@@ -160,7 +161,10 @@ def parse_command_line(argv, env=None, config=None, read_start=read_start_file):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
-        settings = parse_command_line(argv)
+        config = read_config_file()
+        for warning in config_warnings(config):
+            sys.stderr.write(f"tpot: warning: {warning}\n")
+        settings = parse_command_line(argv, config=config)
     except ClientError as error:
         sys.stderr.write(f"tpot: {error}\n")
         return EXIT_FAILURE

@@ -8,6 +8,7 @@ file's place) are defined here once.
 """
 
 import base64
+import difflib
 import hashlib
 import hmac
 import ipaddress
@@ -244,6 +245,22 @@ def _whole_number(value, option, default, maximum=None):
 def parse_max_conversations(value):
     """--max-conversations: a whole number of at least 1 (DEFAULT_MAX_CONVERSATIONS if None)."""
     return _whole_number(value, "--max-conversations", DEFAULT_MAX_CONVERSATIONS)
+
+
+# The keys of ~/.tpot/config.json (those the reference client reads, and noForwardedHeaders).
+CONFIG_KEYS = ("tpotServer", "authKey", "subdomain", "httpHost", "noHostRewrite", "noForwardedHeaders")
+
+
+def config_warnings(config, path=CONFIG_PATH):
+    """One warning per key of the config file that nothing reads, naming the closest known one."""
+    warnings = []
+    for key in config:
+        if key in CONFIG_KEYS:
+            continue
+        close = difflib.get_close_matches(str(key), CONFIG_KEYS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(CONFIG_KEYS)})."
+        warnings.append(f"{path} has the key {str(key)!r}, which tpot does not read{hint}")
+    return warnings
 
 
 def configured_server(given, env, config):
