@@ -4,6 +4,7 @@ and failures that say what to fix — with a real twistd server and real clients
 
 import re
 import signal
+import time
 
 import pytest
 
@@ -59,3 +60,16 @@ def test_no_key_for_a_server_that_needs_one_says_how_to_give_it(auth_server, tar
     result = run_tpot(["http", target.address, "-t", auth_server.url], tmp_path)
     assert result.returncode == 1
     assert result.stderr == "tpot: This server requires an auth key (401): pass -k KEY or set TPOT_AUTH_KEY.\n"
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGINT, signal.SIGINT], [signal.SIGTERM, signal.SIGINT]])
+def test_ctrl_c_stops_cleanly_and_a_second_one_at_once(server, target, tmp_path, signals):
+    client = start_connected(["http", target.address, "-t", server.url, "--no-inspect"], tmp_path, server=server)
+    for number, sig in enumerate(signals):
+        if number:
+            time.sleep(0.05)
+        client.proc.send_signal(sig)
+    code = client.proc.wait(10)
+    client.stop()
+    assert code in ((0,) if len(signals) == 1 else (0, 128 + signals[-1]))
+    assert "Traceback" not in client.stderr() and "ReactorNotRunning" not in client.stderr(), client.stderr()

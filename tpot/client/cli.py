@@ -28,6 +28,8 @@ from tpot.client.settings import (
 from tpot.client.startfile import EXAMPLE, StartSettings, start_settings
 from tpot.protocol.codec import TCP
 
+EXIT_SIGNALLED = 128  # and the signal's number, as a shell reports a process a signal ended
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -187,9 +189,32 @@ def main(argv=None):
 
     # Named tunnels keep their reclaim tokens between runs; tpot connect opens none.
     run = Run(settings, reactor) if isinstance(settings, ConnectSettings) else Run(settings, reactor, tokens=ReclaimTokens())
+    reactor.callWhenRunning(_stop_on_signals, reactor)
     reactor.callWhenRunning(run.start)
     reactor.run()
     return run.exit_code
+
+
+def _stop_on_signals(reactor):
+    """SIGINT and SIGTERM stop the client cleanly (the tunnel closed, up to 2 s); a second
+    one while stopping ends it at once.  Twisted's own handler would stop the reactor
+    again, which raises ReactorNotRunning with a traceback.  A SIGINT that was ignored when
+    the client started (a background job of a script) stays ignored, as for any program:
+    stop such a client with SIGTERM."""
+    import signal
+
+    stopping = []
+
+    def handle(signum, frame):
+        if stopping:
+            sys.stdout.flush()
+            os._exit(EXIT_SIGNALLED + signum)
+        stopping.append(signum)
+        reactor.callFromThread(reactor.stop)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, handle)
 
 
 if __name__ == "__main__":
