@@ -35,7 +35,7 @@ def inspector_lines(inspector):
     if memory:
         result.append(f"  client RSS: {memory['rss_kb_before'] / 1024:.0f} MiB; with {memory['big_transfers']} exchanges"
                       f" of 1 MiB kept {memory['rss_kb_with_big'] / 1024:.0f} MiB; after {memory['small_transfers']}"
-                      f" small ones evicted them {memory['rss_kb_after_eviction'] / 1024:.0f} MiB")
+                      f" small ones evicted them ({memory.get('big_left', '?')} left) {memory['rss_kb_after_eviction'] / 1024:.0f} MiB")
     return result
 
 

@@ -6,7 +6,9 @@ Two tunnels on one server (`insp-off` with --no-inspect, `insp-on` with the insp
 free port), measured in alternation like the other scenarios; CPU is the client's.
 """
 
+import json
 import time
+import urllib.request
 
 from bench.common import log
 from bench.logscan import scan_logs
@@ -52,10 +54,19 @@ def _memory(load, tunnel):
     load.curl([tunnel.url("/small")] * 50, [tunnel.host_header], upload=False)
     before = settle_rss(pid)
     started = time.monotonic()
-    big = load.curl([tunnel.url(BIG)] * EXCHANGES, [tunnel.host_header], upload=False)
-    log(f"inspector memory: {big['transfers']} x 1 MiB in {time.monotonic() - started:.1f} s")
+    load.curl([tunnel.url(BIG)] * EXCHANGES, [tunnel.host_header], upload=False)
+    big = _kept(tunnel, BIG)
+    log(f"inspector memory: {big} x 1 MiB kept in {time.monotonic() - started:.1f} s")
     peak = settle_rss(pid)
-    small = load.curl([tunnel.url("/small")] * EXCHANGES, [tunnel.host_header], upload=False)
+    load.curl([tunnel.url("/small")] * EXCHANGES, [tunnel.host_header], upload=False)
     evicted = settle_rss(pid, 3.0)
     return {"rss_kb_before": before, "rss_kb_with_big": peak, "rss_kb_after_eviction": evicted,
-            "big_transfers": big["transfers"], "small_transfers": small["transfers"], "rss_kb_now": rss_kb(pid)}
+            "big_transfers": big, "small_transfers": _kept(tunnel, "/small"), "big_left": _kept(tunnel, BIG),
+            "rss_kb_now": rss_kb(pid)}
+
+
+def _kept(tunnel, path):
+    """How many exchanges for `path` the inspector holds, as its API says."""
+    url = f"{tunnel.inspector_url}/api/requests?limit={EXCHANGES}&path={path}"
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return sum(1 for summary in json.load(answer)["requests"] if summary["path"] == path)
