@@ -395,6 +395,7 @@ def test_twistd_lists_plugin(tmp_path):
     result = _twistd(["--help"], tmp_path)
     assert result.returncode == 0
     assert any(line.split()[:1] == ["tpot"] for line in result.stdout.splitlines()), result.stdout
+    assert "Expose local HTTP and raw TCP services through tunnels on one port" in " ".join(result.stdout.split())
 
 
 @pytest.mark.parametrize(
@@ -411,6 +412,13 @@ def test_twistd_bad_settings(tmp_path, args, words):
     assert result.returncode != 0
     assert words in one_line(result.stderr)
     assert "Traceback" not in result.stdout
+
+
+def test_twistd_tpot_version(tmp_path):
+    from tpot import __version__
+
+    result = _twistd(["tpot", "--version"], tmp_path)
+    assert (result.returncode, result.stdout) == (0, f"tpot {__version__}\n"), result
 
 
 def test_start_up_line_says_where_and_how_to_connect(tmp_path_factory):

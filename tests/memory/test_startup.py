@@ -1,6 +1,6 @@
 """Start-up in memory: makeService listens before twistd starts anything (so that a port in
-use stops it before its pid file), the start-up line once bound, and the default log at info
-level and above."""
+use stops it before its pid file), the start-up line once bound, the default log at info
+level and above, and `twistd tpot --version`."""
 
 import io
 
@@ -70,3 +70,9 @@ def test_the_default_log_is_info_and_above_without_factory_announcements():
         '{"level": "warn", "message": "refused", "namespace": "", "time": 0}',
     ]
 
+
+def test_version_is_tpots(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        Options().parseOptions(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out == f"tpot {__version__}\n"

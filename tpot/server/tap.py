@@ -127,6 +127,11 @@ class Options(usage.Options):
         if self["log-format"] not in LOG_FORMATS:
             raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {self['log-format']!r}.")
 
+    def opt_version(self):
+        """Print tpot's version and exit."""
+        print(f"tpot {__version__}")
+        sys.exit(0)
+
     def log_observer(self):
         """How the application twistd makes for this service logs: twistd's own observer
         (stdout, --logfile or --syslog) or JSON lines, at info and above; None outside twistd
