@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.certs import PrivateCA
 
-from .conftest import DOMAIN, HOST, IO_TIMEOUT, Server, expected_bytes, run_tpot, start_connected
+from .conftest import DOMAIN, HOST, IO_TIMEOUT, exchange, expected_bytes, pick_free_port, run_tpot, start_connected
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,24 +38,20 @@ def tls_files(directory, names):
 
 
 @pytest.fixture
-def tls_server(tmp_path_factory):
+def tls_server(server_factory, tmp_path_factory):
     """A factory: tls_server(domain, names) -> a started server for `domain` on an ssl:
-    listener with a certificate for `names`; stopped at teardown."""
-    started = []
+    listener with a certificate for `names`, and `ca` its CA certificate's path."""
 
     def start(domain, names):
-        server = Server(tmp_path_factory.mktemp("server"))
-        server.ca, cert, key = tls_files(server.workdir, names)
+        ca, cert, key = tls_files(tmp_path_factory.mktemp("pki"), names)
+        port = pick_free_port()
         # After Server's own --domain DOMAIN: the last one counts.
-        server.extra_args = ["--domain", domain,
-                             "--listen", f"ssl:{server.port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"]
-        started.append(server)
-        server.start()
+        server = server_factory("--domain", domain, "--listen",
+                                f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}", port=port)
+        server.ca = ca
         return server
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 def url(server):
@@ -74,12 +70,7 @@ def visit_over_tls(server, host, method, path, body=None):
     except ssl.SSLError:
         raw.close()
         raise
-    try:
-        connection.request(method, path, body=body, headers={"Host": f"{host}:{server.port}"})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    return exchange(connection, method, path, f"{host}:{server.port}", body)
 
 
 def test_a_tunnel_through_a_server_serving_tls_itself(tls_server, target, tmp_path, monkeypatch):
