@@ -449,7 +449,7 @@ def test_a_port_in_use_stops_twistd_with_one_sentence_and_no_pid_file(tmp_path, 
     result = _twistd([*mode, "tpot", "--domain", DOMAIN, "--port", str(port_in_use)], tmp_path)
     assert result.returncode != 0
     line = one_line(result.stderr)
-    assert line.startswith("tpot: cannot listen on ") and line.endswith(": Address already in use."), line
+    assert line == f"tpot: cannot listen on port {port_in_use}: Address already in use.", line
     assert "Traceback" not in result.stdout
     assert not (tmp_path / "twistd.pid").exists()
 

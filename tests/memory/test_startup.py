@@ -44,7 +44,7 @@ def test_make_service_listens_before_the_service_starts():
 def test_a_port_in_use_stops_make_service_with_one_sentence():
     with pytest.raises(SystemExit) as stopped:
         makeService(options("--listen", "tcp:3000:interface=127.0.0.1"), PortInUse())
-    assert str(stopped.value) == "tpot: cannot listen on tcp:3000:interface=127.0.0.1: Address already in use."
+    assert str(stopped.value) == "tpot: cannot listen on port 3000 on 127.0.0.1: Address already in use."
 
 
 def test_the_start_up_line_once_started():

@@ -162,8 +162,14 @@ class ListeningService(StreamServerEndpointService):
             legacy_log.callWithContext({"log_level": LogLevel.debug}, super().privilegedStartService)
         except CannotListenError as error:
             reason = getattr(error.socketError, "strerror", None) or error.socketError
-            raise SystemExit(f"tpot: cannot listen on {self.description}: {reason}.") from None
+            raise SystemExit(f"tpot: cannot listen on {self._where(error)}: {reason}.") from None
         self._waitingForPort.addCallback(self._bound)
+
+    def _where(self, error):
+        """`port 3000 on 127.0.0.1` for a TCP port, else the endpoint as given."""
+        if kind_of(self.description) == UNIX or not isinstance(error.port, int):
+            return self.description
+        return describe(Listener(kind_of(self.description), error.interface or "", error.port))
 
     def _bound(self, port):
         self.bound.callback(port)
