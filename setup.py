@@ -21,7 +21,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2", "hypothesis>=6", "kubernetes-validate>=1.28",
-                 "playwright>=1.40"],
+                 "playwright>=1.40", "cryptography>=3.3"],
     },
     entry_points={"console_scripts": ["tpot = tpot.client.cli:main"]},
 )

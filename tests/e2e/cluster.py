@@ -17,6 +17,7 @@ from tests.e2e.conftest import (
     HOST,
     IO_TIMEOUT,
     Server,
+    exchange,
     pick_free_port,
     raw,
     start_connected,
@@ -141,12 +142,7 @@ class Cluster:
 def visit(port, name, method="GET", path="/", body=None, timeout=IO_TIMEOUT):
     """(status, body) of one request from 127.0.0.2 on a new connection."""
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout, source_address=(VISITOR, 0))
-    try:
-        connection.request(method, path, body=body, headers={"Host": f"{name}.{DOMAIN}:{port}"})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    return exchange(connection, method, path, f"{name}.{DOMAIN}:{port}", body)
 
 
 def create(port, name):

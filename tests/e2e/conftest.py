@@ -103,6 +103,16 @@ def status_of(answer):
     return int(line[1])
 
 
+def exchange(connection, method, path, host, body=None):
+    """(status, body) of one request for `host` on http.client `connection`, then closed."""
+    try:
+        connection.request(method, path, body=body, headers={"Host": host})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
 def serving(server):
     """For a fixture: run a socketserver in a thread, yield it, then shut it down."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -128,11 +138,11 @@ def run_tpot(args, home, timeout=CLIENT_TIMEOUT):
 
 
 class Server:
-    def __init__(self, workdir, auth_key=None, extra_args=()):
+    def __init__(self, workdir, auth_key=None, extra_args=(), port=None):
         self.workdir = workdir
         self.auth_key = auth_key
         self.extra_args = list(extra_args)
-        self.port = pick_free_port()
+        self.port = pick_free_port() if port is None else port  # given: --listen names it too
         self.log_path = workdir / "twistd.log"
         self.proc = None
 
@@ -199,11 +209,11 @@ def auth_server(tmp_path_factory):
 
 @pytest.fixture
 def server_factory(tmp_path_factory):
-    """A factory: server_factory("--max-tunnels", "2", auth_key=None) -> a started Server."""
+    """A factory: server_factory("--max-tunnels", "2", auth_key=None, port=None) -> a started Server."""
     started = []
 
-    def start(*extra_args, auth_key=None):
-        s = Server(tmp_path_factory.mktemp("server"), auth_key, extra_args)
+    def start(*extra_args, auth_key=None, port=None):
+        s = Server(tmp_path_factory.mktemp("server"), auth_key, extra_args, port)
         started.append(s)
         s.start()
         return s

@@ -395,6 +395,7 @@ def test_twistd_lists_plugin(tmp_path):
     result = _twistd(["--help"], tmp_path)
     assert result.returncode == 0
     assert any(line.split()[:1] == ["tpot"] for line in result.stdout.splitlines()), result.stdout
+    assert "Expose local HTTP and raw TCP services through tunnels on one port" in " ".join(result.stdout.split())
 
 
 @pytest.mark.parametrize(
@@ -411,3 +412,62 @@ def test_twistd_bad_settings(tmp_path, args, words):
     assert result.returncode != 0
     assert words in one_line(result.stderr)
     assert "Traceback" not in result.stdout
+
+
+def test_twistd_tpot_version(tmp_path):
+    from tpot import __version__
+
+    result = _twistd(["tpot", "--version"], tmp_path)
+    assert (result.returncode, result.stdout) == (0, f"tpot {__version__}\n"), result
+
+
+def test_start_up_line_says_where_and_how_to_connect(tmp_path_factory):
+    server = conftest.Server(tmp_path_factory.mktemp("server"), AUTH_KEY)
+    server.start()
+    try:
+        hint = f"connect with: tpot http PORT -t http://{DOMAIN}:{server.port} -k KEY"
+        assert f"serving {DOMAIN} on port {server.port} (IPv4 and IPv6), auth on; {hint}" in server.log()
+    finally:
+        server.stop()
+    log = server.log()
+    assert log.count(" serving ") == 1 and AUTH_KEY not in log
+    for noise in ("tcp6:", "interface=", "starting on", "Starting factory", "Stopping factory"):
+        assert noise not in log, (noise, log)
+
+
+@pytest.fixture
+def port_in_use():
+    """A port a socket of this test listens on (on 127.0.0.1, which `::` includes)."""
+    with socket.socket() as holder:
+        holder.bind((HOST, 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("mode", [["-n"], []], ids=["nodaemon", "daemon"])
+def test_a_port_in_use_stops_twistd_with_one_sentence_and_no_pid_file(tmp_path, port_in_use, mode):
+    result = _twistd([*mode, "tpot", "--domain", DOMAIN, "--port", str(port_in_use)], tmp_path)
+    assert result.returncode != 0
+    line = one_line(result.stderr)
+    assert line == f"tpot: cannot listen on port {port_in_use}: Address already in use.", line
+    assert "Traceback" not in result.stdout
+    assert not (tmp_path / "twistd.pid").exists()
+
+
+def test_a_daemon_serves_and_removes_its_pid_file(tmp_path, free_port):
+    port = free_port()
+    result = _twistd(["tpot", "--domain", DOMAIN, "--port", str(port)], tmp_path)
+    pid_file = tmp_path / "twistd.pid"
+    assert result.returncode == 0 and pid_file.exists(), result
+    pid = int(pid_file.read_text())
+    try:
+        assert status_of(raw(port, f"GET /healthz HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n".encode())) == 200
+        assert f"serving {DOMAIN} on port {port}" in (tmp_path / "twistd.log").read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + conftest.STOP_TIMEOUT + 5
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if pid_file.exists():
+        os.kill(pid, signal.SIGKILL)  # a daemon is no child of ours: nothing else stops it
+    assert not pid_file.exists()

@@ -96,6 +96,10 @@ def test_both_workers_take_visitors_and_either_serves_the_tunnel(workers, target
         assert reports[holder]["forwarded"]["in"] == reports[other]["forwarded"]["out"], reports
         assert reports[other]["forwarded"]["workers_out"] == reports[other]["forwarded"]["out"], reports
         assert "cannot reach worker" not in workers.log()
+        for index in (0, 1):
+            assert (f"serving {DOMAIN} on port {workers.port} on {HOST} (IPv4), auth off, worker {index} of 2,"
+                    f" node box-w{index} of the cluster in ") in workers.log()
+            assert f"peer port {workers.peer_port + index} on {HOST} (IPv4) reached at" in workers.log()
     finally:
         client.stop()
 

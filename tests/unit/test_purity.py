@@ -29,6 +29,7 @@ PURE = (
     "tpot.http.responses",
     "tpot.http.addresses",
     "tpot.server.requests",
+    "tpot.server.startup",
     "tpot.server.cluster.hop",
     "tpot.server.cluster.link",
     "tpot.client.policy",

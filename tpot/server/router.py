@@ -313,6 +313,8 @@ class RouterProtocol(HandsOver):
 class RouterFactory(Factory):
     """Shared state for every connection on the listening port(s)."""
 
+    noisy = False  # the start-up line (tpot.server.startup) says where it listens
+
     def __init__(self, domain, store, table, authenticator, tunnels, clock,
                  header_timeout=HEADER_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_per_source=None,
                  stats=None, metrics_token=None, trusted_proxies=(), connections=None,

@@ -1,17 +1,21 @@
 """The twistd plugin's body: `twistd -n tpot --domain DOMAIN` options and service tree."""
 
 import os
+import socket
 import sys
 
 import txaio
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import reactor as default_reactor
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.protocols.haproxy import proxyEndpoint
+from twisted.python import log as legacy_log
 from twisted.python import threadpool, usage
 
 from tpot import __version__
@@ -32,7 +36,9 @@ from tpot.server.config import ConfigError, server_settings, worker_settings
 from tpot.server.connect import ConnectFactory
 from tpot.server.drain import DrainingListeners
 from tpot.server.memory_store import MemoryNameStore
+from tpot.server.logs import json_observer, twistd_observer, without_debug
 from tpot.server.router import RouterFactory
+from tpot.server.startup import IPV4, IPV6, UNIX, Listener, describe, kind_of, startup_line
 from tpot.server.table import TunnelTable
 from tpot.server.tunnel import TunnelFactory
 from tpot.server.workers import FIRST_FD, InheritedEndpoint, ParentWatch, RecordingEndpoint, Workers
@@ -43,7 +49,7 @@ log = Logger()
 KDF_THREADS = 1
 LIMIT_OPTIONS = ("header-timeout", "idle-timeout", "drain-timeout", "max-tunnels", "max-connections-per-ip")
 CLUSTER_OPTIONS = ("redis", "cluster-secret", "node-id", "peer-listen", "advertise", "node-ttl")
-LOG_FORMATS = {"text": None, "json": "tpot.server.logs.json_observer"}
+LOG_FORMATS = ("text", "json")
 
 
 class Options(usage.Options):
@@ -120,27 +126,54 @@ class Options(usage.Options):
     def _choose_log_format(self):
         if self["log-format"] not in LOG_FORMATS:
             raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {self['log-format']!r}.")
-        # twistd builds its logger from its own options, which are our parent's.
-        observer = LOG_FORMATS[self["log-format"]]
-        if observer is not None and getattr(self, "parent", None) is not None:
-            self.parent["logger"] = observer
+
+    def opt_version(self):
+        """Print tpot's version and exit."""
+        print(f"tpot {__version__}")
+        sys.exit(0)
+
+    def log_observer(self):
+        """How the application twistd makes for this service logs: twistd's own observer
+        (stdout, --logfile or --syslog) or JSON lines, at info and above; None outside twistd
+        or when twistd was given a --logger, which it prefers."""
+        twistd = getattr(self, "parent", None)
+        if twistd is None or twistd.get("logger") is not None:
+            return None
+        return without_debug(json_observer() if self["log-format"] == "json" else twistd_observer(twistd))
 
 
 class ListeningService(StreamServerEndpointService):
-    """Listens at start-up and stops twistd with one sentence if it cannot."""
+    """Listens (once, from makeService or at start-up) and stops twistd with one sentence if
+    it cannot; `bound` fires with the listening port."""
 
     _raiseSynchronously = True
 
     def __init__(self, description, endpoint, factory):
         super().__init__(endpoint, factory)
         self.description = description
+        self.bound = Deferred()
 
     def privilegedStartService(self):
+        if self._waitingForPort is not None:
+            return
         try:
-            super().privilegedStartService()
+            # Twisted's port announces itself in endpoint words ("RouterFactory starting on
+            # 3000") before every port is bound: debug; the start-up line says it for a person.
+            legacy_log.callWithContext({"log_level": LogLevel.debug}, super().privilegedStartService)
         except CannotListenError as error:
             reason = getattr(error.socketError, "strerror", None) or error.socketError
-            raise SystemExit(f"tpot: cannot listen on {self.description}: {reason}.") from None
+            raise SystemExit(f"tpot: cannot listen on {self._where(error)}: {reason}.") from None
+        self._waitingForPort.addCallback(self._bound)
+
+    def _where(self, error):
+        """`port 3000 on 127.0.0.1` for a TCP port, else the endpoint as given."""
+        if kind_of(self.description) == UNIX or not isinstance(error.port, int):
+            return self.description
+        return describe(Listener(kind_of(self.description), error.interface or "", error.port))
+
+    def _bound(self, port):
+        self.bound.callback(port)
+        return port
 
 
 class ThreadPoolService(Service):
@@ -156,6 +189,53 @@ class ThreadPoolService(Service):
     def stopService(self):
         super().stopService()
         self.pool.stop()
+
+
+class ServerTree(MultiService):
+    """The server's services; the application twistd puts them in also logs through
+    `observer`, when there is one (Options.log_observer)."""
+
+    observer = None
+
+    def setServiceParent(self, parent):
+        super().setServiceParent(parent)
+        if self.observer is not None:
+            # twistd starts logging after making the application, through this component.
+            parent.setComponent(ILogObserver, self.observer)
+
+
+class StartupLine(Service):
+    """Logs the start-up line once every listener is bound: `line(ports)` makes it from
+    their ports, in the order of `listeners`."""
+
+    def __init__(self, listeners, line):
+        self.listeners = listeners
+        self.line = line
+
+    def startService(self):
+        super().startService()
+        gatherResults([listener.bound for listener in self.listeners]).addCallback(
+            lambda ports: log.info("{line}", line=self.line(ports)))
+
+
+def bound_listener(description, port):
+    """The startup.Listener of `port`, listening as endpoint `description` says."""
+    address = port.getHost()
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        return Listener(UNIX, os.fsdecode(getattr(address, "name", None) or description))
+    families = {IPV4} if isinstance(address, IPv4Address) else {IPV6}
+    if isinstance(address, IPv6Address) and address.host == "::" and not _v6only(port):
+        families.add(IPV4)
+    return Listener(kind_of(description), address.host, address.port, frozenset(families))
+
+
+def _v6only(port):
+    # Without a socket to ask (not a real port), what the system does by default.
+    sock = getattr(port, "socket", None)
+    try:
+        return bool(sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)) if sock else False
+    except OSError:
+        return False
 
 
 def _endpoint(reactor, description, option="--listen"):
@@ -199,7 +279,7 @@ def makeService(config, reactor=default_reactor):
     txaio.use_twisted()
     txaio.set_global_log_level("info")
     settings = config["settings"]
-    top = MultiService()
+    top = ServerTree()
     limits = settings.limits
     cluster = settings.cluster
     table = TunnelTable()
@@ -231,9 +311,10 @@ def makeService(config, reactor=default_reactor):
     listeners = DrainingListeners(router, table, reactor, limits.drain_timeout, relays=[peers] if peers else [])
     listeners.setServiceParent(top)
     ports = []  # worker 0's listening ports, which the other workers inherit
-    for index, description in enumerate(settings.listen):
-        ListeningService(description, _listen_endpoint(reactor, settings, index, ports), router).setServiceParent(
-            listeners)
+    visitors = [ListeningService(description, _listen_endpoint(reactor, settings, index, ports), router)
+                for index, description in enumerate(settings.listen)]
+    for service in visitors:
+        service.setServiceParent(listeners)
     if siblings is not None:
         path = socket_path(siblings.directory, settings.worker)
         if os.path.exists(path):
@@ -246,19 +327,34 @@ def makeService(config, reactor=default_reactor):
     elif settings.workers > 1:
         Workers(reactor, settings.workers, getattr(config, "argv", ()), siblings.base, siblings.directory, ports,
                 limits.drain_timeout).setServiceParent(top)
+    peer_port = None
     if cluster is not None:
-        peer_port = PeerListenFactory(cluster.secret, router, reactor)
-        ListeningService(cluster.peer_listen, _endpoint(reactor, cluster.peer_listen, "--peer-listen"), peer_port).setServiceParent(
-            listeners)
-    log.info(
-        "tpot {version} serving {domain} on {listen} (auth {auth}){workers}{cluster}",
-        version=__version__,
-        workers="" if settings.workers == 1 else f", worker {settings.worker} of {settings.workers}",
-        domain=settings.domain,
-        listen=", ".join(settings.listen),
-        auth="on" if settings.auth_key else "off",
-        cluster="" if cluster is None else (
-            f", node {cluster.node_id} of the cluster in {redacted_url(cluster.redis_url)},"
-            f" peer port {cluster.peer_listen} reached at {cluster.advertise}"),
-    )
+        peer_port = ListeningService(cluster.peer_listen, _endpoint(reactor, cluster.peer_listen, "--peer-listen"),
+                                     PeerListenFactory(cluster.secret, router, reactor))
+        peer_port.setServiceParent(listeners)
+    # Here rather than when twistd starts the services: twistd has not yet written its pid
+    # file or daemonized, so a port in use stops it with one sentence on the terminal and
+    # nothing left behind.  The sockets survive its fork.
+    for service in listeners:
+        service.privilegedStartService()
+    StartupLine(visitors + ([peer_port] if peer_port else []),
+                lambda ports: _startup_line(settings, ports)).setServiceParent(top)
+    # After listening: a start that fails leaves no log file either.
+    top.observer = config.log_observer() if isinstance(config, Options) else None
     return top
+
+
+def _startup_line(settings, ports):
+    """The start-up line from the bound `ports` of settings.listen and then the peer port."""
+    cluster = settings.cluster
+    listeners = [bound_listener(description, port) for description, port in zip(settings.listen, ports)]
+    if cluster is None:
+        place = ""
+    else:
+        place = (f", node {cluster.node_id} of the cluster in {redacted_url(cluster.redis_url)},"
+                 f" peer {describe(bound_listener(cluster.peer_listen, ports[-1]))} reached at {cluster.advertise}")
+    return startup_line(
+        __version__, settings.domain, listeners, settings.auth_key,
+        workers="" if settings.workers == 1 else f", worker {settings.worker} of {settings.workers}",
+        cluster=place,
+    )

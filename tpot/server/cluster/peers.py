@@ -85,6 +85,8 @@ class PeerServerProtocol(HandsOver):
 class PeerListenFactory(Factory):
     """The peer port's factory; `router` is the node's RouterFactory."""
 
+    noisy = False  # the start-up line (tpot.server.startup) says where it listens
+
     def __init__(self, secret, router, clock):
         self.secret = secret
         self.router = router

@@ -161,6 +161,8 @@ class _Adopting(Factory):
 class SiblingListenFactory(Factory):
     """The factory of this worker's UNIX socket; `router` is its RouterFactory."""
 
+    noisy = False  # an internal socket: nothing a person acts on
+
     def __init__(self, router, reactor):
         self.router = router
         self.reactor = reactor
