@@ -355,10 +355,11 @@ def test_killed_client_means_503(server, target, tpot_client, sig):
         tpot_client(server, target.address, name="gone")
         assert visit(server, "gone", "GET", "/host")[0] == 200
     else:
-        # A client that vanished may come back: its name stays reserved for it.
+        # A client that vanished may come back: its name stays reserved for it, not for
+        # another user (another home, without its reclaim token).
         result = run_tpot(["http", target.address, "-t", server.url, "-s", "gone"], server.workdir)
         assert result.returncode != 0
-        assert "already in use" in one_line(result.stderr)
+        assert "is held for another client's dropped tunnel for about" in one_line(result.stderr)
 
 
 def test_killed_client_answers_waiting_visitor_with_503(server, target, tpot_client):

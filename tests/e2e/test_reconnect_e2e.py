@@ -304,18 +304,22 @@ def test_name_is_reclaimed_after_a_network_drop_and_refused_to_others(
     status, body = wait_status(server.port, "keep", 503)
     assert b"not connected" in body
 
-    # While its client is away, the name is not for anyone else.
-    other = run_tpot(["http", target.address, "-t", server.url, "-s", "keep"], tmp_path)
+    # While its client is away, the name is not for anyone else (another user: another home,
+    # without the reclaim token this one keeps).
+    elsewhere = tmp_path / "someone-else"
+    elsewhere.mkdir()
+    other = run_tpot(["http", target.address, "-t", server.url, "-s", "keep"], elsewhere)
     assert other.returncode == 1, (other.returncode, other.stdout, other.stderr)
     assert other.stdout == ""
-    assert "already in use" in other.stderr and len(other.stderr.strip().splitlines()) == 1, other.stderr
+    assert "held for another client's dropped tunnel" in other.stderr, other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1, other.stderr
 
     proxy.mode = "forward"
     wait_reconnected(client, url)
     assert visit_status(server.port, "keep") == (200, b"ok")
     assert client.new_lines(within=1.0) == []
     # And it still holds it.
-    again = run_tpot(["http", target.address, "-t", server.url, "-s", "keep"], tmp_path)
+    again = run_tpot(["http", target.address, "-t", server.url, "-s", "keep"], elsewhere)
     assert again.returncode == 1 and "already in use" in again.stderr
 
 
