@@ -43,15 +43,23 @@ class ReclaimTokens:
             os.makedirs(self.folder, mode=0o700, exist_ok=True)
             os.chmod(self.folder, 0o700)
             descriptor, temporary = tempfile.mkstemp(dir=self.folder, prefix=".token-")  # mode 0600
+        except OSError:
+            return False
+        try:
             with os.fdopen(descriptor, "w", encoding="ascii") as handle:
                 handle.write(token + "\n")
             os.replace(temporary, self._path(server, name))
         except OSError:
+            self._remove(temporary)  # no half-written token left behind
             return False
         return True
 
     def forget(self, server, name):
+        self._remove(self._path(server, name))
+
+    @staticmethod
+    def _remove(path):
         try:
-            os.unlink(self._path(server, name))
+            os.unlink(path)
         except OSError:
             pass

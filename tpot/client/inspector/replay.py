@@ -36,8 +36,7 @@ def replayed_request(exchange, edits=None):
     any of them) applied; ReplayError when that cannot be done."""
     raw = exchange.request.raw
     if not edits:
-        if exchange.request.truncated:
-            raise ReplayError(409, "The request's body was larger than the inspector keeps; replay it with an edited body.")
+        _check_whole(exchange)
         return raw
     head, _, _ = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -51,6 +50,12 @@ def replayed_request(exchange, edits=None):
     if body or method.upper() in (b"POST", b"PUT", b"PATCH"):
         kept.append(b"Content-Length: %d" % len(body))
     return b"\r\n".join([b" ".join((method, path, version or b"HTTP/1.1")), *kept]) + b"\r\n\r\n" + body
+
+
+def _check_whole(exchange):
+    """A request whose body was cut cannot be sent as it was captured."""
+    if exchange.request.truncated:
+        raise ReplayError(409, "The request's body was larger than the inspector keeps; replay it with an edited body.")
 
 
 def _edited(edits, key, original, pattern):
@@ -79,8 +84,7 @@ def _headers(pairs):
 
 def _body(edits, exchange):
     if "body" not in edits:
-        if exchange.request.truncated:
-            raise ReplayError(409, "The request's body was larger than the inspector keeps; replay it with an edited body.")
+        _check_whole(exchange)
         return message_body(exchange.request.raw)
     body = decode_base64(edits["body"] or "")
     if body is None:
