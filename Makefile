@@ -78,12 +78,20 @@ clean:
 # `make bench` (python -m bench) measures the tunnel against nginx on loopback and prints
 # one table (also written as JSON under bench/results/, git-ignored); it installs wrk,
 # nginx-light, curl and redis-server with apt-get when missing. Quick run: make bench BENCH_DURATION=2 BENCH_REPEAT=1
+# BENCH_REFERENCE=DIR adds the side-by-side with the reference Node.js pair (DIR/tpot-server and
+# DIR/tpot-client, fetched at v0.2.0 and npm-installed by hand: README, Performance; needs node);
+# BENCH_REFERENCE_ONLY=1 runs that part alone.
 BENCH_DURATION ?= 10
 BENCH_REPEAT ?= 3
+BENCH_REFERENCE ?=
+BENCH_REFERENCE_ONLY ?=
 
 .PHONY: bench
 bench: $(VENV)/.run-deps
 	@command -v wrk >/dev/null && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null && command -v curl >/dev/null \
 		&& command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
 		|| { apt-get update -q && apt-get install -y -q wrk nginx-light curl redis-server; }
-	BENCH_DURATION=$(BENCH_DURATION) BENCH_REPEAT=$(BENCH_REPEAT) $(VENV)/bin/python -m bench
+	@test -z "$(BENCH_REFERENCE)" || command -v node >/dev/null \
+		|| { echo "make: BENCH_REFERENCE needs Node.js (node) on PATH, to run the reference pair."; exit 1; }
+	BENCH_DURATION=$(BENCH_DURATION) BENCH_REPEAT=$(BENCH_REPEAT) BENCH_REFERENCE=$(BENCH_REFERENCE) \
+		BENCH_REFERENCE_ONLY=$(BENCH_REFERENCE_ONLY) $(VENV)/bin/python -m bench

@@ -35,6 +35,12 @@ per request with the inspector on against off, and the client's RSS holding 500 
 with 1 MiB bodies, then after 500 small ones evicted them. BENCH_INSPECTOR=0 skips it,
 BENCH_INSPECTOR=only runs it alone. The other figures are with --no-inspect.
 
+The side-by-side part (bench/scenarios/reference.py), only with BENCH_REFERENCE=DIR (a
+folder holding signal24/tpot-server and signal24/tpot-client at v0.2.0, each npm-installed;
+node on PATH): our pair (--quiet --no-inspect, and with the inspector) against the reference
+pair on the same nginx, keep-alive, new connections, 16 MB down and up, with each end's CPU
+per request. BENCH_REFERENCE_ONLY=1 runs it alone.
+
 Needs wrk, nginx and curl on PATH (the Makefile target installs them), and the project's
 virtualenv (twistd and tpot next to this interpreter, or in .venv/bin). Run from the
 repository's root (it imports tests.support.processes).
@@ -51,28 +57,32 @@ from bench.load import Load
 from bench.logscan import scan_logs
 from bench.processes import Processes, find_tool, nginx_bin, venv_bin
 from bench.procfs import machine_info
+from bench.reference import check_reference
 from bench.report import finish
 from bench.scenarios.cluster import run_cluster
 from bench.scenarios.http import run_throughput
 from bench.scenarios.inspector import run_inspector
 from bench.scenarios.memory import memory_idle_tunnels, memory_idle_visitors
+from bench.scenarios.reference import run_reference
 from bench.scenarios.tcp import TCP_ECHO_SIZE, run_tcp
 from bench.services import Nginx, Tunnel
 from bench.settings import Settings
 from tests.support.processes import raise_nofile_limit
 
 
-def tools(with_http):
+def tools(with_http, with_node):
     """The command lines that print the load tools' versions (none for a raw-TCP-only run)."""
+    node = {"node": [find_tool("node"), "--version"]} if with_node else {}
     if not with_http:
         return {"nginx": None, "wrk": None, "curl": None}
-    return {"nginx": [nginx_bin(), "-v"], "wrk": [find_tool("wrk"), "-v"], "curl": [find_tool("curl"), "--version"]}
+    return {"nginx": [nginx_bin(), "-v"], "wrk": [find_tool("wrk"), "-v"], "curl": [find_tool("curl"), "--version"],
+            **node}
 
 
 def new_results(settings, timestamp):
     results = {
         "timestamp": timestamp,
-        "machine": machine_info(tools(settings.tcp != "only")),
+        "machine": machine_info(tools(settings.tcp != "only", bool(settings.reference))),
         "config": {"duration_s": settings.duration, "repeat": settings.repeat, "idle_tunnels": settings.tunnels,
                    "idle_visitors": settings.visitors, "bulk_count": settings.bulk_count, "bulk_bytes": BULK_SIZE},
         "scenarios": {},
@@ -83,6 +93,8 @@ def new_results(settings, timestamp):
         results["cluster"] = {"nodes": {}, "workers": {}, "registry": None}
     if settings.inspector != "0":
         results["inspector"] = {}
+    if settings.reference:
+        results["reference"] = {}
     if settings.tcp != "0":
         results["tcp"] = {"config": {"repeat": settings.repeat, "bytes": settings.tcp_bytes,
                                      "connections": settings.tcp_connections, "echo_bytes": TCP_ECHO_SIZE},
@@ -93,12 +105,13 @@ def new_results(settings, timestamp):
 class Run:
     """One benchmark run: its settings, the processes it started, its temporary folder, its results."""
 
-    def __init__(self, settings, results, nofile):
+    def __init__(self, settings, results, nofile, reference_root=None):
         self.settings = settings
         self.results = results
         self.nofile = nofile
         self.bin_dir = venv_bin()
         self.processes = Processes()
+        self.reference_root = reference_root
         self.tmp = Path(tempfile.mkdtemp(prefix="tpot-bench-"))
 
     def raw_tcp(self):
@@ -125,6 +138,14 @@ class Run:
             self.results["inspector"]["error"] = str(error)
             log(f"inspector part failed: {error}")
 
+    def reference(self, nginx, load):
+        try:
+            run_reference(self.processes, self.tmp, self.bin_dir, self.reference_root, nginx, load,
+                          self.settings.repeat, self.results["reference"], self.results["logs"])
+        except BenchError as error:  # one line in the report; the other figures stand
+            self.results["reference"]["error"] = str(error)
+            log(f"side-by-side part failed: {error}")
+
     def throughput(self, nginx, load):
         s, tmp = self.settings, self.tmp
         tunnel = Tunnel(self.processes, tmp, self.bin_dir, "throughput")
@@ -148,7 +169,12 @@ class Run:
         if s.inspector == "only":
             self.inspector(nginx, load)
             return
+        if s.reference_only:
+            self.reference(nginx, load)
+            return
         self.throughput(nginx, load)
+        if s.reference:
+            self.reference(nginx, load)
         if s.inspector == "1":
             self.inspector(nginx, load)
         if s.cluster == "1":
@@ -182,10 +208,12 @@ def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = Settings.from_env()
+    # Checked before anything starts: a missing reference costs no minutes.
+    reference_root = check_reference(settings.reference) if settings.reference else None
     nofile = raise_nofile_limit()
     if nofile < settings.visitors * 2 + 1000:
         log(f"warning: open-file limit {nofile} is low for {settings.visitors} visitor connections")
     timestamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     results = new_results(settings, timestamp)
-    Run(settings, results, nofile).run()
+    Run(settings, results, nofile, reference_root).run()
     return finish(results, timestamp)

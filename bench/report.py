@@ -3,12 +3,13 @@ the JSON file under bench/results/."""
 
 import json
 import signal
-import statistics
 
 from bench.common import REPO, RESULTS
 from bench.report_cluster import cluster_lines, cluster_problems
 from bench.report_inspector import inspector_lines
+from bench.report_reference import reference_lines, reference_problems
 from bench.scenarios.tcp import TCP_ROUND_LIMIT
+from bench.tables import aligned, column_widths, figure, spread, stats_of
 
 ROWS = [
     # (scenario, field, label, format)
@@ -57,13 +58,8 @@ def tcp_rows(cfg):
     ]
 
 
-def spread(values):
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def summarise(samples, field):
-    values = [s[field] for s in samples]
-    return {**spread(values), "n": len(values)}
+    return stats_of([s[field] for s in samples])
 
 
 def summary_rows(scenarios, spec):
@@ -116,12 +112,6 @@ def build_summary(results):
 # the printed table
 
 
-def figure(stats, fmt):
-    if stats["n"] == 1:
-        return fmt.format(stats["median"])
-    return f"{fmt.format(stats['median'])} [{fmt.format(stats['min'])}–{fmt.format(stats['max'])}]"
-
-
 def cells(r):
     ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3f}"
     return (r["label"], figure(r["direct"], r["format"]), figure(r["tunnel"], r["format"]), ratio)
@@ -150,18 +140,14 @@ def figure_tables(results):
     tables = [(kind, [TABLE_HEADS[kind], *map(cells, part)])
               for kind, part in (("http", [r for r in rows if not is_tcp(r)]), ("tcp", [r for r in rows if is_tcp(r)]))
               if part]
-    widths = [max((len(row[i]) for _, table in tables for row in table), default=0) for i in range(4)]
+    widths = column_widths([table for _, table in tables])
     lines = []
     for n, (kind, table) in enumerate(tables):
         if n:
             lines.append("")
         if kind == "tcp":
             lines += tcp_intro(results["tcp"]["config"])
-        for i, row in enumerate(table):
-            lines.append("  ".join(cell.ljust(widths[j]) if j == 0 else cell.rjust(widths[j])
-                                   for j, cell in enumerate(row)))
-            if i == 0:
-                lines.append("  ".join("-" * w for w in widths))
+        lines += aligned(table, widths)
     return lines
 
 
@@ -217,6 +203,7 @@ def render(results):
              *cpu_table([c for c in cpu if is_tcp(c)], TCP_CPU_COLUMNS),
              *cluster_lines(results.get("cluster")),
              *inspector_lines(results.get("inspector")),
+             *reference_lines(results.get("reference"), results["machine"]),
              "", *memory_lines(results.get("memory", {}))]
     problems = results.get("problems", [])
     if problems:
@@ -256,6 +243,7 @@ def collect_problems(results):
                 for what, r in report.items() for p in log_problems(where, what, r)]
     problems += tcp_problems(results.get("tcp") or {})
     problems += cluster_problems(results.get("cluster"))
+    problems += reference_problems(results.get("reference"))
     for key in ("idle_tunnels", "idle_visitors"):
         m = results.get("memory", {}).get(key)
         if m and (m["failures"] or m["dropped_while_idle"]):

@@ -86,18 +86,53 @@ def start_service(processes, tmp, block_path):
     return proc, port
 
 
-class Tunnel:
+class TunnelEnds:
+    """A server and a client exposing nginx through it, as the load sees them: where to send
+    requests (`url`, `host_header`), their processes, their logs; subclasses start them."""
+
+    def __init__(self, processes, tmp, label):
+        self.processes = processes
+        self.dir = tmp / label
+        self.dir.mkdir()
+        self.port = pick_free_port()
+        self.server = None
+        self.client = None
+        self.name = None
+
+    @property
+    def host(self):
+        return f"{self.name}.{DOMAIN}:{self.port}"
+
+    @property
+    def host_header(self):
+        return f"Host: {self.host}"
+
+    def url(self, path):
+        return f"http://{HOST}:{self.port}{path}"
+
+    def log_processes(self):
+        """(what, process) of everything this tunnel started, for scan_logs."""
+        return (("server", self.server), ("client", self.client))
+
+    def check_alive(self):
+        for what, proc in self.log_processes():
+            if proc is not None and proc.poll() is not None:
+                raise BenchError(f"the tpot {what} exited with status {proc.returncode}: "
+                                 f"{unexpected_tail(proc.log_path, 3)}")
+
+    def stop(self):
+        for _, proc in reversed(self.log_processes()):
+            if proc is not None:
+                self.processes.stop(proc)
+
+
+class Tunnel(TunnelEnds):
     """Our twistd server (with `server_args`, e.g. a cluster's), and optionally a `tpot http`
     client exposing nginx through it."""
 
     def __init__(self, processes, tmp, bin_dir, label, server_args=()):
-        self.processes = processes
-        self.dir = tmp / label
-        self.dir.mkdir()
+        super().__init__(processes, tmp, label)
         self.bin = bin_dir
-        self.port = pick_free_port()
-        self.client = None
-        self.name = None
         self.server = start_listening(
             processes, [bin_dir / "twistd", "-n", "--pidfile=", "tpot", "--domain", DOMAIN,
                         "--listen", f"tcp:{self.port}:interface={HOST}", *server_args],
@@ -130,32 +165,6 @@ class Tunnel:
     def server_pids(self):
         """The server's process and its workers (--workers)."""
         return [self.server.pid, *children(self.server.pid)]
-
-    @property
-    def host(self):
-        return f"{self.name}.{DOMAIN}:{self.port}"
-
-    @property
-    def host_header(self):
-        return f"Host: {self.host}"
-
-    def url(self, path):
-        return f"http://{HOST}:{self.port}{path}"
-
-    def log_processes(self):
-        """(what, process) of everything this tunnel started, for scan_logs."""
-        return (("server", self.server), ("client", self.client))
-
-    def check_alive(self):
-        for what, proc in self.log_processes():
-            if proc is not None and proc.poll() is not None:
-                raise BenchError(f"the tpot {what} exited with status {proc.returncode}: "
-                                 f"{unexpected_tail(proc.log_path, 3)}")
-
-    def stop(self):
-        for _, proc in reversed(self.log_processes()):
-            if proc is not None:
-                self.processes.stop(proc)
 
 
 class TcpTunnel(Tunnel):

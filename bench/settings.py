@@ -43,9 +43,15 @@ class Settings:
     cluster: str  # "1": with the cluster part, "0": without, "only": nothing else
     registry_names: int
     inspector: str  # "1": with the inspector part, "0": without, "only": nothing else (but nginx)
+    reference: str  # BENCH_REFERENCE: the folder of the reference pair, or "" (no side-by-side)
+    reference_only: bool  # BENCH_REFERENCE_ONLY=1: the side-by-side alone (but nginx)
 
     @classmethod
     def from_env(cls):
+        reference = os.environ.get("BENCH_REFERENCE", "").strip()
+        reference_only = os.environ.get("BENCH_REFERENCE_ONLY", "").strip() == "1"
+        if reference_only and not reference:
+            raise BenchError("BENCH_REFERENCE_ONLY=1 needs BENCH_REFERENCE=DIR, the reference pair's folder.")
         return cls(
             duration=env_int("BENCH_DURATION", 10, 1, 600),
             repeat=env_int("BENCH_REPEAT", 3, 1, 20),
@@ -60,4 +66,6 @@ class Settings:
             cluster=part_mode("BENCH_CLUSTER", "the cluster part"),
             registry_names=env_int("BENCH_REGISTRY_NAMES", 100_000, 1, 1_000_000),
             inspector=part_mode("BENCH_INSPECTOR", "the inspector part"),
+            reference=reference,
+            reference_only=reference_only,
         )
