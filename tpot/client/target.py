@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer, implementer_only
 
 from tpot.client.tls import HANDSHAKE_TIMEOUT, describe_tls_failure, target_tls
+from tpot.protocol.transports import ConnectsAtOnce, send_at_once
 
 log = Logger()
 
@@ -39,6 +40,7 @@ class TargetConnector:
         self.port = port
         self.tls = tls
         self.address = None
+        self._is_address = _is_address(host)  # nothing to resolve, even for the first connections
         self.err = err
         self._tls_failure_reported = False
 
@@ -62,6 +64,8 @@ class TargetConnector:
         err.flush()
 
     def connect(self, factory):
+        if self._is_address:
+            return self._secured(self._direct(self.host)).connect(factory)
         if self.address is None:
             return self._resolve_and_connect(factory)
         d = self._secured(self._direct(self.address)).connect(factory)
@@ -69,9 +73,11 @@ class TargetConnector:
         return d
 
     def _direct(self, address):
+        # Connections that can send at once (TLS ones are written by the TLS layer).
+        reactor = ConnectsAtOnce(self.reactor) if self.tls is None else self.reactor
         if ipaddress.ip_address(address).version == 6:
-            return TCP6ClientEndpoint(self.reactor, address, self.port)
-        return TCP4ClientEndpoint(self.reactor, address, self.port)
+            return TCP6ClientEndpoint(reactor, address, self.port)
+        return TCP4ClientEndpoint(reactor, address, self.port)
 
     def _resolve_and_connect(self, factory):
         self.address = None
@@ -81,12 +87,17 @@ class TargetConnector:
 
     def _remember(self, protocol):
         address = getattr(protocol.transport.getPeer(), "host", None)
-        try:
-            ipaddress.ip_address(address)
+        if _is_address(address):
             self.address = address
-        except ValueError:
-            pass
         return protocol
+
+
+def _is_address(host):
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class TargetFactory(Factory):
@@ -126,6 +137,8 @@ class TargetProtocol(Protocol):
 
     def _up(self):
         self.up = True
+        # One conversation's bytes: sent as they come (tpot.protocol.transports).
+        send_at_once(self.transport)
         self.conversation.connected(self.transport)
 
     def _give_up(self):

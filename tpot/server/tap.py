@@ -19,6 +19,7 @@ from twisted.python import log as legacy_log
 from twisted.python import threadpool, usage
 
 from tpot import __version__
+from tpot.protocol.transports import accepts_at_once
 from tpot.server.authenticator import Authenticator
 from tpot.server.cluster.heartbeat import Heartbeat
 from tpot.server.cluster.node import ClusterNode
@@ -172,6 +173,7 @@ class ListeningService(StreamServerEndpointService):
         return describe(Listener(kind_of(self.description), error.interface or "", error.port))
 
     def _bound(self, port):
+        accepts_at_once(port)  # for the visitors' connections (tpot.protocol.transports)
         self.bound.callback(port)
         return port
 

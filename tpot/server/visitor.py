@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from tpot.http.responses import error_response
 from tpot.protocol.flow import PausesPeer, ReadPauses, no_delay
+from tpot.protocol.transports import send_at_once
 from tpot.server.timers import SilenceTimer
 
 NOT_CONNECTED = "The tunnel's client could not connect to its local service (connection refused or unreachable)."
@@ -49,6 +50,7 @@ class VisitorProtocol(PausesPeer, Protocol):
             return
         self.transport.registerProducer(self, True)
         no_delay(self.transport)
+        send_at_once(self.transport)  # one conversation's bytes (tpot.protocol.transports)
         self.reading.attach(self.transport)
         self.idle.start()
 

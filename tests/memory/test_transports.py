@@ -1,0 +1,120 @@
+"""tpot.protocol.transports: a write sent at once when nothing waits, and what it relies on
+in Twisted (TWISTED_NAMES) checked against the installed Twisted.
+
+The transports run over a socketpair (no network) with a memory reactor, which records
+whether the transport asked to be told when it may write (Twisted's buffered path).
+"""
+
+import importlib
+import socket
+
+import pytest
+from twisted.internet import tcp
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
+
+from tpot.protocol.transports import (
+    TWISTED_NAMES,
+    AtOnceServer,
+    ConnectsAtOnce,
+    accepts_at_once,
+    send_at_once,
+)
+
+
+@pytest.fixture
+def pair():
+    """(reactor, our end as an AtOnceServer, the peer's socket)."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.settimeout(1)
+    reactor = MemoryReactor()
+    transport = AtOnceServer(ours, Protocol(), ("127.0.0.1", 1), None, 1, reactor)
+    yield reactor, transport, theirs
+    ours.close()
+    theirs.close()
+
+
+def received(peer):
+    peer.settimeout(0.2)
+    try:
+        return peer.recv(65536)
+    except TimeoutError:
+        return b""
+
+
+def test_a_transport_asked_to_sends_before_write_returns(pair):
+    reactor, transport, peer = pair
+    send_at_once(transport)
+    transport.write(b"hello")
+    transport.writeSequence([b" ", b"world"])
+    assert received(peer) == b"hello world"
+    assert transport not in reactor.writers  # nothing was left for a reactor turn
+
+
+def test_a_transport_not_asked_to_buffers_as_twisted_does(pair):
+    reactor, transport, peer = pair
+    transport.write(b"hello")
+    assert received(peer) == b"" and transport in reactor.writers
+    transport.doWrite()
+    assert received(peer) == b"hello"
+
+
+def test_a_write_after_buffered_bytes_waits_behind_them(pair):
+    reactor, transport, peer = pair
+    transport.write(b"first ")  # buffered: not yet asked
+    send_at_once(transport)
+    transport.write(b"second")
+    assert received(peer) == b""
+    transport.doWrite()
+    assert received(peer) == b"first second"
+
+
+def test_nothing_is_sent_at_once_once_closing(pair):
+    reactor, transport, peer = pair
+    send_at_once(transport)
+    transport.loseConnection()
+    transport.write(b"late")
+    assert received(peer) == b""
+
+
+def test_only_a_plain_tcp_port_accepts_at_once():
+    reactor = MemoryReactor()
+    plain = tcp.Port(0, Factory.forProtocol(Protocol), reactor=reactor)
+    accepts_at_once(plain)
+    assert plain.transport is AtOnceServer
+
+    class OtherPort(tcp.Port):
+        pass
+
+    other = OtherPort(0, Factory.forProtocol(Protocol), reactor=reactor)
+    accepts_at_once(other)
+    assert other.transport is tcp.Server
+
+
+def test_other_transports_are_left_alone():
+    transport = StringTransport()
+    send_at_once(transport)
+    transport.write(b"x")
+    assert transport.value() == b"x" and not hasattr(transport, "at_once")
+
+
+def test_a_memory_reactor_is_asked_to_connect_as_before():
+    reactor = MemoryReactor()
+    ConnectsAtOnce(reactor).connectTCP("127.0.0.1", 80, ClientFactory.forProtocol(Protocol), 5)
+    assert reactor.tcpClients[-1][:2] == ("127.0.0.1", 80)
+
+
+def test_the_twisted_names_relied_on_exist(pair):
+    _, transport, _ = pair
+    absent = []
+    for dotted in TWISTED_NAMES["classes"]:
+        module, _, name = dotted.rpartition(".")
+        if not isinstance(getattr(importlib.import_module(module), name, None), type):
+            absent.append(dotted)
+    absent += [f"{cls.__name__}.{name}" for name in TWISTED_NAMES["methods"]
+               for cls in ((tcp.Connector,) if name == "_makeTransport" else (tcp.Server, tcp.Client))
+               if not callable(getattr(cls, name, None))]
+    absent += [f"tcp.Server (connected).{name}" for name in TWISTED_NAMES["state"] if not hasattr(transport, name)]
+    absent += [] if tcp.Port.transport is tcp.Server else ["tcp.Port.transport"]
+    assert not absent, f"Twisted lacks what tpot.protocol.transports relies on: {', '.join(absent)}"

@@ -1,0 +1,109 @@
+"""TCP transports that send a write at once when nothing is waiting to be sent.
+
+Twisted's transports buffer every write until the reactor finds the socket writable: for
+a relay writing one piece per request, that is an epoll_ctl to watch for writability, a
+reactor turn to be told, the send, and another epoll_ctl to stop watching, per write.
+A connection whose protocol asks (`send_at_once`) sends a write straight away instead
+when its buffer is empty; what the socket does not take is buffered and sent as before,
+with the same flow control (a full buffer pauses the producer), and an error leaves the
+data to Twisted's path, which reports the loss as usual.
+
+Only one visitor's connection (the server's, tpot.server.visitor) or one target
+connection (the client's, tpot.client.target) asks: each carries one conversation.  A
+tunnel's WebSocket does not, since Twisted's way pays there: it carries many
+conversations, and the writes of one reactor turn go out in one send.  Sending at once
+on it as well cost more per request than it saved (measured with `make bench`).
+
+Twisted's extension points, not a change to Twisted: subclasses of its TCP transports;
+the `transport` class a listening tcp.Port builds its connections with; a tcp.Connector
+whose `_makeTransport` builds ours; and the transport's buffer state, read only.  Every
+such name is in TWISTED_NAMES, which tests/unit/test_twisted_contract.py checks against
+the installed Twisted.
+"""
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.posixbase import PosixReactorBase
+from zope.interface import implementer
+
+TWISTED_NAMES = {
+    "classes": ("twisted.internet.tcp.Server", "twisted.internet.tcp.Client", "twisted.internet.tcp.Port",
+                "twisted.internet.tcp.Connector"),
+    # Methods we call or override.
+    "methods": ("writeSomeData", "write", "writeSequence", "_makeTransport"),
+    # Attributes of a connected transport that say whether anything waits to be sent.
+    "state": ("connected", "disconnecting", "TLS", "_writeDisconnecting", "_writeDisconnected", "dataBuffer",
+              "offset", "_tempDataLen"),
+}
+
+
+class SendsAtOnce:
+    """Mixin for Twisted's TCP transports: with `at_once` set, a write that finds nothing
+    buffered goes to the socket before it returns."""
+
+    at_once = False
+
+    def write(self, data):
+        if self.at_once and type(data) is bytes and data and self._nothing_waiting():
+            sent = self.writeSomeData(data)
+            if type(sent) is int:  # else the connection is lost: Twisted's path says so
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        super().write(data)
+
+    def writeSequence(self, iovec):
+        if self.at_once and self._nothing_waiting():
+            self.write(b"".join(iovec))
+        else:
+            super().writeSequence(iovec)
+
+    def _nothing_waiting(self):
+        return (self.connected and not self.disconnecting and not self.TLS and not self._writeDisconnecting
+                and not self._writeDisconnected and self.offset == len(self.dataBuffer) and not self._tempDataLen)
+
+
+class AtOnceServer(SendsAtOnce, tcp.Server):
+    """An accepted connection that may send at once."""
+
+
+class AtOnceClient(SendsAtOnce, tcp.Client):
+    """An outgoing connection that may send at once."""
+
+
+class AtOnceConnector(tcp.Connector):
+    def _makeTransport(self):
+        return AtOnceClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+@implementer(IReactorTCP)
+class ConnectsAtOnce:
+    """What TCP4ClientEndpoint and TCP6ClientEndpoint use of a reactor (connectTCP, for an
+    address, not a name), making connections that may send at once."""
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+
+    def connectTCP(self, host, port, factory, timeout=30, bindAddress=None):
+        if not isinstance(self.reactor, PosixReactorBase):  # a test's memory reactor
+            return self.reactor.connectTCP(host, port, factory, timeout, bindAddress)
+        connector = AtOnceConnector(host, port, factory, timeout, bindAddress, self.reactor)
+        connector.connect()
+        return connector
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        return self.reactor.listenTCP(port, factory, backlog, interface)
+
+
+def accepts_at_once(port):
+    """Let the connections a listening `port` accepts from now on send at once, if their
+    protocol asks: a plain TCP port's (TLS ones, through tcp.Port too, keep theirs)."""
+    if type(port) is tcp.Port and port.transport is tcp.Server:
+        port.transport = AtOnceServer
+
+
+def send_at_once(transport):
+    """Ask `transport` to send each write at once when its buffer is empty, if it can
+    (a TLS connection, or one made elsewhere, goes on as before)."""
+    if isinstance(transport, SendsAtOnce):
+        transport.at_once = True
