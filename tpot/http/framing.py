@@ -91,7 +91,8 @@ class MessageFraming:
         """Follow the body a head announces; without a length or transfer coding it is empty,
         or with `until_close` (responses) ends with the connection."""
         self.body_size = 0
-        codings = header_tokens(headers, b"transfer-encoding")
+        # Most messages have no transfer coding: not even a call to say so.
+        codings = header_tokens(headers, b"transfer-encoding") if b"transfer-encoding" in headers else None
         if codings:
             if codings[-1] == b"chunked":
                 self.state = CHUNK_SIZE

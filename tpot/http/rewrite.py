@@ -27,7 +27,6 @@ from tpot.http.framing import (
     PASSTHROUGH,
     MessageFraming,
     header_tokens,
-    parse_headers,
 )
 
 __all__ = ["MAX_RELAYED_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter"]
@@ -35,6 +34,10 @@ __all__ = ["MAX_RELAYED_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter"
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _REQUEST_LINE = re.compile(_TOKEN + rb"+ \S+ HTTP/1\.[0-9]")
 _ABSOLUTE_FORM = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) [A-Za-z][A-Za-z0-9+.\-]*://[^/?# ]*(\S*) (HTTP/1\.[0-9])")
+# The headers whose values the framing needs (tpot.http.framing), and the visitor's own
+# X-Forwarded-* headers that Forwarded replaces rather than extends.
+_FRAMING = frozenset((b"transfer-encoding", b"content-length", b"connection", b"upgrade"))
+_DROPPED = (b"x-forwarded-proto", b"x-forwarded-host")
 BARE_CR_OR_LF = "the request head has a bare CR or LF; lines end with CRLF"
 # What the start of a request line may look like before its CRLF has arrived.
 _REQUEST_LINE_START = re.compile(
@@ -49,6 +52,9 @@ class Forwarded:
     def __init__(self, client, proto):
         self.client = client.encode("latin-1")
         self.proto = proto.encode("latin-1")
+        # What every request of a visitor without a chain of its own gets: made once.
+        self._for_client = b"X-Forwarded-For: " + self.client
+        self._proto_line = b"X-Forwarded-Proto: " + self.proto
 
     def apply(self, lines, host):
         """Append the client to X-Forwarded-For; set Proto, and Host to `host` (the tunnel's
@@ -60,16 +66,22 @@ class Forwarded:
             name = name.strip().lower()
             if name == b"x-forwarded-for":
                 chain.append(value.strip())
-            elif name not in (b"x-forwarded-proto", b"x-forwarded-host"):
+            elif name not in _DROPPED:
                 kept.append(line)
-        # Behind a trusted proxy the server already took the visitor from the chain's end.
-        if not chain or chain[-1].rsplit(b",", 1)[-1].strip() != self.client:
-            chain.append(self.client)
-        kept.append(b"X-Forwarded-For: " + b", ".join(part for part in chain if part))
-        kept.append(b"X-Forwarded-Proto: " + self.proto)
+        return kept + self.headers(chain, host)
+
+    def headers(self, chain, host):
+        """The X-Forwarded-* lines for a head whose X-Forwarded-For values were `chain`."""
+        if not chain:
+            added = [self._for_client, self._proto_line]
+        else:
+            # Behind a trusted proxy the server already took the visitor from the chain's end.
+            if chain[-1].rsplit(b",", 1)[-1].strip() != self.client:
+                chain.append(self.client)
+            added = [b"X-Forwarded-For: " + b", ".join(part for part in chain if part), self._proto_line]
         if host:
-            kept.append(b"X-Forwarded-Host: " + host)
-        return kept
+            added.append(b"X-Forwarded-Host: " + host)
+        return added
 
 
 class HostRewriter(MessageFraming):
@@ -143,30 +155,50 @@ class HostRewriter(MessageFraming):
             if lines is None:
                 self.state = DISCARD
                 return
-        out.append(self._rewritten(lines))
-        headers = parse_headers(lines)
+        rewritten, headers = self._rewritten(lines)
+        out.append(rewritten)
         if lines[0][:8].upper() == b"CONNECT " or (
-                b"upgrade" in header_tokens(headers, b"connection") and b"upgrade" in headers):
+                b"upgrade" in headers and b"upgrade" in header_tokens(headers, b"connection")):
             self.state = PASSTHROUGH
             return
         self._frame_body(headers, until_close=False)
 
     def _rewritten(self, lines):
-        absolute = _ABSOLUTE_FORM.fullmatch(lines[0])
-        if absolute is not None and not lines[0][:8].upper() == b"CONNECT ":
+        """The head to send for `lines`, and the headers the framing needs ({name: values}
+        as parse_headers gives them), in one pass over the lines: a request's whole cost here."""
+        start = lines[0]
+        absolute = _ABSOLUTE_FORM.fullmatch(start)
+        if absolute is not None and not start[:8].upper() == b"CONNECT ":
             method, path, version = absolute.groups()
-            lines = [b"%s %s %s" % (method, _origin_form(path), version), *lines[1:]]
-        if self.forwarded is not None:
-            lines = self.forwarded.apply(lines, self.public_host)
-        if self.host is not None:
-            for index in range(1, len(lines)):
-                name, colon, _ = lines[index].partition(b":")
-                if colon and name.strip().lower() == b"host":
-                    lines[index] = b"Host: " + self.host
-        if absolute is not None and _host_of(lines) is None:
+            start = b"%s %s %s" % (method, _origin_form(path), version)
+        forwarded, host = self.forwarded, self.host
+        kept = [start]
+        chain = []
+        framing = {}
+        has_host = False
+        for index in range(1, len(lines)):
+            line = lines[index]
+            name, colon, value = line.partition(b":")
+            name = name.strip().lower()
+            if name in _FRAMING:
+                framing.setdefault(name, []).append(value.strip())
+            elif forwarded is not None and name[:12] == b"x-forwarded-":
+                if name == b"x-forwarded-for":
+                    chain.append(value.strip())
+                    continue
+                if name in _DROPPED:
+                    continue
+            elif colon and name == b"host":
+                has_host = True
+                if host is not None:
+                    line = b"Host: " + host
+            kept.append(line)
+        if forwarded is not None:
+            kept += forwarded.headers(chain, self.public_host)
+        if absolute is not None and not has_host:
             # Its authority was the only host it named: it must not reach the target without one.
-            lines.insert(1, b"Host: " + (self.host or self.public_host))
-        return b"\r\n".join(lines) + b"\r\n\r\n"
+            kept.insert(1, b"Host: " + (self.host or self.public_host))
+        return b"\r\n".join(kept) + b"\r\n\r\n", framing
 
 
 def _host_of(lines):
