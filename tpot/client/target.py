@@ -41,6 +41,7 @@ class TargetConnector:
         self.tls = tls
         self.address = None
         self._is_address = _is_address(host)  # nothing to resolve, even for the first connections
+        self._direct_endpoint = None  # (address, endpoint)
         self.err = err
         self._tls_failure_reported = False
 
@@ -65,19 +66,25 @@ class TargetConnector:
 
     def connect(self, factory):
         if self._is_address:
-            return self._secured(self._direct(self.host)).connect(factory)
+            return self._direct(self.host).connect(factory)
         if self.address is None:
             return self._resolve_and_connect(factory)
-        d = self._secured(self._direct(self.address)).connect(factory)
+        d = self._direct(self.address).connect(factory)
         d.addErrback(lambda _: self._resolve_and_connect(factory))
         return d
 
     def _direct(self, address):
-        # Connections that can send at once (TLS ones are written by the TLS layer).
-        reactor = ConnectsAtOnce(self.reactor) if self.tls is None else self.reactor
-        if ipaddress.ip_address(address).version == 6:
-            return TCP6ClientEndpoint(reactor, address, self.port)
-        return TCP4ClientEndpoint(reactor, address, self.port)
+        """The endpoint for `address`, made once for the address last used: an endpoint
+        is only what to connect to, and making one per conversation cost microseconds."""
+        if self._direct_endpoint is None or self._direct_endpoint[0] != address:
+            # Connections that can send at once (TLS ones are written by the TLS layer).
+            reactor = ConnectsAtOnce(self.reactor) if self.tls is None else self.reactor
+            if ipaddress.ip_address(address).version == 6:
+                endpoint = TCP6ClientEndpoint(reactor, address, self.port)
+            else:
+                endpoint = TCP4ClientEndpoint(reactor, address, self.port)
+            self._direct_endpoint = (address, self._secured(endpoint))
+        return self._direct_endpoint[1]
 
     def _resolve_and_connect(self, factory):
         self.address = None
