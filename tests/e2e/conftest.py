@@ -499,7 +499,8 @@ class Client:
 
 
 def start_connected(args, home, timeout=CLIENT_TIMEOUT, server=None, command=(TPOT,)):
-    """Start `tpot ARGS` and wait (bounded) for "tpot connected" and the URL on stdout.
+    """Start `tpot ARGS` and wait (bounded) for "tpot connected" and the URL on stdout, and
+    for ours the Forwarding line (`PUBLIC -> TARGET`, the client's `forwarding`).
 
     Our `tpot http` serves its inspector on a free port of its own (several clients run at
     once here), unless ARGS say otherwise; its address, printed after the URL (and the
@@ -516,6 +517,14 @@ def start_connected(args, home, timeout=CLIENT_TIMEOUT, server=None, command=(TP
         server_log = f"\nserver log:\n{server.log()}" if server is not None else ""
         raise RuntimeError(f"client did not connect: {client.describe()}{server_log}")
     client.url = got[1]
+    client.forwarding = None
+    if command == (TPOT,) and args[0] == "http":
+        # Ours says next where traffic goes, as ngrok does (the reference client does not).
+        line = client.next_line(IO_TIMEOUT)
+        if line is None or not line.startswith("Forwarding "):
+            client.stop(signal.SIGKILL)
+            raise RuntimeError(f"client did not print the Forwarding line: {client.describe()}")
+        client.forwarding = line[len("Forwarding "):]
     client.inspector_url = None
     # Line by line: the request log that follows must not be waited for, nor read here.
     for _ in range(2 if inspected or "--inspect" in args else 0):

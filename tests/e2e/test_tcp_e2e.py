@@ -78,8 +78,8 @@ class TCPTunnel:
 
 def start_tcp_tunnel(server, echo, home, name="echo", extra=()):
     client = Client(["tcp", str(echo.port), "-t", server.url, "-s", name, *extra], home)
-    lines = client.log_lines(4, CLIENT_TIMEOUT)
-    if len(lines) < 4 or lines[0] != "tpot connected":
+    lines = client.log_lines(5, CLIENT_TIMEOUT)  # connected, name, secret, how to connect, Forwarding
+    if len(lines) < 5 or lines[0] != "tpot connected":
         client.stop()
         raise RuntimeError(f"tpot tcp did not connect: {client.describe()}\n{server.log()}")
     return TCPTunnel(client, lines)

@@ -179,7 +179,8 @@ def test_start_connects_once_asking_for_the_subdomain_with_the_reclaim_extension
 def test_first_connection_greeting_prints_connected_and_url(clock, monkeypatch):
     h = Harness(clock, monkeypatch)
     h.greet()
-    assert h.out_lines() == ["tpot connected", "http://demo.localhost:3000"]
+    assert h.out_lines() == ["tpot connected", "http://demo.localhost:3000",
+                             "Forwarding http://demo.localhost:3000 -> http://localhost:8080"]
     assert h.err.getvalue() == ""
     assert h.run.exit_code == 0 and not clock.hasStopped
 
@@ -209,6 +210,7 @@ def test_tcp_tunnel_asks_for_tcp_with_its_secret_and_prints_how_to_connect(clock
         "TCP tunnel demo on http://localhost:3000",
         f"access secret: {SECRET}",
         f"connect with: tpot connect demo -t http://localhost:3000 --secret {SECRET} --listen 127.0.0.1:PORT (or --stdio)",
+        "Forwarding TCP tunnel demo on http://localhost:3000 -> localhost:22",
     ]
     h.dropped()
     retry = h.next_attempt()
@@ -231,6 +233,7 @@ def test_a_pool_member_sends_its_pool_secret_on_every_attempt(clock, monkeypatch
     assert "pool" in first["TPoT-Extensions"].split(", ") and first["TPoT-Pool"] == POOL_SECRET
     h.greet("shared")
     assert h.out_lines() == ["tpot connected", "http://shared.localhost:3000",
+                             "Forwarding http://shared.localhost:3000 -> http://localhost:8080",
                              "pool: visitors are shared with every client started with this --pool secret"]
     h.dropped()
     assert headers_of(h.next_attempt())["TPoT-Pool"] == POOL_SECRET
@@ -286,7 +289,9 @@ def test_drop_after_greeting_is_retried_with_the_same_name_and_reclaim_token(clo
     assert headers["TPoT-Extensions"] == "reclaim, ipv6"
     assert headers["TPoT-Reclaim"] == "secret-token"
     h.greet("x7k2m9qa")
-    assert h.out_lines() == ["tpot connected", "http://x7k2m9qa.localhost:3000", "tpot reconnected: http://x7k2m9qa.localhost:3000"]
+    assert h.out_lines() == ["tpot connected", "http://x7k2m9qa.localhost:3000",
+                             "Forwarding http://x7k2m9qa.localhost:3000 -> http://localhost:8080",
+                             "tpot reconnected: http://x7k2m9qa.localhost:3000"]
     assert len(h.err_lines()) == 1
 
 
@@ -441,7 +446,7 @@ def test_reclaim_token_from_the_101_is_sent_when_reconnecting(clock, monkeypatch
     assert first.request_header("TPoT-Extensions") == "reclaim, ipv6"
     assert first.request_header("TPoT-Reclaim") is None
     first.accept(token="tok-123")
-    assert h.out_lines() == ["tpot connected", "http://demo.localhost:3000"]
+    assert h.out_lines()[:2] == ["tpot connected", "http://demo.localhost:3000"]
     first.transport.peer_closes()  # the server went away without a closing handshake
     settle(clock)
     lines = h.err_lines()
@@ -451,7 +456,7 @@ def test_reclaim_token_from_the_101_is_sent_when_reconnecting(clock, monkeypatch
     assert second.request_header("TPoT-Reclaim") == "tok-123"
     assert second.request_header("TPoT-Extensions") == "reclaim, ipv6"
     second.accept(token="tok-123")
-    assert h.out_lines()[2:] == ["tpot reconnected: http://demo.localhost:3000"]
+    assert h.out_lines()[3:] == ["tpot reconnected: http://demo.localhost:3000"]
     assert h.run.failed_attempts == 0
 
 

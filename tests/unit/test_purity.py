@@ -34,6 +34,7 @@ PURE = (
     "tpot.server.cluster.link",
     "tpot.client.policy",
     "tpot.client.requestlog",
+    "tpot.client.stats",
     "tpot.client.settings",
     "tpot.client.startfile",
     "tpot.client.explain",

@@ -86,6 +86,7 @@ class Conversation:
         # Without a log or a policy (tpot --quiet) none of this is in the relay's way.
         self._visitors = visitors
         self._log = visitors.log if visitors is not None else None
+        self._meter = self._metered(visitors)
         self._policy = None  # set when this conversation's requests are judged
         self._address_allowed = True
         if visitors is not None and visitors.policy is not None:
@@ -103,6 +104,14 @@ class Conversation:
         on_head = self._on_head if watched else None
         self.rewriter = HostRewriter(host_rewrite or None, forwarded, on_head) if rewriting else None
         self._tap = RequestTap(self._capture, self.rewriter) if self._capture is not None else None
+
+    @staticmethod
+    def _metered(visitors):
+        """The status area's meter (told of this connection now and at its end), or None."""
+        meter = visitors.meter if visitors is not None else None
+        if meter is not None:
+            meter.opened()
+        return meter
 
     def connect(self, connector):
         """Contact the target through `connector` (a TargetConnector); awaiting admission,
@@ -306,6 +315,8 @@ class Conversation:
         a response, a subclass may log it."""
         if self._capture is not None:
             self._capture.ended(outcome)
+        if self._meter is not None:
+            self._meter.closed()
 
     # IPushProducer for the target's transport: its write buffer filled or drained.
 
@@ -371,6 +382,7 @@ class LoggedRawConversation(RawConversation):
         self.address = address
         self._clock = visitors.clock
         self._log_to = visitors.log
+        self._meter = self._metered(visitors)
         self._started = self._clock.seconds()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -387,3 +399,4 @@ class LoggedRawConversation(RawConversation):
         self._log_to.write_connection(ConnectionEntry(
             self.address, outcome, self.bytes_in, self.bytes_out, self._clock.seconds() - self._started
         ))
+        super()._on_end(outcome)

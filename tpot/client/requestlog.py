@@ -239,7 +239,7 @@ class RequestLogger:
             isatty = getattr(out, "isatty", None)
             colour = bool(isatty and isatty())
         self.colour = colour
-        self.arrow = "→" if _can_encode(out, "→") else "->"
+        self.arrow = arrow_for(out)
         self.broken = False
 
     def write(self, entry):
@@ -256,6 +256,11 @@ class RequestLogger:
             self.out.flush()
         except (OSError, ValueError):
             self.broken = True
+
+
+def arrow_for(out):
+    """The arrow of the lines written to `out`: `→`, or `->` where it cannot be encoded."""
+    return "→" if _can_encode(out, "→") else "->"
 
 
 def _can_encode(out, text):

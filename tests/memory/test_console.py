@@ -1,0 +1,111 @@
+"""The status area (tpot.client.console) as text: a real ClientRun on a memory reactor tells
+it its state, the console is fed requests and connections as a tunnel's conversations
+feed it, and what it would draw is rendered into a string, without a terminal."""
+
+import io
+
+from rich.console import Console as RichConsole
+from twisted.internet.testing import MemoryReactorClock
+
+from tpot.client.console import Console
+from tpot.client.requestlog import ConnectionEntry, Entry
+from tpot.client.runner import ClientRun
+from tpot.client.settings import client_settings
+from tpot.protocol.codec import TCP
+
+
+def screen(console, height=40):
+    out = io.StringIO()
+    RichConsole(file=out, width=120, height=height, color_system=None).print(console.render())
+    return out.getvalue()
+
+
+def rows(console):
+    return dict(console.status_rows())
+
+
+def started(target="8000", **options):
+    clock = MemoryReactorClock()
+    out = io.StringIO()
+    console = Console(clock, out)
+    run = ClientRun(client_settings(target, server="http://localhost:3000", subdomain="demo", **options), clock,
+                    out=console.above, err=console.above, console=console)
+    return clock, console, run, out
+
+
+def test_before_the_greeting_it_says_connecting_and_where_traffic_will_go():
+    _, console, _, _ = started("https://localhost:8443")
+    assert rows(console)["Session Status"] == "connecting"
+    assert rows(console)["Forwarding"] == "(waiting) -> https://localhost:8443"
+    assert rows(console)["Latency"] == "-"
+
+
+def test_once_online_it_shows_the_forwarding_line_and_the_announcement_is_printed_above():
+    _, console, run, out = started()
+    run.on_greeting("demo")
+    assert rows(console)["Session Status"] == "online"
+    assert rows(console)["Server"] == "http://localhost:3000"
+    assert rows(console)["Forwarding"] == "http://demo.localhost:3000 -> http://localhost:8000"
+    assert out.getvalue().splitlines() == [
+        "tpot connected", "http://demo.localhost:3000", "Forwarding http://demo.localhost:3000 -> http://localhost:8000"]
+
+
+def test_counts_rate_and_percentiles_from_what_conversations_report():
+    clock, console, run, _ = started()
+    run.on_greeting("demo")
+    for i in range(4):
+        console.opened()
+        clock.advance(0.5)
+        console.write(Entry("GET", f"/page{i}", 200, 2, (i + 1) / 1000))
+    console.closed()
+    assert rows(console)["Connections"] == "total 4  open 3"
+    assert rows(console)["Requests"] == "total 4  4/min  p50 2 ms  p90 4 ms"
+    text = screen(console)
+    assert "GET /page0 → 200  2 B  1 ms" in text and "GET /page3 → 200  2 B  4 ms" in text
+    assert text.index("Session Status") < text.index("HTTP requests") < text.index("GET /page0")
+
+
+def test_a_reconnecting_tunnel_says_so():
+    _, console, run, _ = started()
+    run.on_greeting("demo")
+    run.on_closed(None, 1006, None)
+    assert rows(console)["Session Status"] == "reconnecting"
+
+
+def test_only_the_last_requests_that_fit_are_drawn():
+    _, console, run, _ = started()
+    run.on_greeting("demo")
+    for i in range(200):
+        console.write(Entry("GET", f"/r{i}", 200, 0, 0.001))
+    text = screen(console, height=24)
+    assert "/r199 " in text and "/r150 " not in text
+    assert len(text.splitlines()) <= 24
+    assert len(console.stats.recent) == 100  # bounded whatever the terminal
+
+
+def test_a_tcp_tunnel_lists_its_connections():
+    _, console, run, _ = started("22", kind=TCP, access_secret="S3cret-" * 6)
+    run.on_greeting("db")
+    console.write_connection(ConnectionEntry("127.0.0.1:5000", "closed", 1024, 2048, 1.5))
+    assert rows(console)["Forwarding"] == "TCP tunnel db on http://localhost:3000 -> localhost:22"
+    text = screen(console)
+    assert "TCP connections" in text and "TCP 127.0.0.1:5000 → closed  1.0 KiB in  2.0 KiB out  1500 ms" in text
+    assert "Requests" not in rows(console)  # a TCP tunnel has none
+
+
+def test_control_characters_from_the_server_do_not_reach_the_screen():
+    _, console, run, _ = started()
+    run.on_greeting("x\x1b]0;pwned\x07")
+    console.write(Entry("GET", "/\x1b[2J", 200, 0, 0.001))
+    text = screen(console)
+    assert "\x1b" not in text and "\x07" not in text
+
+
+def test_a_stopped_console_says_stopped():
+    _, console, run, _ = started()
+    run.on_greeting("demo")
+    console.stop()  # never started: nothing drawn
+    assert rows(console)["Session Status"] == "online"
+    console.start()
+    console.stop()
+    assert rows(console)["Session Status"] == "stopped"
