@@ -15,27 +15,33 @@ from tests.support.tools import require_tool
 from .conftest import DOMAIN, HOST, IO_TIMEOUT, STOP_TIMEOUT, TPOT, clean_env, exchange, start_connected
 
 SCREEN_TIMEOUT = 15.0  # for the screen to show what is awaited
+SHOW_CURSOR, HIDE_CURSOR = b"\x1b[?25h", b"\x1b[?25l"  # DECTCEM, as a terminal reads them
 
 
 class Terminal:
     """One tmux server of its own (its socket in the test's directory) running one
     command in a 120 x 40 pane, which stays on screen after the command exits."""
 
-    def __init__(self, tmux, home, command):
+    def __init__(self, tmux, home, command, stderr_to_file=True):
         self.tmux = tmux
         self.home = home
         self.socket = home / "tmux.sock"
         self.exit_path = home / "exit-status"
         self.stderr_path = home / "client.err"
         script = home / "run.sh"
-        # stderr to a file, to read it whole afterwards; the exit status for the test.  The
-        # shell survives Ctrl-C (a handler, which the command does not inherit) to write it.
-        script.write_text(f"trap : INT\n{shlex.join(command)} 2>{shlex.quote(str(self.stderr_path))}\n"
+        # stderr to a file, to read it whole afterwards (or on the terminal); the exit status
+        # for the test.  The shell survives Ctrl-C (a handler, which the command does not
+        # inherit) to write it.
+        redirect = f" 2>{shlex.quote(str(self.stderr_path))}" if stderr_to_file else ""
+        script.write_text(f"trap : INT\n{shlex.join(command)}{redirect}\n"
                           f"echo $? >{shlex.quote(str(self.exit_path))}\n")
         env = {k: v for k, v in clean_env(home).items() if not k.startswith("TMUX")}
         env["LANG"] = "C.UTF-8"
         self._tmux("new-session", "-d", "-s", "tpot", "-x", "120", "-y", "40", f"sh {shlex.quote(str(script))}", env=env)
         self._tmux("set-option", "-t", "tpot", "remain-on-exit", "on")
+        # What the command writes, as bytes: tmux's own cursor flag is not kept once the pane is dead.
+        self.output_path = home / "output"
+        self._tmux("pipe-pane", "-o", "-t", "tpot", f"cat >{shlex.quote(str(self.output_path))}")
 
     def _tmux(self, *args, env=None):
         return subprocess.run([self.tmux, "-S", str(self.socket), *args], capture_output=True, text=True,
@@ -59,14 +65,14 @@ class Terminal:
     def cursor_visible(self):
         return self._tmux("display-message", "-p", "-t", "tpot", "#{cursor_flag}").strip() == "1"
 
-    def cursor_shown(self, timeout=IO_TIMEOUT):
-        """True once the cursor is visible (False if not within `timeout` s)."""
+    def cursor_shown_at_the_end(self, timeout=IO_TIMEOUT):
+        """True once the last cursor command written is "show" (False if not within `timeout` s)."""
         deadline = time.monotonic() + timeout
-        while not self.cursor_visible():
-            if time.monotonic() > deadline:
-                return False
+        while True:
+            output = self.output_path.read_bytes() if self.output_path.exists() else b""
+            if output.rfind(SHOW_CURSOR) > output.rfind(HIDE_CURSOR) or time.monotonic() > deadline:
+                return output.rfind(SHOW_CURSOR) > output.rfind(HIDE_CURSOR)
             time.sleep(0.1)
-        return True
 
     def send_keys(self, *keys):
         self._tmux("send-keys", "-t", "tpot", *keys)
@@ -94,8 +100,8 @@ def terminal(tmp_path):
     tmux = require_tool("tmux", "tmux")
     opened = []
 
-    def open_terminal(command):
-        opened.append(Terminal(tmux, tmp_path, command))
+    def open_terminal(command, stderr_to_file=True):
+        opened.append(Terminal(tmux, tmp_path, command, stderr_to_file))
         return opened[-1]
 
     yield open_terminal
@@ -129,7 +135,22 @@ def test_the_status_area_counts_requests_and_ctrl_c_leaves_the_terminal_clean(se
     assert "Traceback" not in term.stderr() and term.stderr() == "", term.stderr()
     # tmux reads the pane's last output on its own time: awaited, bounded.
     term.wait_for("Session Status  stopped")
-    assert term.cursor_shown()
+    assert term.cursor_shown_at_the_end()
+
+
+def test_stderr_on_the_same_terminal_is_printed_above_the_area(server_factory, target, terminal):
+    server = server_factory()
+    term = terminal([TPOT, "http", target.address, "-t", server.url, "-s", "down", "--no-inspect"],
+                    stderr_to_file=False)
+    term.wait_for("Session Status  online")
+    server.stop()  # the client's tunnel drops: it says so on stderr and retries
+    screen = term.wait_for("Session Status  reconnecting", "tpot: The connection to the server was lost")
+    lines = screen.splitlines()
+    [message] = [i for i, line in enumerate(lines) if line.startswith("tpot: The connection")]
+    assert message < lines.index("Session Status  reconnecting"), screen  # above the area, whole
+    term.send_keys("C-c")
+    assert term.exit_status() == 0
+    assert "Traceback" not in term.screen()
 
 
 def test_log_format_plain_on_a_terminal_prints_lines_only(server, target, terminal):
@@ -140,7 +161,7 @@ def test_log_format_plain_on_a_terminal_prints_lines_only(server, target, termin
     assert get(server, "plainterm", "/plain") == (200, b"ok")
     screen = term.wait_for("GET /plain → 200  2 B")
     assert screen.splitlines()[:3] == ["tpot connected", public, f"Forwarding {public} -> http://{target.address}"]
-    assert "Session Status" not in screen and term.cursor_shown()
+    assert "Session Status" not in screen and term.cursor_visible()
     term.send_keys("C-c")
     assert term.exit_status() == 0, term.stderr()
 

@@ -109,3 +109,18 @@ def test_a_stopped_console_says_stopped():
     console.start()
     console.stop()
     assert rows(console)["Session Status"] == "stopped"
+
+
+def test_several_tunnels_have_a_forwarding_row_each_and_the_status_names_those_down():
+    clock = MemoryReactorClock()
+    console = Console(clock, io.StringIO())
+    runs = [ClientRun(client_settings(target, server="http://localhost:3000", subdomain=name), clock,
+                      out=console.above, err=console.above, console=console, label=name)
+            for name, target in (("web", "8000"), ("api", "8001"))]
+    runs[0].on_greeting("web")
+    assert rows(console)["Session Status"] == "connecting (api)"
+    runs[1].on_greeting("api")
+    assert rows(console)["Session Status"] == "online"
+    forwarding = [value for label, value in console.status_rows() if label in ("Forwarding", "")]
+    assert forwarding == ["web  http://web.localhost:3000 -> http://localhost:8000",
+                          "api  http://api.localhost:3000 -> http://localhost:8001"]
