@@ -7,7 +7,7 @@ import io
 from rich.console import Console as RichConsole
 from twisted.internet.testing import MemoryReactorClock
 
-from tpot.client.console import Console
+from tpot.client.console import MAX_PARTIAL_LINE, Console
 from tpot.client.requestlog import ConnectionEntry, Entry
 from tpot.client.runner import ClientRun
 from tpot.client.settings import client_settings
@@ -116,11 +116,29 @@ def test_several_tunnels_have_a_forwarding_row_each_and_the_status_names_those_d
     console = Console(clock, io.StringIO())
     runs = [ClientRun(client_settings(target, server="http://localhost:3000", subdomain=name), clock,
                       out=console.above, err=console.above, console=console, label=name)
-            for name, target in (("web", "8000"), ("api", "8001"))]
+            for name, target in (("web", "8000"), ("apis", "8001"))]
     runs[0].on_greeting("web")
-    assert rows(console)["Session Status"] == "connecting (api)"
-    runs[1].on_greeting("api")
+    assert rows(console)["Session Status"] == "connecting (apis)"
+    runs[1].on_greeting("apis")
     assert rows(console)["Session Status"] == "online"
     forwarding = [value for label, value in console.status_rows() if label in ("Forwarding", "")]
-    assert forwarding == ["web  http://web.localhost:3000 -> http://localhost:8000",
-                          "api  http://api.localhost:3000 -> http://localhost:8001"]
+    assert forwarding == ["web   http://web.localhost:3000 -> http://localhost:8000",
+                          "apis  http://apis.localhost:3000 -> http://localhost:8001"]  # aligned
+
+
+def test_a_long_line_printed_above_is_not_broken_by_inserted_newlines():
+    _, console, _, out = started()
+    command = "connect with: tpot connect db -t http://localhost:3000 --secret " + "S" * 150
+    console.above.write(command + "\n")
+    assert out.getvalue() == command + "\n"  # the terminal wraps it; a copy is one line
+
+
+def test_text_written_in_pieces_is_printed_by_whole_lines_and_a_line_without_end_is_bounded():
+    _, console, _, out = started()
+    console.above.write("tpot: a warning ")
+    assert out.getvalue() == ""
+    console.above.write("in two pieces\nand the start of ")
+    assert out.getvalue() == "tpot: a warning in two pieces\n"
+    console.above.write("x" * (MAX_PARTIAL_LINE + 1))
+    assert out.getvalue().endswith("and the start of " + "x" * (MAX_PARTIAL_LINE + 1) + "\n")
+    assert console.above._partial == ""

@@ -228,11 +228,12 @@ def main(argv=None):
 
 
 def _console(settings, log_format, reactor):
-    """The status area (tpot.client.console) when it is wanted: stdout a terminal, the
-    default --log-format, no --quiet, and no --debug log (its lines would be drawn over)."""
+    """The status area (tpot.client.console) when it is wanted: stdout a terminal that
+    can redraw in place (not TERM=dumb), the default --log-format, no --quiet, and no
+    --debug log (its lines would be drawn over)."""
     if isinstance(settings, ConnectSettings) or log_format != "term" or settings.quiet or settings.debug:
         return None
-    if not sys.stdout.isatty():
+    if not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
         return None
     from tpot.client.console import Console
 

@@ -86,11 +86,11 @@ class Console:
         self.terminal.show_cursor(True)
 
     def print_above(self, line):
+        # Soft wrap: a long line (tpot tcp's connect command) is wrapped by the terminal,
+        # so that it is copied whole, without a newline inserted.
+        self.terminal.print(Text(line), soft_wrap=True)
         if self._started:
-            self.live.console.print(Text(line))
             self.live.refresh()
-        else:
-            self.terminal.print(Text(line))
 
     def render(self):
         status = Table.grid(padding=(0, 2))
@@ -112,9 +112,10 @@ class Console:
         if self.runs:
             rows.append(("Server", self.runs[0][1].server_url()))
         rows.append(("Latency", self._latency()))
+        width = max((len(label) for label, _ in self.runs if label), default=0)
         for i, (label, run) in enumerate(self.runs):
             where = run.forwarding() if run.name is not None else f"(waiting) -> {run.target_address()}"
-            rows.append(("Forwarding" if i == 0 else "", f"{label}  {where}" if label else where))
+            rows.append(("Forwarding" if i == 0 else "", f"{label:<{width}}  {where}" if label else where))
         inspector = self._inspector_url()
         if inspector is not None:
             rows.append(("Inspector", inspector))
