@@ -24,8 +24,9 @@ from tpot.protocol.codec import TCP
 
 REFRESH_INTERVAL = 0.5
 MAX_PARTIAL_LINE = 4096  # a write without a newline is shown once this long, not kept growing
-# The rows of the status above the request lines, and the title and spacing around them.
-STATUS_ROWS = 9
+# The lines of the area besides the status rows and the requests: the heading, the blank
+# lines, the requests' title, and one left for the cursor below the area.
+OTHER_LINES = 5
 
 
 class Console:
@@ -93,12 +94,14 @@ class Console:
             self.live.refresh()
 
     def render(self):
+        rows = self.status_rows()
         status = Table.grid(padding=(0, 2))
         status.add_column(style="bold", no_wrap=True)
         status.add_column(no_wrap=True, overflow="ellipsis")
-        for label, value in self.status_rows():
+        for label, value in rows:
             status.add_row(label, value)
-        lines = self._recent_lines(self.terminal.size.height - STATUS_ROWS - len(self.runs) - 3)
+        # As many of the last requests as fit: the area never scrolls the terminal.
+        lines = self._recent_lines(self.terminal.size.height - len(rows) - OTHER_LINES)
         title = "TCP connections" if self._tcp_only() else "HTTP requests"
         heading = Text("tpot", style="bold")
         heading.append("  (Ctrl+C to quit)", style="dim")
