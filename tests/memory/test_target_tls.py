@@ -324,11 +324,13 @@ def test_target_that_never_completes_the_handshake_is_could_not_connect(clock, c
 
 
 def test_target_speaking_plain_http_is_could_not_connect(clock, capsys):
-    client = open_client(clock, "https://localhost:8443", insecure=True)
+    client = open_client(clock, "https://localhost:8443", insecure=True, log=True)
     client.server_sends(opened(1))
+    client.server_sends(data(1, REQUEST))
     target = client.connect_target()
     target.receive(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
     settle(clock)
     assert client.messages() == [signal(1, b"N")]
+    assert client.out.getvalue() == "GET / → 502 target unreachable (TLS handshake failed)  0 ms\n"
     err = capsys.readouterr().err
     assert err.startswith("tpot: TLS to the target localhost:8443 failed: ") and "Traceback" not in err, err
