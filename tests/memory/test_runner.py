@@ -241,7 +241,7 @@ def test_nothing_listening_at_the_target_is_said_once_and_the_tunnel_runs_on(clo
 def test_a_target_listening_at_start_up_is_not_mentioned(clock, monkeypatch):
     h = Harness(clock, monkeypatch)
     h.greet(target_listens=True)
-    assert [host for host, *_ in clock.tcpClients] == ["127.0.0.1"]  # the one check, plain TCP
+    assert [host for host, *_ in clock.tcpClients] == ["127.0.0.1"]  # the one check
     assert h.err_lines() == [] and h.run.target_warnings.health.answering is True
 
 

@@ -76,29 +76,28 @@ class TargetConnector:
             self.warnings.connected()
 
     def connect(self, factory):
+        return self._connect(factory, at_start=False)
+
+    def check(self):
+        """One connection, closed as soon as it is up (for TLS: once the handshake is
+        done), to say at start-up whether the target answers."""
+        d = self._connect(TargetFactory(_Check(), self), at_start=True)
+        d.addErrback(lambda _: None)  # the warnings have been told
+        return d
+
+    def _connect(self, factory, at_start):
         if self.address is None:
             d = self._resolve_and_connect(factory)
         else:
             d = self._secured(self._direct(self.address)).connect(factory)
             d.addErrback(lambda _: self._resolve_and_connect(factory))
-        d.addErrback(self._not_made)
+        d.addErrback(self._not_made, at_start)
         return d
 
-    def _not_made(self, failure):
+    def _not_made(self, failure, at_start):
         if self.warnings is not None:
-            self.warnings.failed(failure_reason(failure.value))
+            self.warnings.failed(failure_reason(failure.value), at_start=at_start)
         return failure
-
-    def check(self):
-        """One plain TCP connection, closed as soon as it is made, to say at start-up
-        whether anything listens at the target (TLS is left to the visitors' connections)."""
-        d = HostnameEndpoint(self.reactor, self.host, self.port).connect(_CheckFactory())
-        d.addCallbacks(lambda _: self.reached(), self._check_failed)
-        return d
-
-    def _check_failed(self, failure):
-        if self.warnings is not None:
-            self.warnings.failed(failure_reason(failure.value), at_start=True)
 
     def _direct(self, address):
         if ipaddress.ip_address(address).version == 6:
@@ -119,16 +118,6 @@ class TargetConnector:
         except ValueError:
             pass
         return protocol
-
-
-class _Check(Protocol):
-    def connectionMade(self):
-        self.transport.loseConnection()
-
-
-class _CheckFactory(Factory):
-    noisy = False
-    protocol = _Check
 
 
 class TargetFactory(Factory):
@@ -191,6 +180,25 @@ class TargetProtocol(Protocol):
         else:
             self.connector.tls_failed(Failure(error.TimeoutError()) if self._timed_out else reason)
             self.conversation.could_not_connect(TLS_FAILED)
+
+
+class _Check:
+    """The conversation of the check at start-up: its connection is closed once it is up;
+    how it went, the connector has told the warnings."""
+
+    target_protocol = TargetProtocol
+
+    def connected(self, transport):
+        transport.loseConnection()
+
+    def from_target(self, data):
+        pass
+
+    def target_lost(self):
+        pass
+
+    def could_not_connect(self, reason=None):
+        pass
 
 
 # Only these: Twisted's endpoint wrapper mirrors just the last of the interfaces it checks
