@@ -142,7 +142,7 @@ def parse_command_line(argv, env=None, config=None, read_start=read_start_file):
         return start_settings(
             text, path, args.names, args.all, env=env, config=config, inspect_address=args.inspect,
             no_inspect=args.no_inspect, inspect_keep=args.inspect_keep, debug=args.debug, quiet=args.quiet,
-            read_ca=read_ca_file,
+            read_ca=read_ca_file, resolves=name_resolves,
         )
     if args.command == "tcp":
         return client_settings(
