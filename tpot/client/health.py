@@ -20,16 +20,16 @@ import sys
 from tpot.http.addresses import format_address
 from tpot.protocol.codec import TCP
 
+REFUSED = "connection refused"
+TLS_FAILED = "TLS handshake failed"
 # Twisted's connection errors (twisted.internet.error), by name, in words for the log line.
 _REASONS = {
-    "ConnectionRefusedError": "connection refused",
+    "ConnectionRefusedError": REFUSED,
     "DNSLookupError": "name does not resolve",
     "TimeoutError": "timed out",
     "TCPTimedOutError": "timed out",
     "NoRouteError": "no route to the host",
-    "ConnectionLost": "connection lost",
 }
-TLS_FAILED = "TLS handshake failed"
 
 
 def failure_reason(error):
@@ -68,7 +68,7 @@ def warning_text(warning, target, reason, tcp=False):
     if warning is Change.CAME_BACK:
         return f"tpot: the target {target} answers again."
     fail = "connections through the tunnel fail" if tcp else "visitors get 502"
-    if warning is Change.NOT_LISTENING and reason == _REASONS["ConnectionRefusedError"]:
+    if warning is Change.NOT_LISTENING and reason == REFUSED:
         will = "connections through the tunnel will fail" if tcp else "visitors will get 502"
         return f"tpot: nothing is listening on {target} yet; {will} until it is."
     return f"tpot: the target {target} is not answering ({reason}); {fail} until it is."
