@@ -113,6 +113,17 @@ def exchange(connection, method, path, host, body=None):
         connection.close()
 
 
+def wait_until(check, timeout, interval=0.05):
+    """check()'s first true result within `timeout` s, else its last one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    return check()
+
+
 def serving(server):
     """For a fixture: run a socketserver in a thread, yield it, then shut it down."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -363,8 +374,8 @@ class Target(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # 60 concurrent connections must not overflow the backlog
 
-    def __init__(self):
-        super().__init__((HOST, 0), TargetHandler)
+    def __init__(self, port=0):
+        super().__init__((HOST, port), TargetHandler)
         self.hosts = []
         self.lock = threading.Lock()
         self._closed = {}
@@ -481,12 +492,7 @@ class Client:
         return self.log_lines(float("inf"), within)
 
     def wait_stderr(self, words, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if words in self.stderr():
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_until(lambda: words in self.stderr(), timeout)
 
     def describe(self):
         return f"stdout={self.seen!r} rc={self.proc.poll()} stderr={self.stderr()!r}"

@@ -24,6 +24,7 @@ from .conftest import (
     expected_bytes,
     run_tpot,
     serving,
+    wait_until,
 )
 
 STREAMS = 20
@@ -77,11 +78,17 @@ class TCPTunnel:
 
 
 def start_tcp_tunnel(server, echo, home, name="echo", extra=()):
+    connections = echo.connections
     client = Client(["tcp", str(echo.port), "-t", server.url, "-s", name, *extra], home)
     lines = client.log_lines(5, CLIENT_TIMEOUT)  # connected, name, secret, how to connect, Forwarding
     if len(lines) < 5 or lines[0] != "tpot connected":
         client.stop()
         raise RuntimeError(f"tpot tcp did not connect: {client.describe()}\n{server.log()}")
+    # Once connected it checks that the service listens (one connection): past that, the
+    # tests that count the service's connections count only their own.
+    if not wait_until(lambda: echo.connections > connections, IO_TIMEOUT):
+        client.stop()
+        raise RuntimeError(f"tpot tcp did not check its target: {client.describe()}")
     return TCPTunnel(client, lines)
 
 

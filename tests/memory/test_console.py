@@ -1,6 +1,7 @@
 """The status area (tpot.client.console) as text: a real ClientRun on a memory reactor tells
-it its state, the console is fed requests and connections as a tunnel's conversations
-feed it, and what it would draw is rendered into a string, without a terminal."""
+it its state (greeted and dropped through its factory, as the WebSocket reports), the
+console is fed requests and connections as a tunnel's conversations feed it, and what it
+would draw is rendered into a string, without a terminal."""
 
 import io
 
@@ -9,6 +10,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from tpot.client.console import MAX_PARTIAL_LINE, Console
 from tpot.client.requestlog import ConnectionEntry, Entry
+from tpot.client import runner
 from tpot.client.runner import ClientRun
 from tpot.client.settings import client_settings
 from tpot.protocol.codec import TCP
@@ -26,25 +28,34 @@ def rows(console):
     return dict(console.status_rows())
 
 
-def started(target="8000", **options):
+def started(monkeypatch, target="8000", **options):
     clock = MemoryReactorClock()
     out = io.StringIO()
     console = Console(clock, out)
-    run = ClientRun(client_settings(target, server="http://localhost:3000", subdomain="demo", **options), clock,
-                    out=console.above, err=console.above, console=console)
+    run = run_on(monkeypatch, console, clock, target, **options)
     return clock, console, run, out
 
 
-def test_before_the_greeting_it_says_connecting_and_where_traffic_will_go():
-    _, console, _, _ = started("https://localhost:8443")
+def run_on(monkeypatch, console, clock, target, name="demo", label=None, **options):
+    """A started ClientRun shown on `console`, its connection attempt not made (the test reports its outcome)."""
+    monkeypatch.setattr(runner, "connectWS", lambda factory, context=None: None)
+    clock.running = True
+    run = ClientRun(client_settings(target, server="http://localhost:3000", subdomain=name, **options), clock,
+                    out=console.above, err=console.above, console=console, label=label)
+    run.start()
+    return run
+
+
+def test_before_the_greeting_it_says_connecting_and_where_traffic_will_go(monkeypatch):
+    _, console, _, _ = started(monkeypatch, "https://localhost:8443")
     assert rows(console)["Session Status"] == "connecting"
     assert rows(console)["Forwarding"] == "(waiting) -> https://localhost:8443"
     assert rows(console)["Latency"] == "-"
 
 
-def test_once_online_it_shows_the_forwarding_line_and_the_announcement_is_printed_above():
-    _, console, run, out = started()
-    run.on_greeting("demo")
+def test_once_online_it_shows_the_forwarding_line_and_the_announcement_is_printed_above(monkeypatch):
+    _, console, run, out = started(monkeypatch)
+    run.factory.greeted("demo")
     assert rows(console)["Session Status"] == "online"
     assert rows(console)["Server"] == "http://localhost:3000"
     assert rows(console)["Forwarding"] == "http://demo.localhost:3000 -> http://localhost:8000"
@@ -52,9 +63,9 @@ def test_once_online_it_shows_the_forwarding_line_and_the_announcement_is_printe
         "tpot connected", "http://demo.localhost:3000", "Forwarding http://demo.localhost:3000 -> http://localhost:8000"]
 
 
-def test_counts_rate_and_percentiles_from_what_conversations_report():
-    clock, console, run, _ = started()
-    run.on_greeting("demo")
+def test_counts_rate_and_percentiles_from_what_conversations_report(monkeypatch):
+    clock, console, run, _ = started(monkeypatch)
+    run.factory.greeted("demo")
     for i in range(4):
         console.opened()
         clock.advance(0.5)
@@ -67,16 +78,16 @@ def test_counts_rate_and_percentiles_from_what_conversations_report():
     assert text.index("Session Status") < text.index("HTTP requests") < text.index("GET /page0")
 
 
-def test_a_reconnecting_tunnel_says_so():
-    _, console, run, _ = started()
-    run.on_greeting("demo")
-    run.on_closed(None, 1006, None)
+def test_a_reconnecting_tunnel_says_so(monkeypatch):
+    _, console, run, _ = started(monkeypatch)
+    run.factory.greeted("demo")
+    run.factory.closed(None, 1006, None)
     assert rows(console)["Session Status"] == "reconnecting"
 
 
-def test_only_the_last_requests_that_fit_are_drawn():
-    _, console, run, _ = started()
-    run.on_greeting("demo")
+def test_only_the_last_requests_that_fit_are_drawn(monkeypatch):
+    _, console, run, _ = started(monkeypatch)
+    run.factory.greeted("demo")
     for i in range(200):
         console.write(Entry("GET", f"/r{i}", 200, 0, 0.001))
     text = screen(console, height=24)
@@ -85,9 +96,9 @@ def test_only_the_last_requests_that_fit_are_drawn():
     assert len(console.stats.recent) == 100  # bounded whatever the terminal
 
 
-def test_a_tcp_tunnel_lists_its_connections():
-    _, console, run, _ = started("22", kind=TCP, access_secret="S3cret-" * 6)
-    run.on_greeting("db")
+def test_a_tcp_tunnel_lists_its_connections(monkeypatch):
+    _, console, run, _ = started(monkeypatch, "22", kind=TCP, access_secret="S3cret-" * 6)
+    run.factory.greeted("db")
     console.write_connection(ConnectionEntry("127.0.0.1:5000", "closed", 1024, 2048, 1.5))
     assert rows(console)["Forwarding"] == "TCP tunnel db on http://localhost:3000 -> localhost:22"
     text = screen(console)
@@ -95,17 +106,17 @@ def test_a_tcp_tunnel_lists_its_connections():
     assert "Requests" not in rows(console)  # a TCP tunnel has none
 
 
-def test_control_characters_from_the_server_do_not_reach_the_screen():
-    _, console, run, _ = started()
-    run.on_greeting("x\x1b]0;pwned\x07")
+def test_control_characters_from_the_server_do_not_reach_the_screen(monkeypatch):
+    _, console, run, _ = started(monkeypatch)
+    run.factory.greeted("x\x1b]0;pwned\x07")
     console.write(Entry("GET", "/\x1b[2J", 200, 0, 0.001))
     text = screen(console)
     assert "\x1b" not in text and "\x07" not in text
 
 
-def test_a_stopped_console_says_stopped():
-    _, console, run, _ = started()
-    run.on_greeting("demo")
+def test_a_stopped_console_says_stopped(monkeypatch):
+    _, console, run, _ = started(monkeypatch)
+    run.factory.greeted("demo")
     console.stop()  # never started: nothing drawn
     assert rows(console)["Session Status"] == "online"
     console.start()
@@ -113,30 +124,28 @@ def test_a_stopped_console_says_stopped():
     assert rows(console)["Session Status"] == "stopped"
 
 
-def test_several_tunnels_have_a_forwarding_row_each_and_the_status_names_those_down():
+def test_several_tunnels_have_a_forwarding_row_each_and_the_status_names_those_down(monkeypatch):
     clock = MemoryReactorClock()
     console = Console(clock, io.StringIO())
-    runs = [ClientRun(client_settings(target, server="http://localhost:3000", subdomain=name), clock,
-                      out=console.above, err=console.above, console=console, label=name)
-            for name, target in (("web", "8000"), ("apis", "8001"))]
-    runs[0].on_greeting("web")
+    runs = [run_on(monkeypatch, console, clock, target, name, label=name) for name, target in (("web", "8000"), ("apis", "8001"))]
+    runs[0].factory.greeted("web")
     assert rows(console)["Session Status"] == "connecting (apis)"
-    runs[1].on_greeting("apis")
+    runs[1].factory.greeted("apis")
     assert rows(console)["Session Status"] == "online"
     forwarding = [value for label, value in console.status_rows() if label in ("Forwarding", "")]
     assert forwarding == ["web   http://web.localhost:3000 -> http://localhost:8000",
                           "apis  http://apis.localhost:3000 -> http://localhost:8001"]  # aligned
 
 
-def test_a_long_line_printed_above_is_not_broken_by_inserted_newlines():
-    _, console, _, out = started()
+def test_a_long_line_printed_above_is_not_broken_by_inserted_newlines(monkeypatch):
+    _, console, _, out = started(monkeypatch)
     command = "connect with: tpot connect db -t http://localhost:3000 --secret " + "S" * 150
     console.above.write(command + "\n")
     assert out.getvalue() == command + "\n"  # the terminal wraps it; a copy is one line
 
 
-def test_text_written_in_pieces_is_printed_by_whole_lines_and_a_line_without_end_is_bounded():
-    _, console, _, out = started()
+def test_text_written_in_pieces_is_printed_by_whole_lines_and_a_line_without_end_is_bounded(monkeypatch):
+    _, console, _, out = started(monkeypatch)
     console.above.write("tpot: a warning ")
     assert out.getvalue() == ""
     console.above.write("in two pieces\nand the start of ")

@@ -29,7 +29,6 @@ from tests.support.memory import (
     connect,
     encode_frame,
     settle,
-    use_clock,
     websocket_accept,
 )
 from tpot.client.reclaims import ReclaimTokens
@@ -73,14 +72,6 @@ def test_jitter_comes_from_rand():
 # ClientRun on a memory reactor
 
 
-@pytest.fixture
-def clock():
-    clock = MemoryReactorClock()
-    restore = use_clock(clock)
-    yield clock
-    restore()
-
-
 class Harness:
     """A ClientRun whose connectWS only records the factories it is given."""
 
@@ -113,8 +104,10 @@ class Harness:
     def unreachable(self):
         self.factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
 
-    def greet(self, name="demo"):
+    def greet(self, name="demo", target_listens=True):
+        checks = len(self.clock.tcpClients)
         self.factory.greeted(name)
+        answer_checks(self.clock, checks, target_listens)
 
     def refused(self, status):
         self.factory.closed(status, 1006, None)
@@ -133,6 +126,18 @@ class Harness:
         self.clock.advance(delays[0])
         assert len(self.factories) == before + 1
         return self.factory
+
+
+def answer_checks(clock, since, listens=True):
+    """The first greeting's check of the target (one TCP connection, the ones made on
+    `clock` from index `since`) finds it listening, or refused."""
+    for host, port, factory, _, _ in clock.tcpClients[since:]:
+        if listens:
+            connect(factory.buildProtocol(IPv4Address("TCP", host, port)), MemoryTransport(clock))
+        else:
+            factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+    # HostnameEndpoint notices on its next attempt tick that no address is left.
+    clock.advance(0 if listens else 0.3)
 
 
 def headers_of(factory):
@@ -217,6 +222,36 @@ def test_tcp_tunnel_asks_for_tcp_with_its_secret_and_prints_how_to_connect(clock
     assert headers_of(retry)["TPoT-Access-Secret"] == SECRET  # the same secret after a reconnection
     h.greet()
     assert h.out_lines()[-1] == "tpot reconnected: TCP tunnel demo"
+
+
+def test_nothing_listening_at_the_target_is_said_once_and_the_tunnel_runs_on(clock, monkeypatch):
+    h = Harness(clock, monkeypatch)
+    h.greet(target_listens=False)
+    assert h.out_lines()[:2] == ["tpot connected", "http://demo.localhost:3000"]
+    assert h.err_lines() == ["tpot: nothing is listening on localhost:8080 yet; visitors will get 502 until it is."]
+    assert h.run.exit_code == 0 and not clock.hasStopped and h.retry_delays() == []
+    h.dropped()
+    retry = h.next_attempt()
+    h.greet()  # a reconnection checks nothing: the visitors' connections tell
+    assert retry.target.warnings is h.run.target_warnings  # still down, across the reconnection
+    retry.target.reached()
+    retry.target.reached()
+    assert h.err_lines()[-1] == "tpot: the target localhost:8080 answers again."
+    assert len(h.err_lines()) == 3  # the reconnection's line in between
+
+
+def test_a_target_listening_at_start_up_is_not_mentioned(clock, monkeypatch):
+    h = Harness(clock, monkeypatch)
+    h.greet(target_listens=True)
+    assert [host for host, *_ in clock.tcpClients] == ["127.0.0.1"]  # the one check
+    assert h.err_lines() == [] and h.run.target_warnings.health.answering is True
+
+
+def test_a_tcp_tunnel_checks_its_target_too(clock, monkeypatch):
+    h = Harness(clock, monkeypatch, target="22", kind="tcp", access_secret=SECRET)
+    h.greet(target_listens=False)
+    assert h.err_lines() == [
+        "tpot: nothing is listening on localhost:22 yet; connections through the tunnel will fail until it is."]
 
 
 def test_tcp_tunnel_refused_by_a_server_without_tcp_is_final(clock, monkeypatch):
@@ -419,7 +454,9 @@ class Wire:
         )
         self._seen = len(self.transport.value())
         self.transport.receive(head.encode("latin-1"))
+        checks = len(self.clock.tcpClients)
         self.transport.receive(encode_frame(BINARY, b"\x11GTPoT/1 " + name.encode(), mask=False))
+        answer_checks(self.clock, checks)
         settle(self.clock)
 
     def refuse(self, status):

@@ -38,6 +38,7 @@ PURE = (
     "tpot.client.settings",
     "tpot.client.startfile",
     "tpot.client.explain",
+    "tpot.client.health",
     "tpot.client.inspector.capture",
     "tpot.client.inspector.guard",
     "tpot.client.inspector.present",

@@ -26,6 +26,7 @@ from tpot.client.settings import (
     inspect_settings,
 )
 from tpot.client.startfile import EXAMPLE, StartSettings, start_settings
+from tpot.client.target import name_resolves
 from tpot.protocol.codec import TCP
 
 EXIT_SIGNALLED = 128  # and the signal's number, as a shell reports a process a signal ended
@@ -160,7 +161,7 @@ def _settings(args, env, config, read_start):
         return start_settings(
             text, path, args.names, args.all, env=env, config=config, inspect_address=args.inspect,
             no_inspect=args.no_inspect, inspect_keep=args.inspect_keep, debug=args.debug, quiet=args.quiet,
-            read_ca=read_ca_file,
+            read_ca=read_ca_file, resolves=name_resolves,
         )
     if args.command == "tcp":
         return client_settings(
@@ -175,7 +176,7 @@ def _settings(args, env, config, read_start):
         ca=read_ca_file(args.ca) if args.ca else None,
         quiet=args.quiet, basic_auth=args.basic_auth, allow_ip=args.allow_ip, env=env, config=config,
         max_conversations=args.max_conversations, pool=args.pool,
-        inspect=inspect_settings(args.inspect, args.no_inspect, args.inspect_keep),
+        inspect=inspect_settings(args.inspect, args.no_inspect, args.inspect_keep), resolves=name_resolves,
     )
 
 

@@ -16,7 +16,7 @@ A conversation is in one `State` at a time:
 
     AWAITING_ADMISSION --a request admitted--> CONNECTING  (judged conversations start here)
     CONNECTING --the target connected--> OPEN             (the others start here)
-    CONNECTING --could not connect--> ENDED               (the server hears "no connect")
+    CONNECTING --could not connect--> ENDED               (the server hears "no connect", the visitor gets 502)
     OPEN --the target closed--> ENDED
     any --the server closed it--> ENDED                   (a target still connecting is closed once it connects)
     any but ENDED --a refused request's turn came--> ENDED (the refusal goes to the visitor)
@@ -40,6 +40,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from tpot.client.health import failure_reason
 from tpot.client.inspector.capture import RequestTap
 from tpot.client.policy import refusal_response
 from tpot.client.requestlog import ConnectionEntry, Entry, ResponseTracker, request_line
@@ -123,7 +124,7 @@ class Conversation:
 
     def _contact(self, connector):
         d = connector.connect(TargetFactory(self, connector))
-        d.addErrback(lambda _: self.could_not_connect())
+        d.addErrback(lambda failure: self.could_not_connect(failure_reason(failure.value)))
 
     # From the tunnel.
 
@@ -301,12 +302,17 @@ class Conversation:
         self.session.conversation_ended(self.id, notify=True)
         self._on_end("closed")
 
-    def could_not_connect(self):
+    def could_not_connect(self, reason=None):
+        """The target could not be reached (`reason`: in a few words, for the log)."""
         if self.state is State.ENDED:
             return
         self.state = State.ENDED
         self.session.conversation_ended(self.id, notify=False)
         self.session.send_no_connect(self.id)
+        if self.responses is not None:
+            # The server answers the visitor's first request with 502 and closes.
+            why = f"target unreachable ({reason})" if reason else "target unreachable"
+            self._responded(self.responses.close(self._visitors.clock.seconds(), instead=(502, why)))
         self._on_end("target unreachable")
 
     def _on_end(self, outcome):

@@ -13,6 +13,7 @@ from autobahn.twisted.websocket import connectWS
 from twisted.internet import defer
 
 from tpot.client import explain
+from tpot.client.health import TargetWarnings
 from tpot.client.inspector.service import Inspector, listen_inspector
 from tpot.client.requestlog import printable, printable_text
 from tpot.client.session import TunnelClientFactory
@@ -82,6 +83,8 @@ class ClientRun:
         self.inspected = self.inspector.watch(settings) if self.inspector is not None else None
         # The request log, visitor policy and capture, shared by every connection of this run.
         self.visitors = self._visitor_options()
+        # Whether the target answers, across reconnections; warnings even with --quiet.
+        self.target_warnings = TargetWarnings.for_settings(settings, err)
 
     def start(self):
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
@@ -112,7 +115,8 @@ class ClientRun:
         self.factory = TunnelClientFactory(
             self.settings, self.reactor, self._headers(), self.on_greeting, self.on_closed,
             subdomain=self.name or self.settings.subdomain, on_token=self.on_token,
-            visitors=self.visitors, on_unsupported=self.on_unsupported, round_trips=self.round_trips,
+            visitors=self.visitors, on_unsupported=self.on_unsupported, target_warnings=self.target_warnings,
+            round_trips=self.round_trips,
         )
         self.factory.clientConnectionFailed = lambda connector, reason: self.on_closed(
             None, None, None, reached=False, failure=reason.value)
@@ -144,6 +148,8 @@ class ClientRun:
         self.name = name
         self.failed_attempts = 0
         self.status = "online"
+        if first:
+            self.factory.target.check()  # says so if nothing listens there yet
         if self.tokens is not None and self.token and name == self.settings.subdomain:
             self.tokens.save(self.settings.server, name, self.token)
         if self.inspected is not None:

@@ -10,6 +10,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import task
 
 from tpot.client.conversation import Conversation, LoggedRawConversation, RawConversation
+from tpot.client.health import TargetWarnings
 from tpot.client.target import TargetConnector
 from tpot.http.addresses import format_address
 from tpot.http.rewrite import Forwarded
@@ -187,14 +188,15 @@ class TunnelClientFactory(WebSocketClientFactory):
     Reports `on_greeting(name)` once the tunnel is up, `on_token(token)` when the server
     grants a reclaim token, and `on_closed(status, code, reason)` at the end, or
     `on_unsupported(missing)` instead when an extension the tunnel needs (tcp, pool) was
-    not granted.  `round_trips` (a stats.RoundTrips), when given, is fed pings to the
-    server and their pongs while the tunnel is open.
+    not granted.  `target_warnings`: the TargetWarnings told of connections to the target.
+    `round_trips` (a stats.RoundTrips), when given, is fed pings to the server and their
+    pongs while the tunnel is open.
     """
 
     protocol = TunnelClientProtocol
 
     def __init__(self, settings, reactor, headers, on_greeting, on_closed, subdomain=None, on_token=None,
-                 visitors=None, on_unsupported=None, round_trips=None):
+                 visitors=None, on_unsupported=None, target_warnings=None, round_trips=None):
         url = settings.websocket_url_for(subdomain if subdomain is not None else settings.subdomain)
         super().__init__(url, headers=headers, reactor=reactor)
         self.settings = settings
@@ -209,7 +211,9 @@ class TunnelClientFactory(WebSocketClientFactory):
         self.refused_headers = {}
         self.lost_reason = None
         self.current = None
-        self.target = TargetConnector.for_settings(reactor, settings)
+        # The run's warnings outlive this attempt: a target down before a reconnection is still down.
+        warnings = target_warnings or TargetWarnings.for_settings(settings)
+        self.target = TargetConnector.for_settings(reactor, settings, warnings)
         self.setProtocolOptions(autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT, **CLIENT_PROTOCOL_OPTIONS)
 
     def buildProtocol(self, addr):
