@@ -717,6 +717,24 @@ def test_quiet_and_no_inspect_are_independent(home):
     assert (quiet.quiet, quiet.inspect is None, silent.quiet, silent.inspect is None) == (True, False, False, True)
 
 
+@pytest.mark.parametrize("argv, log_format", [
+    (["http", "8080", "-t", SERVER], "term"),
+    (["http", "8080", "-t", SERVER, "--log-format", "plain"], "plain"),
+    (["tcp", "22", "-t", SERVER, "--secret", "s" * 32, "--log-format", "plain"], "plain"),
+    (["tcp", "22", "-t", SERVER, "--secret", "s" * 32, "-q"], "term"),  # -q is checked where the area is chosen
+    (["connect", "db", "-t", SERVER, "--secret", "s" * 32, "--stdio"], "plain"),  # its stdout is the stream
+])
+def test_the_log_format_comes_with_the_settings(home, argv, log_format):
+    settings, got = cli.command_line(argv)
+    assert got == log_format and settings == parse_command_line(argv)
+
+
+def test_an_unknown_log_format_is_one_sentence(home):
+    with pytest.raises(ClientError) as error:
+        cli.command_line(["http", "8080", "-t", SERVER, "--log-format", "json"])
+    assert str(error.value).startswith("argument --log-format: invalid choice: 'json'")
+
+
 @pytest.mark.parametrize("options", [["--inspect", "nowhere"], ["--inspect-keep", "0"],
                                      ["--inspect", "4041", "--no-inspect"], ["--inspect"]])
 def test_bad_tpot_http_inspect_options(home, options):
