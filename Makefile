@@ -33,11 +33,12 @@ run: $(VENV)/.run-deps
 # image, registries being out of reach) and docker-compose (compose.yaml) for the image's
 # tests, which start dockerd themselves when no daemon runs, and chromium (/usr/bin/chromium,
 # which Playwright drives for the inspector's page: tests/support/browser.py; Playwright
-# itself comes with the test extras, and its own browser download is never used).  Installed
+# itself comes with the test extras, and its own browser download is never used), and tmux (a
+# real terminal for the client's status area: tests/e2e/test_console_e2e.py).  Installed
 # with apt-get when missing and we are root; otherwise those tests skip, and fail under
 # CI=true (tests/conftest.py).
-TEST_PROGRAMS = nginx systemd-analyze haproxy redis-server docker dockerd debootstrap docker-compose chromium
-TEST_PACKAGES = nginx-light systemd haproxy redis-server docker.io debootstrap docker-compose chromium
+TEST_PROGRAMS = nginx systemd-analyze haproxy redis-server docker dockerd debootstrap docker-compose chromium tmux
+TEST_PACKAGES = nginx-light systemd haproxy redis-server docker.io debootstrap docker-compose chromium tmux
 test-tools:
 	@missing=; for program in $(TEST_PROGRAMS); do \
 		command -v $$program >/dev/null || test -x /usr/sbin/$$program || missing="$$missing $$program"; done; \
@@ -69,7 +70,7 @@ $(LOWEST_VENV)/.test-deps: setup.py constraints-lowest.txt
 
 test-lowest: $(LOWEST_VENV)/.test-deps
 	$(LOWEST_VENV)/bin/pip list --disable-pip-version-check 2>/dev/null \
-		| grep -iE '^(autobahn|twisted|python-dotenv|prometheus.client) '
+		| grep -iE '^(autobahn|twisted|python-dotenv|prometheus.client|rich) '
 	$(LOWEST_VENV)/bin/python -m pytest tests/unit tests/memory -q
 
 clean:

@@ -18,6 +18,7 @@ setup(
         "prometheus-client>=0.17",
         "txredisapi>=1.6",
         "PyYAML>=6",
+        "rich>=13",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-twisted>=1.14", "pytest-timeout>=2", "hypothesis>=6", "kubernetes-validate>=1.28",

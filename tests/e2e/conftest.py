@@ -113,6 +113,17 @@ def exchange(connection, method, path, host, body=None):
         connection.close()
 
 
+def wait_until(check, timeout, interval=0.05):
+    """check()'s first true result within `timeout` s, else its last one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    return check()
+
+
 def serving(server):
     """For a fixture: run a socketserver in a thread, yield it, then shut it down."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -363,8 +374,8 @@ class Target(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # 60 concurrent connections must not overflow the backlog
 
-    def __init__(self):
-        super().__init__((HOST, 0), TargetHandler)
+    def __init__(self, port=0):
+        super().__init__((HOST, port), TargetHandler)
         self.hosts = []
         self.lock = threading.Lock()
         self._closed = {}
@@ -481,12 +492,7 @@ class Client:
         return self.log_lines(float("inf"), within)
 
     def wait_stderr(self, words, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if words in self.stderr():
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_until(lambda: words in self.stderr(), timeout)
 
     def describe(self):
         return f"stdout={self.seen!r} rc={self.proc.poll()} stderr={self.stderr()!r}"
@@ -499,7 +505,8 @@ class Client:
 
 
 def start_connected(args, home, timeout=CLIENT_TIMEOUT, server=None, command=(TPOT,)):
-    """Start `tpot ARGS` and wait (bounded) for "tpot connected" and the URL on stdout.
+    """Start `tpot ARGS` and wait (bounded) for "tpot connected" and the URL on stdout, and
+    for ours the Forwarding line (`PUBLIC -> TARGET`, the client's `forwarding`).
 
     Our `tpot http` serves its inspector on a free port of its own (several clients run at
     once here), unless ARGS say otherwise; its address, printed after the URL (and the
@@ -516,6 +523,14 @@ def start_connected(args, home, timeout=CLIENT_TIMEOUT, server=None, command=(TP
         server_log = f"\nserver log:\n{server.log()}" if server is not None else ""
         raise RuntimeError(f"client did not connect: {client.describe()}{server_log}")
     client.url = got[1]
+    client.forwarding = None
+    if command == (TPOT,) and args[0] == "http":
+        # Ours says next where traffic goes, as ngrok does (the reference client does not).
+        line = client.next_line(IO_TIMEOUT)
+        if line is None or not line.startswith("Forwarding "):
+            client.stop(signal.SIGKILL)
+            raise RuntimeError(f"client did not print the Forwarding line: {client.describe()}")
+        client.forwarding = line[len("Forwarding "):]
     client.inspector_url = None
     # Line by line: the request log that follows must not be waited for, nor read here.
     for _ in range(2 if inspected or "--inspect" in args else 0):

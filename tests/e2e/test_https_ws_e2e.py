@@ -152,6 +152,8 @@ def read_head(sock):
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
+        if not chunk and not data:
+            raise EOFError("closed before sending anything")
         if not chunk:
             raise ConnectionError(f"closed before the end of the head: {data!r}")
         data += chunk
@@ -244,7 +246,10 @@ class WebSocketEcho:
         with conn:
             try:
                 conn.settimeout(IO_TIMEOUT)
-                request_line, headers, rest = read_head(conn)
+                try:
+                    request_line, headers, rest = read_head(conn)
+                except EOFError:  # a check that something listens here (tpot makes one at start-up)
+                    return
                 self.upgrades.append((request_line, headers))
                 conn.sendall(
                     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

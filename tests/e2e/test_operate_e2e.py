@@ -36,6 +36,7 @@ from .conftest import (
     stop_process,
     stream_sha256,
     wait_for_port,
+    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -141,16 +142,6 @@ def metric(text, name, **labels):
             if sample.name == name and sample.labels == labels:
                 return sample.value
     return 0.0
-
-
-def wait_until(check, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    return check()
 
 
 def wait_exit(proc, timeout):

@@ -145,7 +145,8 @@ def test_quiet_prints_only_the_start_up_lines(server, recording_target, logging_
     assert client.log_lines(1, timeout=1.0) == []
     client.stop()
     assert client.next_line(STOP_TIMEOUT) is None, client.describe()  # EOF, nothing more
-    assert client.seen == ["tpot connected", f"http://hushed.{DOMAIN}:{server.port}", f"inspector: {client.inspector_url}"]
+    assert client.seen == ["tpot connected", f"http://hushed.{DOMAIN}:{server.port}", f"Forwarding {client.forwarding}",
+                           f"inspector: {client.inspector_url}"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.support.terminal import terminal  # noqa: F401 (the fixture)
+
 from .conftest import (
     AUTH_KEY,
     CLIENT_TIMEOUT,
@@ -24,6 +26,7 @@ from .conftest import (
     expected_bytes,
     run_tpot,
     serving,
+    wait_until,
 )
 
 STREAMS = 20
@@ -77,11 +80,17 @@ class TCPTunnel:
 
 
 def start_tcp_tunnel(server, echo, home, name="echo", extra=()):
+    connections = echo.connections
     client = Client(["tcp", str(echo.port), "-t", server.url, "-s", name, *extra], home)
-    lines = client.log_lines(4, CLIENT_TIMEOUT)
-    if len(lines) < 4 or lines[0] != "tpot connected":
+    lines = client.log_lines(5, CLIENT_TIMEOUT)  # connected, name, secret, how to connect, Forwarding
+    if len(lines) < 5 or lines[0] != "tpot connected":
         client.stop()
         raise RuntimeError(f"tpot tcp did not connect: {client.describe()}\n{server.log()}")
+    # Once connected it checks that the service listens (one connection): past that, the
+    # tests that count the service's connections count only their own.
+    if not wait_until(lambda: echo.connections > connections, IO_TIMEOUT):
+        client.stop()
+        raise RuntimeError(f"tpot tcp did not check its target: {client.describe()}")
     return TCPTunnel(client, lines)
 
 
@@ -253,3 +262,17 @@ def test_http_visitors_of_a_tcp_tunnel_get_404_and_never_reach_the_service(tcp_t
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 404 ")
     assert echo.connections == before
+
+
+def test_on_a_terminal_the_status_area_lists_the_connections(server, echo, tmp_path, started, terminal):
+    secret = "console-e2e-secret-" + "s" * 20
+    term = terminal([TPOT, "tcp", str(echo.port), "-t", server.url, "-s", "tcpscreen", "--secret", secret])
+    term.wait_for("Session Status  online",
+                  f"Forwarding      TCP tunnel tcpscreen on {server.url} -> localhost:{echo.port}", "TCP connections")
+    listener = started(Listener(["tcpscreen", "-t", server.url, "--secret", secret], tmp_path))
+    payload = expected_bytes(10_000, 3)
+    assert echo_through(listener.port, payload) == hashlib.sha256(payload).hexdigest()
+    term.wait_for("Connections     total 1  open 0", f"TCP {HOST}:", "→ closed  9.8 KiB in  9.8 KiB out")
+    term.send_keys("C-c")
+    assert term.exit_status() == 0, term.stderr()
+    assert term.stderr() == ""

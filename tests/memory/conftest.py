@@ -1,6 +1,7 @@
 """Fixtures the in-memory protocol tests share; a module may define its own of the same name."""
 
 import pytest
+from twisted.internet.testing import MemoryReactorClock
 
 from tests.support.memory import NOW_MS, SERVER_KEY, MemoryServer, use_clock
 
@@ -8,6 +9,15 @@ from tests.support.memory import NOW_MS, SERVER_KEY, MemoryServer, use_clock
 def _running(server):
     restore = use_clock(server.clock)
     yield server
+    restore()
+
+
+@pytest.fixture
+def clock():
+    """A memory reactor for a client, with Autobahn's timers on it."""
+    clock = MemoryReactorClock()
+    restore = use_clock(clock)
+    yield clock
     restore()
 
 

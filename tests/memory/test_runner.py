@@ -29,7 +29,6 @@ from tests.support.memory import (
     connect,
     encode_frame,
     settle,
-    use_clock,
     websocket_accept,
 )
 from tpot.client.reclaims import ReclaimTokens
@@ -73,14 +72,6 @@ def test_jitter_comes_from_rand():
 # ClientRun on a memory reactor
 
 
-@pytest.fixture
-def clock():
-    clock = MemoryReactorClock()
-    restore = use_clock(clock)
-    yield clock
-    restore()
-
-
 class Harness:
     """A ClientRun whose connectWS only records the factories it is given."""
 
@@ -113,8 +104,10 @@ class Harness:
     def unreachable(self):
         self.factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
 
-    def greet(self, name="demo"):
+    def greet(self, name="demo", target_listens=True):
+        checks = len(self.clock.tcpClients)
         self.factory.greeted(name)
+        answer_checks(self.clock, checks, target_listens)
 
     def refused(self, status):
         self.factory.closed(status, 1006, None)
@@ -133,6 +126,18 @@ class Harness:
         self.clock.advance(delays[0])
         assert len(self.factories) == before + 1
         return self.factory
+
+
+def answer_checks(clock, since, listens=True):
+    """The first greeting's check of the target (one TCP connection, the ones made on
+    `clock` from index `since`) finds it listening, or refused."""
+    for host, port, factory, _, _ in clock.tcpClients[since:]:
+        if listens:
+            connect(factory.buildProtocol(IPv4Address("TCP", host, port)), MemoryTransport(clock))
+        else:
+            factory.clientConnectionFailed(None, Failure(error.ConnectionRefusedError()))
+    # HostnameEndpoint notices on its next attempt tick that no address is left.
+    clock.advance(0 if listens else 0.3)
 
 
 def headers_of(factory):
@@ -179,7 +184,8 @@ def test_start_connects_once_asking_for_the_subdomain_with_the_reclaim_extension
 def test_first_connection_greeting_prints_connected_and_url(clock, monkeypatch):
     h = Harness(clock, monkeypatch)
     h.greet()
-    assert h.out_lines() == ["tpot connected", "http://demo.localhost:3000"]
+    assert h.out_lines() == ["tpot connected", "http://demo.localhost:3000",
+                             "Forwarding http://demo.localhost:3000 -> http://localhost:8080"]
     assert h.err.getvalue() == ""
     assert h.run.exit_code == 0 and not clock.hasStopped
 
@@ -209,12 +215,43 @@ def test_tcp_tunnel_asks_for_tcp_with_its_secret_and_prints_how_to_connect(clock
         "TCP tunnel demo on http://localhost:3000",
         f"access secret: {SECRET}",
         f"connect with: tpot connect demo -t http://localhost:3000 --secret {SECRET} --listen 127.0.0.1:PORT (or --stdio)",
+        "Forwarding TCP tunnel demo on http://localhost:3000 -> localhost:22",
     ]
     h.dropped()
     retry = h.next_attempt()
     assert headers_of(retry)["TPoT-Access-Secret"] == SECRET  # the same secret after a reconnection
     h.greet()
     assert h.out_lines()[-1] == "tpot reconnected: TCP tunnel demo"
+
+
+def test_nothing_listening_at_the_target_is_said_once_and_the_tunnel_runs_on(clock, monkeypatch):
+    h = Harness(clock, monkeypatch)
+    h.greet(target_listens=False)
+    assert h.out_lines()[:2] == ["tpot connected", "http://demo.localhost:3000"]
+    assert h.err_lines() == ["tpot: nothing is listening on localhost:8080 yet; visitors will get 502 until it is."]
+    assert h.run.exit_code == 0 and not clock.hasStopped and h.retry_delays() == []
+    h.dropped()
+    retry = h.next_attempt()
+    h.greet()  # a reconnection checks nothing: the visitors' connections tell
+    assert retry.target.warnings is h.run.target_warnings  # still down, across the reconnection
+    retry.target.reached()
+    retry.target.reached()
+    assert h.err_lines()[-1] == "tpot: the target localhost:8080 answers again."
+    assert len(h.err_lines()) == 3  # the reconnection's line in between
+
+
+def test_a_target_listening_at_start_up_is_not_mentioned(clock, monkeypatch):
+    h = Harness(clock, monkeypatch)
+    h.greet(target_listens=True)
+    assert [host for host, *_ in clock.tcpClients] == ["127.0.0.1"]  # the one check
+    assert h.err_lines() == [] and h.run.target_warnings.health.answering is True
+
+
+def test_a_tcp_tunnel_checks_its_target_too(clock, monkeypatch):
+    h = Harness(clock, monkeypatch, target="22", kind="tcp", access_secret=SECRET)
+    h.greet(target_listens=False)
+    assert h.err_lines() == [
+        "tpot: nothing is listening on localhost:22 yet; connections through the tunnel will fail until it is."]
 
 
 def test_tcp_tunnel_refused_by_a_server_without_tcp_is_final(clock, monkeypatch):
@@ -231,6 +268,7 @@ def test_a_pool_member_sends_its_pool_secret_on_every_attempt(clock, monkeypatch
     assert "pool" in first["TPoT-Extensions"].split(", ") and first["TPoT-Pool"] == POOL_SECRET
     h.greet("shared")
     assert h.out_lines() == ["tpot connected", "http://shared.localhost:3000",
+                             "Forwarding http://shared.localhost:3000 -> http://localhost:8080",
                              "pool: visitors are shared with every client started with this --pool secret"]
     h.dropped()
     assert headers_of(h.next_attempt())["TPoT-Pool"] == POOL_SECRET
@@ -286,7 +324,9 @@ def test_drop_after_greeting_is_retried_with_the_same_name_and_reclaim_token(clo
     assert headers["TPoT-Extensions"] == "reclaim, ipv6"
     assert headers["TPoT-Reclaim"] == "secret-token"
     h.greet("x7k2m9qa")
-    assert h.out_lines() == ["tpot connected", "http://x7k2m9qa.localhost:3000", "tpot reconnected: http://x7k2m9qa.localhost:3000"]
+    assert h.out_lines() == ["tpot connected", "http://x7k2m9qa.localhost:3000",
+                             "Forwarding http://x7k2m9qa.localhost:3000 -> http://localhost:8080",
+                             "tpot reconnected: http://x7k2m9qa.localhost:3000"]
     assert len(h.err_lines()) == 1
 
 
@@ -414,7 +454,9 @@ class Wire:
         )
         self._seen = len(self.transport.value())
         self.transport.receive(head.encode("latin-1"))
+        checks = len(self.clock.tcpClients)
         self.transport.receive(encode_frame(BINARY, b"\x11GTPoT/1 " + name.encode(), mask=False))
+        answer_checks(self.clock, checks)
         settle(self.clock)
 
     def refuse(self, status):
@@ -441,7 +483,7 @@ def test_reclaim_token_from_the_101_is_sent_when_reconnecting(clock, monkeypatch
     assert first.request_header("TPoT-Extensions") == "reclaim, ipv6"
     assert first.request_header("TPoT-Reclaim") is None
     first.accept(token="tok-123")
-    assert h.out_lines() == ["tpot connected", "http://demo.localhost:3000"]
+    assert h.out_lines()[:2] == ["tpot connected", "http://demo.localhost:3000"]
     first.transport.peer_closes()  # the server went away without a closing handshake
     settle(clock)
     lines = h.err_lines()
@@ -451,7 +493,7 @@ def test_reclaim_token_from_the_101_is_sent_when_reconnecting(clock, monkeypatch
     assert second.request_header("TPoT-Reclaim") == "tok-123"
     assert second.request_header("TPoT-Extensions") == "reclaim, ipv6"
     second.accept(token="tok-123")
-    assert h.out_lines()[2:] == ["tpot reconnected: http://demo.localhost:3000"]
+    assert h.out_lines()[3:] == ["tpot reconnected: http://demo.localhost:3000"]
     assert h.run.failed_attempts == 0
 
 

@@ -7,7 +7,6 @@ import struct
 import pytest
 from twisted.internet import error
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from tests.support.memory import (
@@ -23,7 +22,6 @@ from tests.support.memory import (
     connect,
     encode_frame,
     settle,
-    use_clock,
     websocket_accept,
 )
 from tpot.client.conversation import MAX_PENDING_BYTES
@@ -118,14 +116,6 @@ class Client:
         # HostnameEndpoint notices on its next attempt tick that no address is left.
         self.clock.advance(0.3)
         settle(self.clock)
-
-
-@pytest.fixture
-def clock():
-    clock = MemoryReactorClock()
-    restore = use_clock(clock)
-    yield clock
-    restore()
 
 
 @pytest.fixture

@@ -299,6 +299,28 @@ def test_untrusted_certificate_is_could_not_connect(clock, localhost_cert, other
     assert err.count("\n") == 1 and why in err and "--insecure" in err and "Traceback" not in err, err
 
 
+def test_the_start_up_check_of_an_https_target_is_a_handshake(clock, localhost_cert, capsys):
+    client = open_client(clock, "https://localhost:8443")
+    client.factory.target.check()
+    target = client.connect_target()
+    TLSTarget(clock, localhost_cert[0], localhost_cert[1]).accept(target)
+    assert target.lost  # closed either way: the check sends nothing
+    err = capsys.readouterr().err
+    assert err.startswith("tpot: TLS to the target localhost:8443 failed: certificate verify failed"), err
+    client.server_sends(opened(1))  # a visitor meets the same certificate: said once already
+    TLSTarget(clock, localhost_cert[0], localhost_cert[1]).accept(client.connect_target())
+    assert client.messages() == [signal(1, b"N")] and capsys.readouterr().err == ""
+
+
+def test_the_start_up_check_passes_once_the_handshake_is_done(clock, localhost_cert, capsys):
+    client = open_client(clock, "https://localhost:8443", insecure=True)
+    client.factory.target.check()
+    target = client.connect_target()
+    tls_target = TLSTarget(clock, localhost_cert[0], localhost_cert[1]).accept(target)
+    assert tls_target.server_names == [b"localhost"] and tls_target.received == []
+    assert client.factory.target.warnings.health.answering is True and capsys.readouterr().err == ""
+
+
 def test_insecure_accepts_a_self_signed_certificate_and_still_sends_sni(clock, other_cert):
     cert, key, _ = other_cert
     client = open_client(clock, "https://localhost:8443", insecure=True)
@@ -324,11 +346,13 @@ def test_target_that_never_completes_the_handshake_is_could_not_connect(clock, c
 
 
 def test_target_speaking_plain_http_is_could_not_connect(clock, capsys):
-    client = open_client(clock, "https://localhost:8443", insecure=True)
+    client = open_client(clock, "https://localhost:8443", insecure=True, log=True)
     client.server_sends(opened(1))
+    client.server_sends(data(1, REQUEST))
     target = client.connect_target()
     target.receive(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
     settle(clock)
     assert client.messages() == [signal(1, b"N")]
+    assert client.out.getvalue() == "GET / → 502 target unreachable (TLS handshake failed)  0 ms\n"
     err = capsys.readouterr().err
     assert err.startswith("tpot: TLS to the target localhost:8443 failed: ") and "Traceback" not in err, err

@@ -7,6 +7,7 @@ import io
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from tpot.client.conversation import Conversation
 from tpot.client.policy import VisitorPolicy, parse_allowed
@@ -48,10 +49,15 @@ class Connector:
 
     def __init__(self):
         self.factories = []
+        self.attempts = []  # the Deferreds connect returned, for the test to fire
 
     def connect(self, factory):
         self.factories.append(factory)
-        return defer.Deferred()
+        self.attempts.append(defer.Deferred())
+        return self.attempts[-1]
+
+    def reached(self):
+        """A connection is up: what the real connector tells the tunnel's TargetWarnings."""
 
 
 class Harness:
@@ -81,6 +87,10 @@ class Harness:
         self.target = StringTransport()
         self.protocol.makeConnection(self.target)
         return self.target
+
+    def target_unreachable(self, error):
+        """The (first) target connection fails with `error` (an exception)."""
+        self.connector.attempts[0].errback(Failure(error))
 
     def visit(self, *pieces):
         for piece in pieces:

@@ -4,11 +4,13 @@ responses (ResponseTracker) at any split, and the lines a Conversation prints.""
 import io
 
 import pytest
+from twisted.internet import error
 
 from tests.support.conversations import Harness
 from tests.support.splits import every_split
 from tpot.client.requestlog import (
     MAX_PENDING,
+    NO_RESPONSE,
     Entry,
     RequestLogger,
     ResponseTracker,
@@ -162,7 +164,9 @@ def test_a_body_read_until_close_ends_with_the_connection():
     pair.responses(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nsome", b" data HTTP/1.1 404 X\r\n\r\n")
     assert pair.entries == []
     pair.close()
-    assert pair.seen() == [("GET", "/index.html", 200, 4 + 24)]
+    # The pipelined request behind it got nothing: its visitor's connection closed.
+    assert pair.seen() == [("GET", "/index.html", 200, 4 + 24), ("GET", "/missing", None, None)]
+    assert pair.entries[1].why == NO_RESPONSE
     assert pair.tracker.lost and not pair.tracker.answered
 
 
@@ -242,6 +246,15 @@ def test_line_format():
     assert format_entry(Entry("GET", "/index.html", 200, 6, 0.0031)) == "GET /index.html → 200  6 B  3 ms"
     assert format_entry(Entry("GET", "/ws", 101, None, 0.002)) == "GET /ws → 101  2 ms"
     assert format_entry(Entry("POST", "/x", 502, 0, 0), arrow="->") == "POST /x -> 502  0 B  0 ms"
+
+
+def test_a_request_the_target_did_not_answer_says_what_the_visitor_got_instead():
+    unreachable = Entry("GET", "/x", 502, None, 0.004, "target unreachable (connection refused)")
+    assert format_entry(unreachable) == "GET /x → 502 target unreachable (connection refused)  4 ms"
+    assert format_entry(unreachable, colour=True, arrow="->") == (
+        "GET /x -> \x1b[31m502\x1b[0m target unreachable (connection refused)  4 ms")
+    closed = Entry("POST", "/y", None, None, 1.5, NO_RESPONSE)
+    assert format_entry(closed, colour=True) == "POST /y → no response (the connection closed)  1500 ms"
 
 
 @pytest.mark.parametrize("size, text", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
@@ -363,3 +376,61 @@ def test_the_log_follows_what_actually_goes_to_the_target():
     assert h.target_bytes() == GET[0].replace(b"Host: a", b"Host: localhost:8080")
     h.answer(GET[1])
     assert h.lines() == ["GET /index.html → 200  6 B  0 ms"]
+
+
+# A conversation whose target is not there, or goes before answering: what the visitor got.
+
+
+@pytest.mark.parametrize("exception, why", [
+    (error.ConnectionRefusedError(), "connection refused"),
+    (error.DNSLookupError("x.invalid"), "name does not resolve"),
+    (error.TimeoutError(), "timed out"),
+])
+def test_a_conversation_that_could_not_connect_logs_its_request_as_502_with_the_reason(exception, why):
+    h = Harness()
+    h.visit(GET[0])
+    h.clock.advance(0.02)
+    h.target_unreachable(exception)
+    assert h.lines() == [f"GET /index.html → 502 target unreachable ({why})  20 ms"]
+    assert h.session.signals == ["N"] and h.session.ended == [False]
+
+
+def test_pipelined_requests_behind_a_502_get_nothing_and_say_so():
+    h = Harness()
+    h.visit(GET[0] + MISSING[0])
+    h.target_unreachable(error.ConnectionRefusedError())
+    assert h.lines() == ["GET /index.html → 502 target unreachable (connection refused)  0 ms",
+                         "GET /missing → no response (the connection closed)  0 ms"]
+
+
+def test_a_conversation_that_could_not_connect_before_a_whole_request_logs_nothing():
+    h = Harness()
+    h.visit(GET[0][:10])
+    h.target_unreachable(error.ConnectionRefusedError())
+    assert h.lines() == [] and h.session.signals == ["N"]
+
+
+def test_quiet_conversations_log_no_502():
+    h = Harness(quiet=True)
+    h.visit(GET[0])
+    h.target_unreachable(error.ConnectionRefusedError())
+    assert h.out.getvalue() == "" and h.session.signals == ["N"]
+
+
+def test_a_target_that_closes_before_answering_logs_no_response():
+    h = Harness()
+    h.visit(GET[0])
+    h.target_up()
+    h.clock.advance(0.005)
+    h.target_closes()
+    assert h.lines() == ["GET /index.html → no response (the connection closed)  5 ms"]
+    assert h.session.ended == [True] and h.session.visitor_bytes() == b""
+
+
+def test_a_target_that_closes_mid_response_logs_nothing_more():
+    h = Harness()
+    h.visit(GET[0] + MISSING[0])
+    h.target_up()
+    h.answer(GET[1][:30])
+    h.target_closes()
+    assert h.lines() == []

@@ -8,8 +8,10 @@ import socket
 import pytest
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 
+from tpot.client import cli
 from tpot.client.cli import parse_command_line
 from tpot.client.files import read_config_file
+from tpot.client.target import name_resolves
 from tpot.client.settings import (
     DEFAULT_INSPECT_KEEP,
     INSPECT_PORTS,
@@ -233,6 +235,44 @@ def test_https_target_is_accepted():
     result = settings("https://x", server=SERVER)
     assert result.target == Address("https", "x", 443, "x")
     assert result.host_rewrite == "x"
+
+
+# A bare word: a host name on port 80 only if it resolves (`tpot http notaport` is a typo).
+
+NOT_A_TARGET = ("The target {!r} is neither a port number nor a host name that resolves;"
+                " give a port (8080), host:port or a URL.")
+
+
+@pytest.mark.parametrize("target", ["notaport", "notaport.invalid", "My-App"])
+def test_a_bare_word_that_does_not_resolve_is_refused_in_one_sentence(target):
+    with pytest.raises(ClientError) as refused:
+        settings(target, server=SERVER, resolves=lambda name: False)
+    assert str(refused.value) == NOT_A_TARGET.format(target)
+    assert_one_sentence(str(refused.value))
+
+
+def test_a_bare_word_that_resolves_is_a_host_on_port_80():
+    result = settings("myhost", server=SERVER, resolves={"myhost"}.__contains__)
+    assert result.target == Address("http", "myhost", 80, "myhost")
+
+
+@pytest.mark.parametrize("target", ["8080", "localhost", "127.0.0.1", "myhost:8080", "http://myhost",
+                                    "https://myhost", "[::1]:8080", "http://[::1]"])
+def test_only_a_bare_word_other_than_localhost_is_looked_up(target):
+    asked = []
+    settings(target, server=SERVER, resolves=lambda name: asked.append(name) or False)
+    assert asked == []
+
+
+def test_names_are_resolved_for_real():
+    assert name_resolves("localhost")
+    assert not name_resolves("notaport.invalid")  # RFC 6761: never resolves, online or not
+
+
+def test_the_command_line_refuses_a_bare_word_that_does_not_resolve(home, capsys):
+    assert parse_command_line(["http", "localhost", "-t", SERVER]).target.port == 80
+    assert cli.main(["http", "notaport.invalid", "-t", SERVER]) == 1
+    assert capsys.readouterr().err == "tpot: " + NOT_A_TARGET.format("notaport.invalid") + "\n"
 
 
 @pytest.mark.parametrize(
@@ -675,6 +715,24 @@ def test_quiet_and_no_inspect_are_independent(home):
     quiet = parse_command_line(["http", "8080", "-t", SERVER, "-q"])
     silent = parse_command_line(["http", "8080", "-t", SERVER, "--no-inspect"])
     assert (quiet.quiet, quiet.inspect is None, silent.quiet, silent.inspect is None) == (True, False, False, True)
+
+
+@pytest.mark.parametrize("argv, log_format", [
+    (["http", "8080", "-t", SERVER], "term"),
+    (["http", "8080", "-t", SERVER, "--log-format", "plain"], "plain"),
+    (["tcp", "22", "-t", SERVER, "--secret", "s" * 32, "--log-format", "plain"], "plain"),
+    (["tcp", "22", "-t", SERVER, "--secret", "s" * 32, "-q"], "term"),  # -q is checked where the area is chosen
+    (["connect", "db", "-t", SERVER, "--secret", "s" * 32, "--stdio"], "plain"),  # its stdout is the stream
+])
+def test_the_log_format_comes_with_the_settings(home, argv, log_format):
+    settings, got = cli.command_line(argv)
+    assert got == log_format and settings == parse_command_line(argv)
+
+
+def test_an_unknown_log_format_is_one_sentence(home):
+    with pytest.raises(ClientError) as error:
+        cli.command_line(["http", "8080", "-t", SERVER, "--log-format", "json"])
+    assert str(error.value).startswith("argument --log-format: invalid choice: 'json'")
 
 
 @pytest.mark.parametrize("options", [["--inspect", "nowhere"], ["--inspect-keep", "0"],

@@ -130,6 +130,15 @@ def test_the_least_a_file_needs_is_a_tunnel_with_an_addr():
     assert start("[tunnels.web]\naddr = 8000\n", env={"TPOT_SERVER": SERVER}).inspect == InspectSettings()
 
 
+def test_an_addr_that_is_a_bare_word_must_resolve_as_for_tpot_http():
+    text = f'server = "{SERVER}"\n[tunnels.web]\naddr = "notaport"\n'
+    with pytest.raises(ClientError) as refused:
+        start(text, resolves=lambda name: False)
+    assert str(refused.value) == (f'{PATH}: tunnel "web": the target \'notaport\' is neither a port number nor a'
+                                  " host name that resolves; give a port (8080), host:port or a URL.")
+    assert start(text, resolves={"notaport"}.__contains__).tunnels[0][1].target.port == 80
+
+
 def test_host_header_false_passes_host_through_and_true_or_absent_keeps_the_defaults():
     text = f'server = "{SERVER}"\n[tunnels.a]\naddr = 8000\nhost_header = false\n[tunnels.b]\naddr = 8001\n'
     a, b = (settings for _, settings in start(text).tunnels)

@@ -26,9 +26,11 @@ from tpot.client.settings import (
     inspect_settings,
 )
 from tpot.client.startfile import EXAMPLE, StartSettings, start_settings
+from tpot.client.target import name_resolves
 from tpot.protocol.codec import TCP
 
 EXIT_SIGNALLED = 128  # and the signal's number, as a shell reports a process a signal ended
+LOG_FORMATS = ("term", "plain")  # --log-format; the first is the default
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +58,14 @@ def _add_server_options(command):
     command.add_argument("-d", "--debug", action="store_true", help="log protocol details to stderr")
 
 
+def _add_output_options(command, what="request"):
+    command.add_argument("-q", "--quiet", action="store_true",
+                         help=f"do not print a line per {what} on stdout (and show no status area)")
+    command.add_argument("--log-format", choices=LOG_FORMATS, default=LOG_FORMATS[0],
+                         help="term (default): a live status area above the last requests when stdout is a"
+                         " terminal, lines when piped; plain: lines only")
+
+
 def _add_tunnel_options(command):
     command.add_argument("--max-conversations", metavar="N",
                          help=f"most visitors served at once; more are refused (default {DEFAULT_MAX_CONVERSATIONS})")
@@ -76,7 +86,7 @@ def _add_http(http):
     http.add_argument("--insecure", action="store_true",
                       help="https target: do not verify its certificate (self-signed development certificates)")
     http.add_argument("--ca", metavar="FILE", help="https target: trust the CA certificate(s) in this PEM file")
-    http.add_argument("-q", "--quiet", action="store_true", help="do not print a line per request on stdout")
+    _add_output_options(http)
     http.add_argument("--basic-auth", metavar="USER:PASS",
                       help=f"visitors must log in with these credentials (env {ENV_BASIC_AUTH})")
     http.add_argument("--allow-ip", metavar="CIDR", action="append", default=[],
@@ -98,7 +108,7 @@ def _add_start(start):
     start.add_argument("--config", metavar="PATH",
                        help=f"the file of tunnels, TOML or YAML (default {START_PATHS[0]}, or {START_PATHS[1]}"
                        f" or {START_PATHS[2]} when only that exists)")
-    start.add_argument("-q", "--quiet", action="store_true", help="do not print a line per request on stdout")
+    _add_output_options(start)
     start.add_argument("-d", "--debug", action="store_true", help="log protocol details to stderr")
     _add_inspect_options(start)
 
@@ -108,7 +118,7 @@ def _add_tcp(tcp):
     _add_server_options(tcp)
     _add_tunnel_options(tcp)
     tcp.add_argument("-s", "--subdomain", help="ask for this tunnel name")
-    tcp.add_argument("-q", "--quiet", action="store_true", help="do not print a line per connection on stdout")
+    _add_output_options(tcp, "connection")
     tcp.add_argument("--secret", help="the access secret people connecting must give"
                      f" (env {ENV_ACCESS_SECRET}; default: a new random one, printed)")
 
@@ -126,7 +136,17 @@ def parse_command_line(argv, env=None, config=None, read_start=read_start_file):
     """The settings for `argv`, with `env` (os.environ unless given) and `config` (the
     config file's contents; read from ~/.tpot/config.json unless given).  For `tpot start`,
     `read_start(PATH or None)` gives (the file's path as shown, its text)."""
+    return command_line(argv, env, config, read_start)[0]
+
+
+def command_line(argv, env=None, config=None, read_start=read_start_file):
+    """(settings, log format) for `argv`, as parse_command_line reads them; the log format
+    is one of LOG_FORMATS (tpot connect has none: "plain")."""
     args = _parser().parse_args(argv)
+    return _settings(args, env, config, read_start), getattr(args, "log_format", "plain")
+
+
+def _settings(args, env, config, read_start):
     if args.command is None:
         raise ClientError("Say what to expose, for example: tpot http 8080 -t http://localhost:3000")
     env = os.environ if env is None else env
@@ -141,7 +161,7 @@ def parse_command_line(argv, env=None, config=None, read_start=read_start_file):
         return start_settings(
             text, path, args.names, args.all, env=env, config=config, inspect_address=args.inspect,
             no_inspect=args.no_inspect, inspect_keep=args.inspect_keep, debug=args.debug, quiet=args.quiet,
-            read_ca=read_ca_file,
+            read_ca=read_ca_file, resolves=name_resolves,
         )
     if args.command == "tcp":
         return client_settings(
@@ -156,7 +176,7 @@ def parse_command_line(argv, env=None, config=None, read_start=read_start_file):
         ca=read_ca_file(args.ca) if args.ca else None,
         quiet=args.quiet, basic_auth=args.basic_auth, allow_ip=args.allow_ip, env=env, config=config,
         max_conversations=args.max_conversations, pool=args.pool,
-        inspect=inspect_settings(args.inspect, args.no_inspect, args.inspect_keep),
+        inspect=inspect_settings(args.inspect, args.no_inspect, args.inspect_keep), resolves=name_resolves,
     )
 
 
@@ -166,7 +186,7 @@ def main(argv=None):
         config = read_config_file()
         for warning in config_warnings(config):
             sys.stderr.write(f"tpot: warning: {warning}\n")
-        settings = parse_command_line(argv, config=config)
+        settings, log_format = command_line(argv, config=config)
     except ClientError as error:
         sys.stderr.write(f"tpot: {error}\n")
         return EXIT_FAILURE
@@ -187,15 +207,41 @@ def main(argv=None):
     else:
         from tpot.client.runner import ClientRun as Run
 
+    console = _console(settings, log_format, reactor)
     # Named tunnels keep their reclaim tokens between runs; tpot connect opens none.
-    run = Run(settings, reactor) if isinstance(settings, ConnectSettings) else Run(settings, reactor, tokens=ReclaimTokens())
-    reactor.callWhenRunning(_stop_on_signals, reactor)
+    if isinstance(settings, ConnectSettings):
+        run = Run(settings, reactor)
+    elif console is None:
+        run = Run(settings, reactor, tokens=ReclaimTokens())
+    else:
+        # stderr on the same terminal is printed above the status area, not drawn over.
+        err = console.above if sys.stderr.isatty() else sys.stderr
+        run = Run(settings, reactor, out=console.above, err=err, tokens=ReclaimTokens(), console=console)
+        reactor.callWhenRunning(console.start)
+    reactor.callWhenRunning(_stop_on_signals, reactor, console)
     reactor.callWhenRunning(run.start)
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        if console is not None:
+            console.stop()
     return run.exit_code
 
 
-def _stop_on_signals(reactor):
+def _console(settings, log_format, reactor):
+    """The status area (tpot.client.console) when it is wanted: stdout a terminal that
+    can redraw in place (not TERM=dumb), the default --log-format, no --quiet, and no
+    --debug log (its lines would be drawn over)."""
+    if isinstance(settings, ConnectSettings) or log_format != "term" or settings.quiet or settings.debug:
+        return None
+    if not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
+        return None
+    from tpot.client.console import Console
+
+    return Console(reactor, sys.stdout)
+
+
+def _stop_on_signals(reactor, console=None):
     """SIGINT and SIGTERM stop the client cleanly (the tunnel closed, up to 2 s); a second
     one while stopping ends it at once.  Twisted's own handler would stop the reactor
     again, which raises ReactorNotRunning with a traceback.  A SIGINT that was ignored when
@@ -207,6 +253,8 @@ def _stop_on_signals(reactor):
 
     def handle(signum, frame):
         if stopping:
+            if console is not None:
+                console.restore_cursor()
             sys.stdout.flush()
             os._exit(EXIT_SIGNALLED + signum)
         stopping.append(signum)

@@ -16,7 +16,7 @@ A conversation is in one `State` at a time:
 
     AWAITING_ADMISSION --a request admitted--> CONNECTING  (judged conversations start here)
     CONNECTING --the target connected--> OPEN             (the others start here)
-    CONNECTING --could not connect--> ENDED               (the server hears "no connect")
+    CONNECTING --could not connect--> ENDED               (the server hears "no connect", the visitor gets 502)
     OPEN --the target closed--> ENDED
     any --the server closed it--> ENDED                   (a target still connecting is closed once it connects)
     any but ENDED --a refused request's turn came--> ENDED (the refusal goes to the visitor)
@@ -40,6 +40,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from tpot.client.health import failure_reason
 from tpot.client.inspector.capture import RequestTap
 from tpot.client.policy import refusal_response
 from tpot.client.requestlog import ConnectionEntry, Entry, ResponseTracker, request_line
@@ -86,6 +87,7 @@ class Conversation:
         # Without a log or a policy (tpot --quiet) none of this is in the relay's way.
         self._visitors = visitors
         self._log = visitors.log if visitors is not None else None
+        self._meter = self._metered(visitors)
         self._policy = None  # set when this conversation's requests are judged
         self._address_allowed = True
         if visitors is not None and visitors.policy is not None:
@@ -104,6 +106,14 @@ class Conversation:
         self.rewriter = HostRewriter(host_rewrite or None, forwarded, on_head) if rewriting else None
         self._tap = RequestTap(self._capture, self.rewriter) if self._capture is not None else None
 
+    @staticmethod
+    def _metered(visitors):
+        """The status area's meter (told of this connection now and at its end), or None."""
+        meter = visitors.meter if visitors is not None else None
+        if meter is not None:
+            meter.opened()
+        return meter
+
     def connect(self, connector):
         """Contact the target through `connector` (a TargetConnector); awaiting admission,
         once a request is admitted."""
@@ -114,7 +124,7 @@ class Conversation:
 
     def _contact(self, connector):
         d = connector.connect(TargetFactory(self, connector))
-        d.addErrback(lambda _: self.could_not_connect())
+        d.addErrback(lambda failure: self.could_not_connect(failure_reason(failure.value)))
 
     # From the tunnel.
 
@@ -292,12 +302,17 @@ class Conversation:
         self.session.conversation_ended(self.id, notify=True)
         self._on_end("closed")
 
-    def could_not_connect(self):
+    def could_not_connect(self, reason=None):
+        """The target could not be reached (`reason`: in a few words, for the log)."""
         if self.state is State.ENDED:
             return
         self.state = State.ENDED
         self.session.conversation_ended(self.id, notify=False)
         self.session.send_no_connect(self.id)
+        if self.responses is not None:
+            # The server answers the visitor's first request with 502 and closes.
+            why = f"target unreachable ({reason})" if reason else "target unreachable"
+            self._responded(self.responses.close(self._visitors.clock.seconds(), instead=(502, why)))
         self._on_end("target unreachable")
 
     def _on_end(self, outcome):
@@ -306,6 +321,8 @@ class Conversation:
         a response, a subclass may log it."""
         if self._capture is not None:
             self._capture.ended(outcome)
+        if self._meter is not None:
+            self._meter.closed()
 
     # IPushProducer for the target's transport: its write buffer filled or drained.
 
@@ -371,6 +388,7 @@ class LoggedRawConversation(RawConversation):
         self.address = address
         self._clock = visitors.clock
         self._log_to = visitors.log
+        self._meter = self._metered(visitors)
         self._started = self._clock.seconds()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -387,3 +405,4 @@ class LoggedRawConversation(RawConversation):
         self._log_to.write_connection(ConnectionEntry(
             self.address, outcome, self.bytes_in, self.bytes_out, self._clock.seconds() - self._started
         ))
+        super()._on_end(outcome)

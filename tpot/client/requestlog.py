@@ -32,6 +32,8 @@ MAX_PATH = 200
 # Requests waiting for their responses on one connection; a visitor pipelining more than
 # this (to a target that reads them all) is no longer logged, so memory stays bounded.
 MAX_PENDING = 1000
+# What a request the target never answered is logged with, the connection closing instead.
+NO_RESPONSE = "no response (the connection closed)"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class Entry:
     status: int
     size: int  # body bytes (chunk data without its framing); None for an upgrade or tunnel
     duration: float  # seconds from the request head to the end of the response
+    # Why the target sent no response, printed instead of the size; status is then what
+    # the server answered the visitor instead (502), or None: nothing, the connection closed.
+    why: str = None
 
 
 class _Discard:
@@ -90,11 +95,20 @@ class ResponseTracker(MessageFraming):
         self._follow(data, self._sink)
         return self._take_entries()
 
-    def close(self, now):
-        """The target closed its side at `now`: a response read until close is complete."""
+    def close(self, now, instead=None):
+        """The conversation ended at `now` (the target closed its side, or could not be
+        reached): a response read until close is complete, and the requests that got no
+        part of a response are entries too, the first with `instead` (status, why: what
+        the server answered the visitor), the others, or all without it, with none."""
         if self.state == UNTIL_CLOSE:
             self._now = now
             self._message_done()
+        if self.state == HEAD and not self._buffer:
+            for method, path, started in self.pending:
+                status, why = instead or (None, NO_RESPONSE)
+                instead = None
+                self._entries.append(Entry(method, path, status, None, max(0.0, now - started), why))
+            self.pending.clear()
         self.state = PASSTHROUGH
         self._buffer = b""
         return self._take_entries()
@@ -195,11 +209,14 @@ def printable_text(text):
 
 
 def format_entry(entry, colour=False, arrow="→"):
-    """`METHOD PATH → STATUS  SIZE  DURATION`; an upgrade has no size."""
-    status = str(entry.status)
-    if colour:
+    """`METHOD PATH → STATUS  SIZE  DURATION`; an upgrade has no size; a request the target
+    did not answer `METHOD PATH → 502 target unreachable (why)  DURATION`, or without a
+    status when the visitor got nothing."""
+    status = "" if entry.status is None else str(entry.status)
+    if colour and status:
         status = f"\x1b[{_COLOURS.get(entry.status // 100, '0')}m{status}\x1b[0m"
-    parts = [f"{printable(entry.method)} {printable(entry.path)} {arrow} {status}"]
+    outcome = " ".join(part for part in (status, entry.why) if part)
+    parts = [f"{printable(entry.method)} {printable(entry.path)} {arrow} {outcome}"]
     if entry.size is not None:
         parts.append(format_size(entry.size))
     parts.append(format_duration(entry.duration))
@@ -239,7 +256,7 @@ class RequestLogger:
             isatty = getattr(out, "isatty", None)
             colour = bool(isatty and isatty())
         self.colour = colour
-        self.arrow = "→" if _can_encode(out, "→") else "->"
+        self.arrow = arrow_for(out)
         self.broken = False
 
     def write(self, entry):
@@ -256,6 +273,11 @@ class RequestLogger:
             self.out.flush()
         except (OSError, ValueError):
             self.broken = True
+
+
+def arrow_for(out):
+    """The arrow of the lines written to `out`: `→`, or `->` where it cannot be encoded."""
+    return "→" if _can_encode(out, "→") else "->"
 
 
 def _can_encode(out, text):

@@ -13,10 +13,12 @@ from autobahn.twisted.websocket import connectWS
 from twisted.internet import defer
 
 from tpot.client import explain
+from tpot.client.health import TargetWarnings
 from tpot.client.inspector.service import Inspector, listen_inspector
 from tpot.client.requestlog import printable, printable_text
 from tpot.client.session import TunnelClientFactory
 from tpot.client.settings import EXIT_FAILURE, EXIT_OK, ClientError
+from tpot.client.stats import RoundTrips
 from tpot.client.tls import server_tls
 from tpot.client.visitors import VisitorOptions
 from tpot.protocol.auth import make_authorization
@@ -49,10 +51,12 @@ class ClientRun:
     tunnels share one (tpot start); otherwise this run serves its own when the settings
     ask for one.  `on_online(run)`, when given, is told of the first greeting instead of
     its announcement being printed.  `tokens`: where reclaim tokens are kept between runs
-    (a ReclaimTokens), or None."""
+    (a ReclaimTokens), or None.  `console`: the status area (tpot.client.console) that
+    shows this run (named `label` there when there are several) and takes its request log,
+    or None for plain lines."""
 
     def __init__(self, settings, reactor, out=sys.stdout, err=sys.stderr, rand=random.random, inspector=None,
-                 on_online=None, tokens=None):
+                 on_online=None, tokens=None, console=None, label=None):
         self.settings = settings
         self.reactor = reactor
         self.out = out
@@ -67,13 +71,20 @@ class ClientRun:
         self.factory = None
         self.failed_attempts = 0
         self.stopping = False
+        self.status = "connecting"  # then "online", and "reconnecting" while the tunnel is down
+        self.console = console
+        if console is not None:
+            console.add(self, label)
+        # The server's round trip, measured only for the status area that shows it.
+        self.round_trips = RoundTrips() if console is not None else None
         self.on_online = on_online
         self.own_inspector = inspector is None and settings.inspect is not None
         self.inspector = Inspector(settings.inspect, reactor) if self.own_inspector else inspector
         self.inspected = self.inspector.watch(settings) if self.inspector is not None else None
         # The request log, visitor policy and capture, shared by every connection of this run.
-        inspected = self.inspected if settings.kind != TCP else None
-        self.visitors = VisitorOptions.for_settings(settings, reactor, out, inspected)
+        self.visitors = self._visitor_options()
+        # Whether the target answers, across reconnections; warnings even with --quiet.
+        self.target_warnings = TargetWarnings.for_settings(settings, err)
 
     def start(self):
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
@@ -91,8 +102,12 @@ class ClientRun:
         if not serving:
             self.own_inspector = False
             self.inspector = self.inspected = None
-            self.visitors = VisitorOptions.for_settings(self.settings, self.reactor, self.out)
+            self.visitors = self._visitor_options()
         return True
+
+    def _visitor_options(self):
+        inspected = self.inspected if self.settings.kind != TCP else None
+        return VisitorOptions.for_settings(self.settings, self.reactor, self.out, inspected, self.console)
 
     def connect(self):
         if self.stopping:
@@ -100,7 +115,8 @@ class ClientRun:
         self.factory = TunnelClientFactory(
             self.settings, self.reactor, self._headers(), self.on_greeting, self.on_closed,
             subdomain=self.name or self.settings.subdomain, on_token=self.on_token,
-            visitors=self.visitors, on_unsupported=self.on_unsupported,
+            visitors=self.visitors, on_unsupported=self.on_unsupported, target_warnings=self.target_warnings,
+            round_trips=self.round_trips,
         )
         self.factory.clientConnectionFailed = lambda connector, reason: self.on_closed(
             None, None, None, reached=False, failure=reason.value)
@@ -131,6 +147,9 @@ class ClientRun:
         first = self.name is None
         self.name = name
         self.failed_attempts = 0
+        self.status = "online"
+        if first:
+            self.factory.target.check()  # says so if nothing listens there yet
         if self.tokens is not None and self.token and name == self.settings.subdomain:
             self.tokens.save(self.settings.server, name, self.token)
         if self.inspected is not None:
@@ -149,27 +168,36 @@ class ClientRun:
         settings = self.settings
         if settings.kind != TCP:
             url = settings.public_url(name)
-            return f"tpot connected\n{url}\n" if first else f"tpot reconnected: {url}\n"
+            return f"tpot connected\n{url}\nForwarding {self.forwarding()}\n" if first else f"tpot reconnected: {url}\n"
         if not first:
             return f"tpot reconnected: TCP tunnel {name}\n"
         return (
             f"tpot connected\n{self.public_address()}\naccess secret: {settings.access_secret}\n"
-            f"connect with: {self.connect_command()}\n"
+            f"connect with: {self.connect_command()}\nForwarding {self.forwarding()}\n"
         )
+
+    def forwarding(self):
+        """`PUBLIC -> TARGET`, as ngrok shows where traffic goes."""
+        return f"{self.public_address()} -> {self.target_address()}"
+
+    def target_address(self):
+        """The target as the user knows it: a URL for HTTP (http or https), host:port for TCP."""
+        target = self.settings.target
+        return target.host_with_port if self.settings.kind == TCP else f"{target.scheme}://{target.host_with_port}"
 
     def public_address(self):
         """Where visitors reach the tunnel: its URL, or for TCP its name on the server."""
         name = printable(self.name)
         if self.settings.kind != TCP:
             return self.settings.public_url(name)
-        return f"TCP tunnel {name} on {self._server_url()}"
+        return f"TCP tunnel {name} on {self.server_url()}"
 
     def connect_command(self):
         """How to reach a TCP tunnel: the tpot connect command line."""
-        return (f"tpot connect {printable(self.name)} -t {self._server_url()} --secret {self.settings.access_secret}"
+        return (f"tpot connect {printable(self.name)} -t {self.server_url()} --secret {self.settings.access_secret}"
                 " --listen 127.0.0.1:PORT (or --stdio)")
 
-    def _server_url(self):
+    def server_url(self):
         return f"{self.settings.server.scheme}://{self.settings.server.host_with_port}"
 
     def on_unsupported(self, missing):
@@ -187,6 +215,7 @@ class ClientRun:
             return
         delay = backoff_delay(self.failed_attempts, self.rand)
         self.failed_attempts += 1
+        self.status = "reconnecting"
         if self.inspected is not None:
             self.inspected.reconnecting()
         self.err.write(f"tpot: {message} Reconnecting in {delay:.0f} s.\n")

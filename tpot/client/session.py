@@ -7,8 +7,10 @@ reports the outcome (greeting, refusal, loss) to whoever runs the client.
 
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import task
 
 from tpot.client.conversation import Conversation, LoggedRawConversation, RawConversation
+from tpot.client.health import TargetWarnings
 from tpot.client.target import TargetConnector
 from tpot.http.addresses import format_address
 from tpot.http.rewrite import Forwarded
@@ -32,6 +34,9 @@ from tpot.protocol.session import (
 
 PING_INTERVAL = 15
 PING_TIMEOUT = 30
+# How often the status area's latency is measured: a ping of our own, since Autobahn's
+# keepalive ping is skipped while traffic flows.
+LATENCY_INTERVAL = 5
 # Autobahn's options for the client's WebSockets: tunnels, and tpot connect's connections.
 CLIENT_PROTOCOL_OPTIONS = dict(PROTOCOL_OPTIONS, openHandshakeTimeout=30, perMessageCompressionOffers=[])
 
@@ -50,6 +55,7 @@ class TunnelClientProtocol(SendsConversationMessages, UnregisterOnDrop, LeanFram
         self.refused_status = None
         self.unsupported = frozenset()
         self.on_lost = None
+        self._measuring = None
 
     def onConnect(self, response):
         token = response.headers.get(RECLAIM_TOKEN_HEADER.lower())
@@ -66,6 +72,19 @@ class TunnelClientProtocol(SendsConversationMessages, UnregisterOnDrop, LeanFram
             return
         self._lean_setup(self.factory.reactor)
         self.backpressure.register(self.transport)
+        if self.factory.round_trips is not None:
+            self._measuring = task.LoopingCall(self._ping)
+            self._measuring.clock = self.factory.reactor
+            self._measuring.start(LATENCY_INTERVAL)
+
+    def _ping(self):
+        payload = self.factory.round_trips.ping(self.factory.reactor.seconds())
+        if payload is not None:
+            self.sendPing(payload)
+
+    def onPong(self, payload):
+        if self.factory.round_trips is not None:
+            self.factory.round_trips.pong(payload, self.factory.reactor.seconds())
 
     def tunnel_open(self):
         return is_open(self)
@@ -78,6 +97,10 @@ class TunnelClientProtocol(SendsConversationMessages, UnregisterOnDrop, LeanFram
     def connectionLost(self, reason):
         # Why a connection ended before the tunnel opened (a TLS failure, say) is told to the user.
         self.factory.lost_reason = reason.value if reason is not None else None
+        if self._measuring is not None:
+            self._measuring.stop()
+            self._measuring = None
+            self.factory.round_trips.forget()
         super().connectionLost(reason)
 
     def onMessage(self, payload, isBinary):
@@ -165,13 +188,15 @@ class TunnelClientFactory(WebSocketClientFactory):
     Reports `on_greeting(name)` once the tunnel is up, `on_token(token)` when the server
     grants a reclaim token, and `on_closed(status, code, reason)` at the end, or
     `on_unsupported(missing)` instead when an extension the tunnel needs (tcp, pool) was
-    not granted.
+    not granted.  `target_warnings`: the TargetWarnings told of connections to the target.
+    `round_trips` (a stats.RoundTrips), when given, is fed pings to the server and their
+    pongs while the tunnel is open.
     """
 
     protocol = TunnelClientProtocol
 
     def __init__(self, settings, reactor, headers, on_greeting, on_closed, subdomain=None, on_token=None,
-                 visitors=None, on_unsupported=None):
+                 visitors=None, on_unsupported=None, target_warnings=None, round_trips=None):
         url = settings.websocket_url_for(subdomain if subdomain is not None else settings.subdomain)
         super().__init__(url, headers=headers, reactor=reactor)
         self.settings = settings
@@ -180,12 +205,15 @@ class TunnelClientFactory(WebSocketClientFactory):
         self.on_token = on_token or (lambda token: None)
         self.on_unsupported = on_unsupported or (lambda missing: None)
         self.visitors = visitors  # target.VisitorOptions: request log and visitor policy, or None
+        self.round_trips = round_trips
         self.subdomain = subdomain if subdomain is not None else settings.subdomain
         self.greeted_here = False
         self.refused_headers = {}
         self.lost_reason = None
         self.current = None
-        self.target = TargetConnector.for_settings(reactor, settings)
+        # The run's warnings outlive this attempt: a target down before a reconnection is still down.
+        warnings = target_warnings or TargetWarnings.for_settings(settings)
+        self.target = TargetConnector.for_settings(reactor, settings, warnings)
         self.setProtocolOptions(autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT, **CLIENT_PROTOCOL_OPTIONS)
 
     def buildProtocol(self, addr):

@@ -143,7 +143,7 @@ def parse_address(text, what):
 def client_settings(target, server=None, auth_key=None, subdomain=None, http_host=None,
                     no_host_rewrite=False, debug=False, env=None, config=None, no_forwarded_headers=False,
                     insecure=False, ca=None, quiet=False, basic_auth=None, allow_ip=(), kind=HTTP,
-                    access_secret=None, max_conversations=None, pool=None, inspect=None):
+                    access_secret=None, max_conversations=None, pool=None, inspect=None, resolves=None):
     """Merge command-line values (None when not given) with `env` (a mapping like
     os.environ) and `config` (the config file's dict); both are empty when not given.
 
@@ -152,7 +152,9 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     also from TPOT_BASIC_AUTH.  With kind=TCP, `access_secret` (or TPOT_ACCESS_SECRET, or a
     new random one) is the secret people connecting must prove, and nothing of HTTP applies.
     `pool` (or TPOT_POOL) shares the subdomain with the other clients that give it.
-    `inspect` (InspectSettings or None) is the inspector of an http tunnel.
+    `inspect` (InspectSettings or None) is the inspector of an http tunnel.  `resolves(name)`,
+    when given, says whether a TARGET that is a bare word (`notaport`, read as a host on
+    port 80) is a host name that resolves; one that does not is refused.
     """
     env = {} if env is None else env
     config = {} if config is None else config
@@ -171,6 +173,8 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
     if kind == TCP:
         return _tcp_settings(target, env, access_secret, quiet, common)
     target_address = parse_address(target, "target")
+    if resolves is not None:
+        check_bare_target(target, resolves)
     if target_address.scheme != "https" and (insecure or ca):
         raise ClientError("The options --insecure and --ca only apply to an https:// target.")
     if insecure and ca:
@@ -196,6 +200,16 @@ def client_settings(target, server=None, auth_key=None, subdomain=None, http_hos
         allow_ip=allowed,
         inspect=inspect,
     )
+
+
+def check_bare_target(text, resolves):
+    """A TARGET that is one word (no scheme, no port, not an address) is taken for a host
+    name on port 80 only if `resolves(word)`: `tpot http notaport` is more likely a typo."""
+    word = text.strip()
+    bare = re.fullmatch(r"[a-z0-9.-]+", word, re.IGNORECASE) and not word.isdigit() and _ip_address(word) is None
+    if bare and word != "localhost" and not resolves(word):
+        raise ClientError(f"The target {word!r} is neither a port number nor a host name that resolves;"
+                          " give a port (8080), host:port or a URL.")
 
 
 def inspect_settings(address=None, disabled=False, keep=None, address_name="--inspect", keep_name="--inspect-keep"):

@@ -15,8 +15,9 @@ from tpot.protocol.codec import TCP
 
 
 class StartRun:
-    def __init__(self, settings, reactor, out=sys.stdout, err=sys.stderr, tokens=None):
+    def __init__(self, settings, reactor, out=sys.stdout, err=sys.stderr, tokens=None, console=None):
         self.settings = settings
+        self.console = console  # the status area (tpot.client.console) showing every tunnel, or None
         self.tokens = tokens
         self.reactor = reactor
         self.out = out
@@ -39,7 +40,7 @@ class StartRun:
             # The runs share this process's inspector (or none): they serve none of their own.
             tunnel = dataclasses.replace(tunnel, inspect=None)
             run = ClientRun(tunnel, self.reactor, self.out, _TunnelErrors(self.err, name), inspector=self.inspector,
-                            on_online=self._online, tokens=self.tokens)
+                            on_online=self._online, tokens=self.tokens, console=self.console, label=name)
             self.runs.append(run)
             self.labels[id(run)] = name
             self._waiting.add(id(run))
@@ -69,9 +70,7 @@ class StartRun:
         width = max(len(name) for name in self.labels.values())
         lines = [f"tpot started {len(self.runs)} tunnel{'s' if len(self.runs) != 1 else ''}"]
         for run in self.runs:
-            target = run.settings.target
-            where = target.host_with_port if run.settings.kind == TCP else f"{target.scheme}://{target.host_with_port}"
-            lines.append(f"  {self.labels[id(run)]:<{width}}  {run.public_address()} -> {where}")
+            lines.append(f"  {self.labels[id(run)]:<{width}}  {run.forwarding()}")
         for run in self.runs:
             if run.settings.kind == TCP:
                 lines.append(f"{self.labels[id(run)]}: connect with: {run.connect_command()}")

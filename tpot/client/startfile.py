@@ -80,13 +80,14 @@ class StartSettings:
 
 
 def start_settings(text, path, names=(), all_tunnels=False, env=None, config=None, inspect_address=None,
-                   no_inspect=False, inspect_keep=None, debug=False, quiet=False, read_ca=None):
+                   no_inspect=False, inspect_keep=None, debug=False, quiet=False, read_ca=None, resolves=None):
     """The settings of the tunnels `names` (every one with `all_tunnels`) of the file at
     `path` holding `text`: TOML, or YAML when `path` ends in .yaml or .yml.
 
     `inspect_address`, `no_inspect` and `inspect_keep` are the command line's --inspect,
     --no-inspect and --inspect-keep, which win over the file's [inspect].  `read_ca(path)`
-    gives the PEM text of a tunnel's `ca` file (tpot.client.files.read_ca_file).
+    gives the PEM text of a tunnel's `ca` file (tpot.client.files.read_ca_file);
+    `resolves(name)` whether an addr that is a bare word is a host name (as for tpot http).
     """
     document = parse_document(text, path)
     _check_keys(document, TOP_KEYS, path)
@@ -101,7 +102,7 @@ def start_settings(text, path, names=(), all_tunnels=False, env=None, config=Non
     # Of config.json only what every tunnel shares: its subdomain or httpHost would be
     # asked for by each tunnel at once.
     config = {key: value for key, value in (config or {}).items() if key in SHARED_CONFIG_KEYS}
-    common = dict(env=env, config=config, debug=debug, quiet=quiet)
+    common = dict(env=env, config=config, debug=debug, quiet=quiet, resolves=resolves)
     made = tuple((name, _tunnel(tunnels[name], where[name], defaults, common, read_ca, path)) for name in chosen)
     inspect = _inspect(document.get("inspect", {}), f"{path}: [inspect]", inspect_address, no_inspect, inspect_keep)
     return StartSettings(made, inspect, debug, quiet, path)

@@ -1,6 +1,8 @@
 """The client's connections to its target: opening them, and the protocol on each.
 
-`TargetConnector` opens connections (over TLS for an https target, tpot.client.tls),
+`TargetConnector` opens connections (over TLS for an https target, tpot.client.tls) and
+tells the tunnel's TargetWarnings (tpot.client.health) whether they could be made; its
+`check` is the one plain TCP connection made at start-up to see whether anything listens.
 `TargetProtocol` reports what happens on one to its conversation (tpot.client.conversation):
 connected (for TLS: once the handshake is done; a handshake that fails is "could not
 connect", and the visitor gets 502), data, lost.  `HalfCloseableTargetProtocol` also passes
@@ -8,7 +10,7 @@ on the target's end of stream, for raw conversations.
 """
 
 import ipaddress
-import sys
+import socket
 
 from twisted.internet import error
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
@@ -18,10 +20,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer, implementer_only
 
+from tpot.client.health import TLS_FAILED, failure_reason
 from tpot.client.tls import HANDSHAKE_TIMEOUT, describe_tls_failure, target_tls
 from tpot.protocol.transports import ConnectsAtOnce, send_at_once
 
 log = Logger()
+
+
+def name_resolves(host):
+    """Whether `host` resolves to an address; blocking, for the command line before the reactor runs."""
+    try:
+        return bool(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM))
+    except (OSError, UnicodeError):  # socket.gaierror is an OSError
+        return False
 
 
 class TargetConnector:
@@ -34,7 +45,7 @@ class TargetConnector:
     wrapped in TLS, so SNI and verification use the name even when the address is cached.
     """
 
-    def __init__(self, reactor, host, port, tls=None, err=None):
+    def __init__(self, reactor, host, port, tls=None, warnings=None):
         self.reactor = reactor
         self.host = host
         self.port = port
@@ -42,36 +53,56 @@ class TargetConnector:
         self.address = None
         self._is_address = _is_address(host)  # nothing to resolve, even for the first connections
         self._direct_endpoint = None  # (address, endpoint)
-        self.err = err
-        self._tls_failure_reported = False
+        self.warnings = warnings  # a TargetWarnings, told of every attempt; None: nobody is
 
     @classmethod
-    def for_settings(cls, reactor, settings):
-        return cls(reactor, settings.target.host, settings.target.port, tls=target_tls(settings))
+    def for_settings(cls, reactor, settings, warnings=None):
+        return cls(reactor, settings.target.host, settings.target.port, tls=target_tls(settings), warnings=warnings)
 
     def _secured(self, endpoint):
         return endpoint if self.tls is None else wrapClientTLS(self.tls, endpoint)
 
     def tls_failed(self, reason):
-        """A handshake with the target failed: say why on stderr once, every time in the debug log."""
+        """A handshake with the target failed: a warning saying why as it starts failing,
+        every time in the debug log."""
         why = describe_tls_failure(reason)
         log.debug("TLS to the target {host}:{port} failed: {why}", host=self.host, port=self.port, why=why)
-        if self._tls_failure_reported:
+        if self.warnings is None:
             return
-        self._tls_failure_reported = True
         hint = " (for a self-signed or private certificate use --insecure or --ca FILE)" if "certificate" in why else ""
-        err = self.err or sys.stderr
-        err.write(f"tpot: TLS to the target {self.host}:{self.port} failed: {why}{hint}; visitors get 502.\n")
-        err.flush()
+        self.warnings.failed(TLS_FAILED, text=f"tpot: TLS to the target {self.host}:{self.port} failed: {why}{hint};"
+                             " visitors get 502 until it works.")
+
+    def reached(self):
+        """A connection to the target is up (for TLS: its handshake is done)."""
+        if self.warnings is not None:
+            self.warnings.connected()
 
     def connect(self, factory):
-        if self._is_address:
-            return self._direct(self.host).connect(factory)
-        if self.address is None:
-            return self._resolve_and_connect(factory)
-        d = self._direct(self.address).connect(factory)
-        d.addErrback(lambda _: self._resolve_and_connect(factory))
+        return self._connect(factory, at_start=False)
+
+    def check(self):
+        """One connection, closed as soon as it is up (for TLS: once the handshake is
+        done), to say at start-up whether the target answers."""
+        d = self._connect(TargetFactory(_Check(), self), at_start=True)
+        d.addErrback(lambda _: None)  # the warnings have been told
         return d
+
+    def _connect(self, factory, at_start):
+        if self._is_address:
+            d = self._direct(self.host).connect(factory)
+        elif self.address is None:
+            d = self._resolve_and_connect(factory)
+        else:
+            d = self._direct(self.address).connect(factory)
+            d.addErrback(lambda _: self._resolve_and_connect(factory))
+        d.addErrback(self._not_made, at_start)
+        return d
+
+    def _not_made(self, failure, at_start):
+        if self.warnings is not None:
+            self.warnings.failed(failure_reason(failure.value), at_start=at_start)
+        return failure
 
     def _direct(self, address):
         """The endpoint for `address`, made once for the address last used: an endpoint
@@ -144,6 +175,8 @@ class TargetProtocol(Protocol):
 
     def _up(self):
         self.up = True
+        if self.connector is not None:
+            self.connector.reached()
         # One conversation's bytes: sent as they come (tpot.protocol.transports).
         send_at_once(self.transport)
         self.conversation.connected(self.transport)
@@ -166,7 +199,26 @@ class TargetProtocol(Protocol):
             self.conversation.target_lost()
         else:
             self.connector.tls_failed(Failure(error.TimeoutError()) if self._timed_out else reason)
-            self.conversation.could_not_connect()
+            self.conversation.could_not_connect(TLS_FAILED)
+
+
+class _Check:
+    """The conversation of the check at start-up: its connection is closed once it is up;
+    how it went, the connector has told the warnings."""
+
+    target_protocol = TargetProtocol
+
+    def connected(self, transport):
+        transport.loseConnection()
+
+    def from_target(self, data):
+        pass
+
+    def target_lost(self):
+        pass
+
+    def could_not_connect(self, reason=None):
+        pass
 
 
 # Only these: Twisted's endpoint wrapper mirrors just the last of the interfaces it checks
