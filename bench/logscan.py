@@ -10,7 +10,8 @@ LEVEL = re.compile(r"^\S+ \[[^\]#]*#(\w+)\]")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\S+ ")
 # The clients' announcements: expected, and not worth repeating (they hold secrets).
 CLIENT_EXPECTED = re.compile(r"^tpot connected$|^http://\S+$|^TCP tunnel \S+ on \S+$|^access secret: \S+$"
-                             r"|^connect with: tpot connect .*$|^tpot listening on \S+$|^inspector: \S+$")
+                             r"|^connect with: tpot connect .*$|^tpot listening on \S+$|^inspector: \S+$"
+                             r"|^Forwarding \S+ -> \S+$")
 
 
 def read_lines(path):
