@@ -10,13 +10,14 @@ import socket
 
 import pytest
 from twisted.internet import tcp
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
 
 from tpot.protocol.transports import (
     TWISTED_NAMES,
+    AtOnceEndpoint,
     AtOnceServer,
-    ConnectsAtOnce,
     accepts_at_once,
     send_at_once,
 )
@@ -101,8 +102,19 @@ def test_other_transports_are_left_alone():
 
 def test_a_memory_reactor_is_asked_to_connect_as_before():
     reactor = MemoryReactor()
-    ConnectsAtOnce(reactor).connectTCP("127.0.0.1", 80, ClientFactory.forProtocol(Protocol), 5)
-    assert reactor.tcpClients[-1][:2] == ("127.0.0.1", 80)
+    connected = AtOnceEndpoint(reactor, "127.0.0.1", 80).connect(Factory.forProtocol(Protocol))
+    host, port, attempt, timeout, _ = reactor.tcpClients[-1]
+    assert (host, port, timeout) == ("127.0.0.1", 80, 30)
+    protocol = attempt.buildProtocol(None)  # the connection is up: its protocol, unwrapped
+    assert type(protocol) is Protocol and connected.result is protocol
+
+
+def test_a_failed_attempt_fails_the_deferred():
+    reactor = MemoryReactor()
+    connected = AtOnceEndpoint(reactor, "127.0.0.1", 80).connect(Factory.forProtocol(Protocol))
+    reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    assert connected.called and isinstance(connected.result, Failure)
+    connected.addErrback(lambda _: None)
 
 
 def test_the_twisted_names_relied_on_exist(pair):

@@ -22,7 +22,7 @@ from zope.interface import implementer, implementer_only
 
 from tpot.client.health import TLS_FAILED, failure_reason
 from tpot.client.tls import HANDSHAKE_TIMEOUT, describe_tls_failure, target_tls
-from tpot.protocol.transports import ConnectsAtOnce, send_at_once
+from tpot.protocol.transports import AtOnceEndpoint, send_at_once
 
 log = Logger()
 
@@ -108,13 +108,13 @@ class TargetConnector:
         """The endpoint for `address`, made once for the address last used: an endpoint
         is only what to connect to, and making one per conversation cost microseconds."""
         if self._direct_endpoint is None or self._direct_endpoint[0] != address:
-            # Connections that can send at once (TLS ones are written by the TLS layer).
-            reactor = ConnectsAtOnce(self.reactor) if self.tls is None else self.reactor
-            if ipaddress.ip_address(address).version == 6:
-                endpoint = TCP6ClientEndpoint(reactor, address, self.port)
+            if self.tls is None:  # connections that can send at once (tpot.protocol.transports)
+                endpoint = AtOnceEndpoint(self.reactor, address, self.port)
+            elif ipaddress.ip_address(address).version == 6:
+                endpoint = wrapClientTLS(self.tls, TCP6ClientEndpoint(self.reactor, address, self.port))
             else:
-                endpoint = TCP4ClientEndpoint(reactor, address, self.port)
-            self._direct_endpoint = (address, self._secured(endpoint))
+                endpoint = wrapClientTLS(self.tls, TCP4ClientEndpoint(self.reactor, address, self.port))
+            self._direct_endpoint = (address, endpoint)
         return self._direct_endpoint[1]
 
     def _resolve_and_connect(self, factory):
