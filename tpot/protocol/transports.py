@@ -17,9 +17,8 @@ on it as well cost more per request than it saved (measured with `make bench`).
 Twisted's extension points, not a change to Twisted: subclasses of its TCP transports;
 the `transport` class a listening tcp.Port builds its connections with; a tcp.Connector
 whose `_makeTransport` builds ours (AtOnceEndpoint connects with it); and the transport's
-buffer state, read only.  Every
-such name is in TWISTED_NAMES, which tests/unit/test_twisted_contract.py checks against
-the installed Twisted.
+buffer state, read only.  Every such name is in TWISTED_NAMES, which
+tests/memory/test_transports.py checks against the installed Twisted.
 """
 
 from twisted.internet import error, tcp
