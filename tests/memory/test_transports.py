@@ -11,7 +11,7 @@ import socket
 import pytest
 from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from tpot.protocol.transports import (
@@ -127,6 +127,10 @@ def test_the_twisted_names_relied_on_exist(pair):
     absent += [f"{cls.__name__}.{name}" for name in TWISTED_NAMES["methods"]
                for cls in ((tcp.Connector,) if name == "_makeTransport" else (tcp.Server, tcp.Client))
                if not callable(getattr(cls, name, None))]
+    absent += [f"tcp.Client.{name}" for name in TWISTED_NAMES["connecting"] if not callable(getattr(tcp.Client, name, None))]
     absent += [f"tcp.Server (connected).{name}" for name in TWISTED_NAMES["state"] if not hasattr(transport, name)]
+    client = tcp.Client("127.0.0.1", 1, None, None, MemoryReactorClock())
+    absent += [f"tcp.Client (connecting).{name}" for name in TWISTED_NAMES["client_state"] if not hasattr(client, name)]
+    client.socket.close()
     absent += [] if tcp.Port.transport is tcp.Server else ["tcp.Port.transport"]
     assert not absent, f"Twisted lacks what tpot.protocol.transports relies on: {', '.join(absent)}"
