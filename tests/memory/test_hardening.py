@@ -457,6 +457,7 @@ def test_silence_timer_stop_and_disabled(clock):
     timer.stop()
     timer.stop()
     assert not clock.getDelayedCalls()
+    assert timer.on_silence is None  # let go: no cycle with its owner left to the collector
     clock.advance(100)
     for timeout in (None, 0):
         SilenceTimer(clock, timeout, fired).start()

@@ -109,6 +109,24 @@ def test_a_memory_reactor_is_asked_to_connect_as_before():
     assert type(protocol) is Protocol and connected.result is protocol
 
 
+def test_a_made_connection_holds_neither_its_deferred_nor_its_factory():
+    # Both lead back to the connection: cycles the garbage collector would have to find.
+    reactor = MemoryReactor()
+    AtOnceEndpoint(reactor, "127.0.0.1", 80).connect(Factory.forProtocol(Protocol))
+    attempt = reactor.tcpClients[-1][2]
+    attempt.buildProtocol(None)
+    assert attempt.connected is None and attempt.factory is None
+
+
+def test_a_cancelled_attempt_fails_once():
+    reactor = MemoryReactor()
+    connected = AtOnceEndpoint(reactor, "127.0.0.1", 80).connect(Factory.forProtocol(Protocol))
+    connected.cancel()
+    reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    assert isinstance(connected.result, Failure)
+    connected.addErrback(lambda _: None)
+
+
 def test_a_failed_attempt_fails_the_deferred():
     reactor = MemoryReactor()
     connected = AtOnceEndpoint(reactor, "127.0.0.1", 80).connect(Factory.forProtocol(Protocol))
@@ -125,7 +143,7 @@ def test_the_twisted_names_relied_on_exist(pair):
         if not isinstance(getattr(importlib.import_module(module), name, None), type):
             absent.append(dotted)
     absent += [f"{cls.__name__}.{name}" for name in TWISTED_NAMES["methods"]
-               for cls in ((tcp.Connector,) if name == "_makeTransport" else (tcp.Server, tcp.Client))
+               for cls in ((tcp.Connector,) if name in ("_makeTransport", "connectionLost") else (tcp.Server, tcp.Client))
                if not callable(getattr(cls, name, None))]
     absent += [f"tcp.Client.{name}" for name in TWISTED_NAMES["connecting"] if not callable(getattr(tcp.Client, name, None))]
     absent += [f"tcp.Server (connected).{name}" for name in TWISTED_NAMES["state"] if not hasattr(transport, name)]

@@ -35,7 +35,7 @@ TWISTED_NAMES = {
     "classes": ("twisted.internet.tcp.Server", "twisted.internet.tcp.Client", "twisted.internet.tcp.Port",
                 "twisted.internet.tcp.Connector"),
     # Methods we call or override.
-    "methods": ("writeSomeData", "write", "writeSequence", "_makeTransport"),
+    "methods": ("writeSomeData", "write", "writeSequence", "_makeTransport", "connectionLost"),
     # tcp.Client's steps of a connection attempt, which AtOnceClient overrides or calls.
     "connecting": ("resolveAddress", "_setRealAddress", "doConnect", "failIfNotConnected", "_connectDone",
                    "stopWriting"),
@@ -118,6 +118,12 @@ class AtOnceConnector(tcp.Connector):
     def _makeTransport(self):
         return AtOnceClient(self.host, self.port, self.bindAddress, self, self.reactor)
 
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        # The transport and its connector refer to each other: a cycle that left every
+        # ended connection (and its conversation) to the garbage collector.
+        self.transport = None
+
 
 class _Connecting(ClientFactory):
     """One connection attempt of an AtOnceEndpoint: `factory`'s protocol is the transport's
@@ -129,18 +135,31 @@ class _Connecting(ClientFactory):
         self.factory = factory
         self.connected = connected
 
+    def take(self):
+        """The Deferred, if it has not fired yet, let go of: it refers to the connector
+        (its canceller does), which refers to this, a cycle that would keep every ended
+        connection for the garbage collector."""
+        connected, self.connected = self.connected, None
+        return connected
+
     def buildProtocol(self, addr):
         # Called once the TCP connection is up, just before the protocol is connected to it.
+        connected = self.take()
+        # Nor is the factory needed again: the connector holds this, the transport holds
+        # the connector, and the protocol's factory usually leads back to the transport.
+        factory, self.factory = self.factory, None
         try:
-            protocol = self.factory.buildProtocol(addr)
+            protocol = factory.buildProtocol(addr)
         except BaseException:
-            self.connected.errback()
+            connected.errback()
             return None
-        self.connected.callback(protocol)
+        connected.callback(protocol)
         return protocol
 
     def clientConnectionFailed(self, connector, reason):
-        self.connected.errback(reason)
+        connected = self.take()
+        if connected is not None:  # else cancelled: the Deferred has failed already
+            connected.errback(reason)
 
 
 @implementer(IStreamClientEndpoint)
@@ -161,6 +180,7 @@ class AtOnceEndpoint:
         connector = None
 
         def cancel(d):
+            attempt.take()
             d.errback(error.ConnectingCancelledError(connector.getDestination()))
             connector.stopConnecting()
 

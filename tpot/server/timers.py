@@ -22,9 +22,12 @@ class SilenceTimer:
         self._last = self.clock.seconds()
 
     def stop(self):
+        """For good: the callback is let go as well, since its owner usually holds this
+        timer, and the cycle would leave every ended visitor to the garbage collector."""
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        self.on_silence = None
 
     def _check(self):
         silent_for = self.clock.seconds() - self._last
