@@ -28,6 +28,7 @@ from tpot.client.settings import (
 from tpot.client.startfile import EXAMPLE, StartSettings, start_settings
 from tpot.client.target import name_resolves
 from tpot.protocol.codec import TCP
+from tpot.protocol.heap import freeze_once_running
 
 EXIT_SIGNALLED = 128  # and the signal's number, as a shell reports a process a signal ended
 LOG_FORMATS = ("term", "plain")  # --log-format; the first is the default
@@ -220,6 +221,7 @@ def main(argv=None):
         reactor.callWhenRunning(console.start)
     reactor.callWhenRunning(_stop_on_signals, reactor, console)
     reactor.callWhenRunning(run.start)
+    freeze_once_running(reactor)
     try:
         reactor.run()
     finally:

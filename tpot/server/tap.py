@@ -19,6 +19,7 @@ from twisted.python import log as legacy_log
 from twisted.python import threadpool, usage
 
 from tpot import __version__
+from tpot.protocol.heap import freeze_once_running
 from tpot.protocol.transports import accepts_at_once
 from tpot.server.authenticator import Authenticator
 from tpot.server.cluster.heartbeat import Heartbeat
@@ -343,6 +344,7 @@ def makeService(config, reactor=default_reactor):
                 lambda ports: _startup_line(settings, ports)).setServiceParent(top)
     # After listening: a start that fails leaves no log file either.
     top.observer = config.log_observer() if isinstance(config, Options) else None
+    freeze_once_running(reactor)
     return top
 
 

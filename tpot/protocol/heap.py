@@ -1,0 +1,16 @@
+"""Keeping the garbage collector's full collections short, on both ends.
+
+A full collection scans every object the collector tracks, and most of those are what the
+process made to start: modules, classes, Twisted's and Autobahn's tables.  Under a stream
+of new conversations (whose objects survive the young collections while they are open) a
+full collection came about once a second and took ~20 ms: some 9 us per new-connection
+request on the client, 3 on the server.  Frozen once the reactor runs, those objects are
+never scanned again; they were never going to be freed anyway.
+"""
+
+import gc
+
+
+def freeze_once_running(reactor):
+    """Freeze what exists when `reactor` starts running (a memory reactor never does)."""
+    reactor.callWhenRunning(gc.freeze)
