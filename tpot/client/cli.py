@@ -192,6 +192,10 @@ def main(argv=None):
         sys.stderr.write(f"tpot: {error}\n")
         return EXIT_FAILURE
     import txaio
+
+    from tpot.client import eventloop
+
+    eventloop.install()
     from twisted.internet import reactor
 
     txaio.use_twisted()
