@@ -1,4 +1,4 @@
-"""tpot.client.eventloop: the client's epoll reactor hands each ready socket to its handler
+"""tpot.protocol.eventloop: the epoll reactor both ends run on hands each ready socket to its handler
 (no logging context), an exception in one is logged and drops only that socket, and the
 Twisted names it relies on exist in the installed Twisted."""
 
@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.abstract import FileDescriptor
 from twisted.logger import globalLogPublisher
 
-from tpot.client import eventloop
+from tpot.protocol import eventloop
 
 pytestmark = pytest.mark.skipif(eventloop.EPollReactor is None, reason="no epoll here")
 

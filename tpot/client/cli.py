@@ -193,7 +193,7 @@ def main(argv=None):
         return EXIT_FAILURE
     import txaio
 
-    from tpot.client import eventloop
+    from tpot.protocol import eventloop
 
     eventloop.install()
     from twisted.internet import reactor

@@ -4,6 +4,12 @@ import os
 import socket
 import sys
 
+from tpot.protocol import eventloop
+
+# Before anything imports the reactor (twistd imports this module before it does, unless
+# its -r installed one already): both ends' epoll reactor, tpot.protocol.eventloop.
+eventloop.install()
+
 import txaio
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service

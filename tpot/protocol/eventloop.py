@@ -1,17 +1,22 @@
-"""The client's reactor: Twisted's epoll reactor without a logging context per event.
+"""The reactor both ends run on: Twisted's epoll reactor without a logging context per event.
 
 Twisted's reactor calls the handler of each socket that is ready through
 log.callWithLogger, which asks the socket for its log prefix, copies a dict and goes
 through four more Python calls so that legacy log.msg calls made in the handler carry that
-prefix as their "system": about 8% of the client's CPU per keep-alive request, 5% per new
-connection.  Our logging is twisted.logger's and Autobahn's (txaio), which never read that
-context.  An exception in a handler is still logged and drops its connection (Twisted's
-_doReadOrWrite does both), only with "-" as the legacy system.
+prefix as their "system": about 8% of the client's CPU per keep-alive request and 10% of
+the server's (py-spy), 5% per new connection.  Our logging is twisted.logger's and
+Autobahn's (txaio), which never read that context.  An exception in a handler is still
+logged and drops its connection (Twisted's _doReadOrWrite does both), only with "-" as the
+legacy system.
+
+Installed (`install`) by tpot's main, and by tpot.server.tap as twistd imports it, before
+either imports the reactor: twistd's -r, which installs its reactor earlier, still wins.
+Elsewhere than Linux (no epoll), or when a reactor is installed already, Twisted's default
+reactor runs as before.
 
 A subclass, not a change to Twisted: `doPoll` is the loop of EPollReactor.doPoll minus the
 context; the names it relies on are in TWISTED_NAMES, which tests/memory/test_eventloop.py
-checks against the installed Twisted.  Elsewhere than Linux (no epoll), or when a reactor is
-installed already, the client runs on Twisted's default reactor as before.
+checks against the installed Twisted.
 """
 
 import errno
