@@ -14,10 +14,14 @@ tunnel's WebSocket does not, since Twisted's way pays there: it carries many
 conversations, and the writes of one reactor turn go out in one send.  Sending at once
 on it as well cost more per request than it saved (measured with `make bench`).
 
+The client's target connections to an address are also made with fewer system calls
+(AtOnceClient), and let go of their connector and its attempt once made or ended, so that
+an ended conversation is freed at once rather than by the garbage collector.
+
 Twisted's extension points, not a change to Twisted: subclasses of its TCP transports;
 the `transport` class a listening tcp.Port builds its connections with; a tcp.Connector
-whose `_makeTransport` builds ours (AtOnceEndpoint connects with it); and the transport's
-buffer state, read only.  Every such name is in TWISTED_NAMES, which
+whose `_makeTransport` builds ours (AtOnceEndpoint connects with it); tcp.Client's steps
+of a connection attempt; and the transport's buffer state, read only.  Every such name is in TWISTED_NAMES, which
 tests/memory/test_transports.py checks against the installed Twisted.
 """
 
