@@ -11,7 +11,7 @@ import socket
 import pytest
 from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from tpot.protocol.transports import (
@@ -29,7 +29,7 @@ def pair():
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     theirs.settimeout(1)
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     transport = AtOnceServer(ours, Protocol(), ("127.0.0.1", 1), None, 1, reactor)
     yield reactor, transport, theirs
     ours.close()
@@ -79,6 +79,15 @@ def test_nothing_is_sent_at_once_once_closing(pair):
     assert received(peer) == b""
 
 
+def test_nothing_is_sent_at_once_once_aborted(pair):
+    # abortConnection leaves the transport connected until the reactor's next turn.
+    reactor, transport, peer = pair
+    send_at_once(transport)
+    transport.abortConnection()
+    transport.write(b"late")
+    assert received(peer) == b""
+
+
 def test_only_a_plain_tcp_port_accepts_at_once():
     reactor = MemoryReactor()
     plain = tcp.Port(0, Factory.forProtocol(Protocol), reactor=reactor)
@@ -115,6 +124,18 @@ def test_a_failed_attempt_fails_the_deferred():
     reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
     assert connected.called and isinstance(connected.result, Failure)
     connected.addErrback(lambda _: None)
+
+
+def test_a_cancelled_attempt_fails_once_and_builds_nothing():
+    reactor = MemoryReactor()
+    connected = AtOnceEndpoint(reactor, "127.0.0.1", 80).connect(Factory.forProtocol(Protocol))
+    attempt = reactor.tcpClients[-1][2]
+    failures = []
+    connected.addErrback(failures.append)
+    connected.cancel()
+    # A real connector's stopConnecting reports the failure to the factory as well.
+    attempt.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    assert len(failures) == 1 and attempt.buildProtocol(None) is None
 
 
 def test_the_twisted_names_relied_on_exist(pair):

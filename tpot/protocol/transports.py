@@ -34,8 +34,8 @@ TWISTED_NAMES = {
     # Methods we call or override.
     "methods": ("writeSomeData", "write", "writeSequence", "_makeTransport"),
     # Attributes of a connected transport that say whether anything waits to be sent.
-    "state": ("connected", "disconnecting", "TLS", "_writeDisconnecting", "_writeDisconnected", "dataBuffer",
-              "offset", "_tempDataLen"),
+    "state": ("connected", "disconnecting", "_aborting", "TLS", "_writeDisconnecting", "_writeDisconnected",
+              "dataBuffer", "offset", "_tempDataLen"),
 }
 
 
@@ -61,7 +61,10 @@ class SendsAtOnce:
             super().writeSequence(iovec)
 
     def _nothing_waiting(self):
-        return (self.connected and not self.disconnecting and not self.TLS and not self._writeDisconnecting
+        # An aborted connection stays connected until the reactor's next turn; Twisted
+        # drops what is written to it meanwhile, and so must we.
+        return (self.connected and not self.disconnecting and not self._aborting and not self.TLS
+                and not self._writeDisconnecting
                 and not self._writeDisconnected and self.offset == len(self.dataBuffer) and not self._tempDataLen)
 
 
@@ -90,6 +93,8 @@ class _Connecting(ClientFactory):
 
     def buildProtocol(self, addr):
         # Called once the TCP connection is up, just before the protocol is connected to it.
+        if self.connected.called:  # cancelled meanwhile
+            return None
         try:
             protocol = self.factory.buildProtocol(addr)
         except BaseException:
@@ -99,7 +104,9 @@ class _Connecting(ClientFactory):
         return protocol
 
     def clientConnectionFailed(self, connector, reason):
-        self.connected.errback(reason)
+        # A cancelled attempt has failed already: stopConnecting reports it here again.
+        if not self.connected.called:
+            self.connected.errback(reason)
 
 
 @implementer(IStreamClientEndpoint)
