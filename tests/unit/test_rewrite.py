@@ -301,6 +301,18 @@ def test_a_later_head_with_a_bare_cr_or_lf_is_refused_and_nothing_of_it_reaches_
     assert b"admin.internal" not in out and b"10.9.9.9" not in out and b"/x" not in out
 
 
+@pytest.mark.parametrize("folded", [
+    b"GET /x HTTP/1.1\r\nHost: {host}\r\n evil.example\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: {host}\r\n\tevil.example\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nX-Forwarded-For: 10.9.9.9\r\n 10.8.8.8\r\nHost: {host}\r\n\r\n",
+])
+def test_a_head_with_a_folded_line_is_refused_and_nothing_of_it_reaches_the_target(folded):
+    first = fill([GET], VISITOR)
+    out, refused = refusal_at_every_split(first + fill([folded, GET], VISITOR))
+    assert refused == 400
+    assert out.count(b"\r\n\r\n") == 1 and b"evil" not in out and b"10.8.8.8" not in out and b"/x" not in out
+
+
 def test_bare_lf_inside_a_body_is_not_a_head():
     body = b"line one\nline two\r\n"
     stream = fill([with_length(b"POST /b HTTP/1.1", body), GET], VISITOR)

@@ -12,7 +12,8 @@ tpot.http.framing's, shared with the response side of the request log.
 records it, a visitor policy may strip headers from it or refuse it (see HostRewriter).
 
 What the visitor writes cannot override what the tunnel vouches for: a head with a bare CR
-or LF (which a lenient target might split into more headers) is refused, `refused` says
+or LF (which a lenient target might split into more headers) or a folded line (which it
+would join to the header above) is refused, `refused` says
 with which status, and nothing from it on reaches the target; an absolute-form target
 (`GET http://admin.internal/ HTTP/1.1`) is sent in origin form, so the target goes by the
 Host we set; and every request has a Host.
@@ -145,7 +146,9 @@ class HostRewriter(MessageFraming):
 
     def _head(self, lines, head, out):
         lone = head.replace(b"\r\n", b"")
-        if b"\r" in lone or b"\n" in lone:
+        # A line folded onto the one before (obs-fold) would be unfolded by the target into
+        # the header above it, the Host we set among them: refused, as RFC 9112 allows.
+        if b"\r" in lone or b"\n" in lone or b"\r\n " in head or b"\r\n\t" in head:
             self._refuse(400)
             return
         if self.public_host is None:
