@@ -174,6 +174,25 @@ def test_head_rewritten_then_everything_passes_through(head):
     assert_same_for_every_split(stream, expected, random_splits=15)
 
 
+@pytest.mark.parametrize("head", [WEBSOCKET_UPGRADE, CONNECT], ids=["upgrade", "connect"])
+def test_a_request_pipelined_after_an_upgrade_or_connect_is_rewritten(head):
+    # A target that refuses the Upgrade (or CONNECT) reads the next request as HTTP.
+    smuggled = request(b"GET /admin HTTP/1.1", b"Host: {host}", b"X-Forwarded-For: 10.9.9.9")
+    stream = fill([head, smuggled], VISITOR).replace(b"Host: " + VISITOR + b"\r\nX-Forwarded-For",
+                                                      b"Host: internal.example\r\nX-Forwarded-For")
+    rewriter = HostRewriter(TARGET.decode(), Forwarded("198.51.100.7", "https"))
+    out = rewriter.feed(stream)
+    assert out.count(b"Host: " + TARGET) == 2 and b"internal.example" not in out
+    assert b"X-Forwarded-For: 10.9.9.9, 198.51.100.7" in out and out.count(b"X-Forwarded-Host: " + VISITOR) == 2
+
+
+def test_a_websocket_after_an_upgrade_with_a_body_passes_through():
+    head = request(b"GET /socket HTTP/1.1", b"Host: {host}", b"Connection: Upgrade", b"Upgrade: x",
+                   b"Content-Length: 4", body=b"GET ")
+    stream = fill([head], VISITOR) + AFTERWARDS
+    assert_same_for_every_split(stream, fill([head], TARGET) + AFTERWARDS, random_splits=15)
+
+
 def test_upgrade_needs_both_connection_and_upgrade_headers():
     only_upgrade = request(b"GET / HTTP/1.1", b"Host: {host}", b"Upgrade: websocket")
     only_connection = request(b"GET / HTTP/1.1", b"Host: {host}", b"Connection: upgrade")

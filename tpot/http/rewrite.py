@@ -3,8 +3,9 @@
 Sans-I/O: `HostRewriter.feed(bytes) -> bytes` follows HTTP/1.x request framing across a keep-alive
 connection (Content-Length and chunked bodies, trailers), rewrites the Host header of every
 request head and leaves every other byte alone.  Where it cannot follow the framing (an
-Upgrade, CONNECT, an unknown transfer coding, something that is not HTTP) it stops
-interpreting and passes everything through untouched from then on.  Input may be split
+unknown transfer coding, something that is not HTTP, or what follows an Upgrade or CONNECT
+request when it is not another request) it stops interpreting and passes everything
+through untouched from then on.  Input may be split
 anywhere; the output is the same as for the unsplit stream.  The framing itself is
 tpot.http.framing's, shared with the response side of the request log.
 
@@ -104,6 +105,12 @@ class HostRewriter(MessageFraming):
         # tunnel's public host, whatever later requests of the connection claim.
         self.public_host = None
         self.refused = None  # the status of a request refused here (400), if one was
+        # After an Upgrade or CONNECT request: the target may switch protocols, or may
+        # refuse and read the next request.  What follows is told apart by its first
+        # bytes: a request is rewritten like any other (else a visitor could pipeline one
+        # past a refused Upgrade with a Host of its own); anything else (a WebSocket
+        # frame, TLS) passes through untouched from then on.
+        self._may_have_switched = False
 
     def feed(self, data, tap=None):
         """The bytes for the target.  `tap`, when given, stands for the output list (its
@@ -127,6 +134,10 @@ class HostRewriter(MessageFraming):
         return len(first_line) <= MAX_LINE_SIZE and _REQUEST_LINE_START.fullmatch(first_line) is not None
 
     def _unreadable_head(self, data, out):
+        if self._may_have_switched:  # the new protocol's bytes
+            self.state = PASSTHROUGH  # first: the inspector's tap goes by the state
+            out.append(data)
+            return
         if _bare_lf_request(data):
             self._refuse(400)
             return
@@ -151,6 +162,7 @@ class HostRewriter(MessageFraming):
         if b"\r" in lone or b"\n" in lone or b"\r\n " in head or b"\r\n\t" in head:
             self._refuse(400)
             return
+        self._may_have_switched = False
         if self.public_host is None:
             self.public_host = _host_of(lines) or b""
         if self.on_head is not None:
@@ -162,8 +174,7 @@ class HostRewriter(MessageFraming):
         out.append(rewritten)
         if lines[0][:8].upper() == b"CONNECT " or (
                 b"upgrade" in headers and b"upgrade" in header_tokens(headers, b"connection")):
-            self.state = PASSTHROUGH
-            return
+            self._may_have_switched = True
         self._frame_body(headers, until_close=False)
 
     def _rewritten(self, lines):
