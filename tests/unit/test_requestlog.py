@@ -17,7 +17,7 @@ from tpot.client.requestlog import (
     format_size,
     request_line,
 )
-from tpot.http.framing import MAX_RELAYED_HEAD_SIZE
+from tpot.http.framing import MAX_LINE_SIZE, MAX_RELAYED_HEAD_SIZE
 from tpot.http.rewrite import HostRewriter
 
 
@@ -56,11 +56,31 @@ UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nU
            b"\x81\x02hi HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
            ("GET", "/ws", 101, None))
 
+# Heads the fast path (a plain Content-Length) must leave to the general parser, or read as it does.
+SPACED = (b"GET /spaced HTTP/1.1\r\nHost: a\r\n\r\n",
+          b"HTTP/1.1 200 OK\r\nContent-Length :\t3 \r\nX: y\r\n\r\nabc",
+          ("GET", "/spaced", 200, 3))
+NAMED_ELSEWHERE = (b"GET /cors HTTP/1.1\r\nHost: a\r\n\r\n",
+                   b"HTTP/1.1 200 OK\r\nAccess-Control-Expose-Headers: Content-Length\r\n"
+                   b"X-Content-Length: 99\r\nCONTENT-LENGTH: 4\r\n\r\nabcd",
+                   ("GET", "/cors", 200, 4))
+CODED_TOO = (b"GET /both HTTP/1.1\r\nHost: a\r\n\r\n",
+             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+             + chunk(b"xyz") + b"0\r\n\r\n",
+             ("GET", "/both", 200, 3))
+EMPTY = (b"GET /empty HTTP/1.1\r\nHost: a\r\n\r\n",
+         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+         ("GET", "/empty", 200, 0))
+TIGHT = (b"GET /bare HTTP/1.1\r\nHost: a\r\n\r\n",
+                   b"HTTP/1.0 302 Found\r\nContent-Length:2\r\n\r\n:)",
+                   ("GET", "/bare", 302, 2))
+
 KEEP_ALIVE = [GET, CHUNKED, HEAD, NO_CONTENT, NOT_MODIFIED, CONTINUE, MISSING]
 STREAMS = {
     "keep-alive": KEEP_ALIVE,
     "then-upgrade": [GET, HEAD, CONTINUE, UPGRADE],
     "bodiless-first": [HEAD, NOT_MODIFIED, NO_CONTENT, CHUNKED, MISSING],
+    "unusual-lengths": [SPACED, NAMED_ELSEWHERE, EMPTY, CODED_TOO, TIGHT, GET, GET],
 }
 
 
@@ -122,6 +142,13 @@ def test_request_heads_are_reported_once_each_at_every_split(name):
         assert pair.seen() == [entry for _, _, entry in exchanges]
 
 
+def test_without_entries_a_tracker_still_follows_the_responses():
+    tracker = ResponseTracker(entries=False)
+    tracker.request("GET", "/index.html", 0.0)
+    assert tracker.feed(GET[1][:20], 0.5) == [] and not tracker.answered
+    assert tracker.feed(GET[1][20:], 1.0) == [] and tracker.answered
+
+
 def test_keep_alive_requests_answered_one_by_one():
     pair = Pair()
     for request, response, entry in KEEP_ALIVE:
@@ -174,10 +201,11 @@ def test_a_transfer_coding_other_than_chunked_is_read_until_close():
     assert pair.seen() == [("GET", "/index.html", 200, 4)]
 
 
-def test_connect_tunnel_is_the_last_entry():
+@pytest.mark.parametrize("length", [b"", b"Content-Length: 5\r\n"])
+def test_connect_tunnel_is_the_last_entry(length):
     pair = Pair()
     pair.requests(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01")
-    pair.responses(b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x03HTTP/1.1 200 OK\r\n\r\n")
+    pair.responses(b"HTTP/1.1 200 Connection established\r\n" + length + b"\r\n\x16\x03\x03HTTP/1.1 200 OK\r\n\r\n")
     assert pair.seen() == [("CONNECT", "example.com:443", 200, None)]
     assert pair.tracker.lost
 
@@ -198,6 +226,8 @@ def test_a_declined_upgrade_is_logged_and_then_the_log_stops():
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"HTTP/2 200\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nX: " + b"y" * MAX_RELAYED_HEAD_SIZE + b"\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX: " + b"y" * MAX_RELAYED_HEAD_SIZE + b"\r\n\r\nx",
+    b"HTTP/1.1 200 " + b"y" * MAX_LINE_SIZE + b"\r\nContent-Length: 1\r\n\r\nx",
 ])
 def test_what_cannot_be_framed_ends_the_log_at_every_split(response):
     stream = response + MISSING[1]

@@ -96,7 +96,7 @@ class Conversation:
         inspected = visitors.inspected if visitors is not None else None
         self._capture = inspected.capture(address) if inspected is not None else None
         watched = self._log is not None or self._policy is not None or self._capture is not None
-        self.responses = ResponseTracker(self._capture) if watched else None
+        self.responses = ResponseTracker(self._capture, entries=self._log is not None) if watched else None
         self._connector = None  # held while awaiting admission
         self._refusal = None  # (status, method, path, started) until earlier requests are answered
         rewriting = host_rewrite or forwarded is not None or watched

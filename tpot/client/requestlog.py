@@ -17,13 +17,16 @@ from collections import deque
 from dataclasses import dataclass
 
 from tpot.http.framing import (
+    BODY,
     DISCARD,
     HEAD,
     MAX_LINE_SIZE,
+    MAX_RELAYED_HEAD_SIZE,
     PASSTHROUGH,
     UNTIL_CLOSE,
     MessageFraming,
     parse_headers,
+    plain_content_length,
 )
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: [^\r\n]*)?")
@@ -61,11 +64,13 @@ def request_line(lines):
 
 class ResponseTracker(MessageFraming):
     """`capture`, when given (the inspector's ConversationCapture), is written every byte
-    framed, heads included, and told of each response as it completes."""
+    framed, heads included, and told of each response as it completes.  Without
+    `entries` (nothing prints them) `feed` and `close` return none."""
 
-    def __init__(self, capture=None):
+    def __init__(self, capture=None, entries=True):
         super().__init__()
         self.capture = capture
+        self.entries = entries
         self._sink = _DISCARD if capture is None else capture
         if capture is not None:
             capture.response_framing = self
@@ -117,6 +122,29 @@ class ResponseTracker(MessageFraming):
     def _is_start_line(self, line):
         return len(line) < MAX_LINE_SIZE and _STATUS_LINE.fullmatch(line) is not None
 
+    def _take_head(self, data, out):
+        """Most responses are a final one with a plain Content-Length, its head whole in one
+        read: framed here from the status line and that header alone, its body taken at
+        once when it is there too (the general parser costs more than the relay itself).
+        Anything else, or a head split across reads, the general parser frames from the
+        same bytes, so the verdict is the same either way."""
+        framed = None if self._buffer or not self.pending else _plain_response(data)
+        if framed is None or self.pending[0][0] in _BODY_IS_NOT_CONTENT_LENGTH:
+            return super()._take_head(data, out)
+        self._status, body_start, length = framed
+        end = body_start + length
+        if end > len(data):  # the body goes on in later reads
+            out.append(data[:body_start])
+            self.body_size = 0
+            self._remaining = length
+            self.state = BODY
+            return data[body_start:]
+        self.body_size = length
+        if self.capture is not None:
+            self.capture.response_piece(data[:end], length)
+        self._finish(length)
+        return data[end:]
+
     def _could_be_start(self):
         if not self.pending:  # nothing was asked: these bytes cannot be matched to a request
             return False
@@ -149,10 +177,32 @@ class ResponseTracker(MessageFraming):
 
     def _finish(self, size):
         method, path, started = self.pending.popleft()
-        entry = Entry(method, path, self._status, size, max(0.0, self._now - started))
-        self._entries.append(entry)
+        duration = max(0.0, self._now - started)
         if self.capture is not None:
-            self.capture.response_done(entry)
+            self.capture.response_done(self._status, size, duration)
+        if self.entries:
+            self._entries.append(Entry(method, path, self._status, size, duration))
+
+
+# Requests whose response's body is not what its Content-Length says (none, or a tunnel).
+_BODY_IS_NOT_CONTENT_LENGTH = frozenset({"HEAD", "CONNECT"})
+
+
+def _plain_response(data):
+    """(status, where the body starts, its length) when `data` starts with a whole head of a
+    final response (not 1xx, 204 or 304) framed by a plain Content-Length; else None."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 > MAX_RELAYED_HEAD_SIZE:
+        return None
+    line_end = data.find(b"\r\n")
+    match = _STATUS_LINE.fullmatch(data, 0, line_end) if line_end < MAX_LINE_SIZE else None
+    if match is None:
+        return None
+    status = int(match.group(1))
+    if status < 200 or status == 204 or status == 304:
+        return None
+    length = plain_content_length(data[line_end: end + 2])
+    return None if length is None else (status, end + 4, length)
 
 
 # ---------------------------------------------------------------------------------------

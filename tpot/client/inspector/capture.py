@@ -31,42 +31,55 @@ _KEPT = frozenset({HEAD, BODY, CHUNK_DATA, CHUNK_SIZE, CHUNK_END, TRAILER, UNTIL
 
 
 class Message:
-    """One direction of an exchange, as it went over the wire to or from the target."""
+    """One direction of an exchange, as it went over the wire to or from the target.
 
-    __slots__ = ("_pieces", "raw", "held", "body_size", "truncated", "_store")
+    Most messages arrive as one piece, kept as it is; only a message in several pieces is
+    joined, once, when it is finished.
+    """
+
+    __slots__ = ("raw", "_pieces", "size", "held", "body_size", "truncated", "_store")
 
     def __init__(self, store):
-        self._pieces = []
-        self.raw = b""
+        self.raw = b""  # the first piece until finished, then the whole message
+        self._pieces = None  # every piece, once there is more than one
+        self.size = 0  # bytes kept, counted against the store's budget
         self.held = 0  # bytes after the head(s), kept
         self.body_size = 0
         self.truncated = False
         self._store = store
 
-    def add(self, piece, is_head):
-        size = len(piece)
-        if not is_head:
+    def add(self, piece, after_head):
+        """Keep `piece`, whose last `after_head` bytes come after the head (all of them
+        for a piece of body, none for a head)."""
+        if after_head:
             room = MAX_BODY - self.held
-            if size > room:
+            if after_head > room:
                 self.truncated = True
-                piece = piece[:room]
-                size = room
-                if not size:
-                    return
-            self.held += size
-        if self._store.reserve(size):
-            self._pieces.append(piece)
-        else:
+                piece = piece[:len(piece) - after_head + room]
+                after_head = room
+            self.held += after_head
+        size = len(piece)
+        if not size:
+            return
+        if not self._store.reserve(size):
             self.truncated = True
+            head = size - after_head
+            if not head or not self._store.reserve(head):  # without room for the body, its head alone
+                return
+            piece, size = piece[:head], head
+        self.size += size
+        if self._pieces is not None:
+            self._pieces.append(piece)
+        elif self.raw:
+            self._pieces = [self.raw, piece]
+        else:
+            self.raw = piece
 
     def finish(self, body_size):
         self.body_size = body_size
-        self.raw = b"".join(self._pieces)
-        self._pieces = None
-
-    @property
-    def size(self):
-        return len(self.raw) if self._pieces is None else sum(map(len, self._pieces))
+        if self._pieces is not None:
+            self.raw = b"".join(self._pieces)
+            self._pieces = None
 
 
 class Exchange:
@@ -125,8 +138,9 @@ class ExchangeStore:
         self._exchanges[exchange.id] = exchange
         while len(self._exchanges) > self.keep:
             self._evict()
-        for listener in list(self.listeners):
-            listener(exchange)
+        if self.listeners:
+            for listener in list(self.listeners):
+                listener(exchange)
 
     def release(self, exchange):
         """An exchange that will not be added: its bytes no longer count."""
@@ -188,7 +202,7 @@ class ConversationCapture:
         if exchange is None:
             return
         if state in _KEPT:
-            exchange.request.add(piece, state == HEAD)
+            exchange.request.add(piece, 0 if state == HEAD else len(piece))
         else:  # an upgrade or CONNECT: what follows is not HTTP
             self._request_done()
 
@@ -201,17 +215,22 @@ class ConversationCapture:
     # The response side: ResponseTracker writes what it frames here.
 
     def append(self, piece):
+        state = self.response_framing.state
+        if state in _KEPT:
+            self.response_piece(piece, 0 if state == HEAD else len(piece))
+
+    def response_piece(self, piece, after_head):
+        """Bytes of the oldest request's response, the last `after_head` of them after its head."""
         if not self._awaiting:
             return
         exchange = self._awaiting[0]
         if exchange.response is None:
             exchange.response = Message(self.store)
-        state = self.response_framing.state
-        if state in _KEPT:
-            exchange.response.add(piece, state == HEAD)
+        exchange.response.add(piece, after_head)
 
-    def response_done(self, entry):
-        """ResponseTracker finished `entry`: the oldest request has its whole response."""
+    def response_done(self, status, size, duration):
+        """ResponseTracker finished a response: the oldest request has all of it.  `size`
+        is its body's, None for an upgrade or a tunnel."""
         if not self._awaiting:
             return
         exchange = self._awaiting.popleft()
@@ -219,10 +238,10 @@ class ConversationCapture:
             self._request_done()
         if exchange.response is None:
             exchange.response = Message(self.store)
-        exchange.response.finish(entry.size or 0)
-        exchange.status = entry.status
-        exchange.duration = entry.duration
-        exchange.upgrade = entry.size is None
+        exchange.response.finish(size or 0)
+        exchange.status = status
+        exchange.duration = duration
+        exchange.upgrade = size is None
         self._keep(exchange)
 
     def ended(self, outcome="no response"):
