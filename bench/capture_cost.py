@@ -1,7 +1,8 @@
 """The inspector's cost per exchange in-process, without sockets or timing noise from other
 processes: one client Conversation relays keep-alive exchanges shaped like the benchmark's
 (wrk's request, nginx's 6-byte response) with the inspector off, then on, and prints the
-CPU µs per exchange of each (best of a few rounds) and the difference.
+CPU µs per exchange of each (best of a few rounds) and the difference; then the same with
+every response's head different (its ETag), as varied traffic has them.
 
     .venv/bin/python -m bench.capture_cost [EXCHANGES]
 
@@ -23,6 +24,7 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 06 Dec 2026 
             b"Content-Type: application/octet-stream\r\nContent-Length: 6\r\n"
             b"Last-Modified: Sun, 06 Dec 2026 20:59:00 GMT\r\nConnection: keep-alive\r\n"
             b'ETag: "6934a8f4-6"\r\nAccept-Ranges: bytes\r\n\r\nhello\n')
+VARIED = [RESPONSE.replace(b"6934a8f4", b"%08x" % n) for n in range(1000)]
 
 
 class _Quiet:
@@ -63,25 +65,28 @@ def conversation(inspect):
     return relay
 
 
-def cost(inspect, exchanges):
-    """CPU seconds for `exchanges` request/response pairs through one conversation."""
+def cost(inspect, exchanges, responses=(RESPONSE,)):
+    """CPU seconds for `exchanges` request/response pairs through one conversation, the
+    responses taken in turn from `responses`."""
     relay = conversation(inspect)
+    turns = len(responses)
     started = time.process_time()
-    for _ in range(exchanges):
+    for n in range(exchanges):
         relay.from_tunnel(REQUEST)
-        relay.from_target(RESPONSE)
+        relay.from_target(responses[n % turns])
     return time.process_time() - started
 
 
 def main(argv):
     exchanges = int(argv[0]) if argv else 20000
-    best = {}
-    for _ in range(ROUNDS):
-        for inspect in (False, True):
-            spent = cost(inspect, exchanges) / exchanges * 1e6
-            best[inspect] = min(best.get(inspect, spent), spent)
-    print(f"{exchanges} exchanges, best of {ROUNDS}: inspector off {best[False]:.2f} µs, "
-          f"on {best[True]:.2f} µs per exchange: +{best[True] - best[False]:.2f} µs")
+    print(f"{exchanges} exchanges, best of {ROUNDS}, CPU µs per exchange:")
+    for what, responses in (("the same response", (RESPONSE,)), ("a new head each time", VARIED)):
+        best = {}
+        for _ in range(ROUNDS):
+            for inspect in (False, True):
+                spent = cost(inspect, exchanges, responses) / exchanges * 1e6
+                best[inspect] = min(best.get(inspect, spent), spent)
+        print(f"  {what}: inspector off {best[False]:.2f}, on {best[True]:.2f}: +{best[True] - best[False]:.2f}")
 
 
 if __name__ == "__main__":

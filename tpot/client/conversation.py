@@ -183,9 +183,7 @@ class Conversation:
                 self.state = State.CONNECTING  # the target is contacted once this data is held
         if lines is None:
             return True  # not HTTP: passed through, and the log stops following it
-        self.responses.request(method, path, now)
-        if self._capture is not None and not self.responses.lost:
-            self._capture.request(method, path, now)
+        self.responses.request(method, path, now)  # and the capture, with the inspector
         return lines
 
     def _after_judging(self):

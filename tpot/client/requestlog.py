@@ -26,10 +26,12 @@ from tpot.http.framing import (
     UNTIL_CLOSE,
     MessageFraming,
     parse_headers,
-    plain_content_length,
 )
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: [^\r\n]*)?")
+# The names of the headers that frame a body, lower-case, in a CRLF-led header block.
+_CONTENT_LENGTH = b"\r\ncontent-length:"
+_TRANSFER_ENCODING = b"transfer-encoding"
 _STATUS_LINE_START = b"HTTP/1."
 MAX_PATH = 200
 # Requests waiting for their responses on one connection; a visitor pipelining more than
@@ -78,9 +80,12 @@ class ResponseTracker(MessageFraming):
         self._entries = []
         self._status = None
         self._now = 0.0
+        self._last_head = None  # the last head plain_response framed, and its framing
+        self._last_framing = None
 
     def request(self, method, path, now):
-        """A request head went to the target at `now`."""
+        """A request head went to the target at `now`: its response is followed, and
+        captured (with the inspector) along with the request."""
         if self.lost:
             return
         if len(self.pending) >= MAX_PENDING:
@@ -88,12 +93,14 @@ class ResponseTracker(MessageFraming):
             self.state = PASSTHROUGH
             return
         self.pending.append((method, path, now))
+        if self.capture is not None:
+            self.capture.request(method, path, now)
 
     def feed(self, data, now):
         """Bytes from the target, at `now`: the entries of the responses they complete."""
         self._now = now
         self._follow(data, self._sink)
-        return self._take_entries()
+        return self._take_entries() if self.entries else ()
 
     def close(self, now):
         """The target closed its side at `now`: a response read until close is complete."""
@@ -128,7 +135,7 @@ class ResponseTracker(MessageFraming):
         once when it is there too (the general parser costs more than the relay itself).
         Anything else, or a head split across reads, the general parser frames from the
         same bytes, so the verdict is the same either way."""
-        framed = None if self._buffer or not self.pending else _plain_response(data)
+        framed = None if self._buffer or not self.pending else self._plain_response(data)
         if framed is None or self.pending[0][0] in _BODY_IS_NOT_CONTENT_LENGTH:
             return super()._take_head(data, out)
         self._status, body_start, length = framed
@@ -144,6 +151,17 @@ class ResponseTracker(MessageFraming):
             self.capture.response_piece(data[:end], length)
         self._finish(length)
         return data[end:]
+
+    def _plain_response(self, data):
+        """plain_response(data), remembered for the last head read: the responses of a
+        keep-alive connection often repeat their head byte for byte (the same resource
+        asked again: a server's heads change with their Date's second)."""
+        if self._last_head is not None and data.startswith(self._last_head):
+            return self._last_framing
+        framed = plain_response(data)
+        if framed is not None:
+            self._last_head, self._last_framing = data[:framed[1]], framed
+        return framed
 
     def _could_be_start(self):
         if not self.pending:  # nothing was asked: these bytes cannot be matched to a request
@@ -177,7 +195,9 @@ class ResponseTracker(MessageFraming):
 
     def _finish(self, size):
         method, path, started = self.pending.popleft()
-        duration = max(0.0, self._now - started)
+        duration = self._now - started
+        if duration < 0.0:  # a clock set back
+            duration = 0.0
         if self.capture is not None:
             self.capture.response_done(self._status, size, duration)
         if self.entries:
@@ -188,21 +208,27 @@ class ResponseTracker(MessageFraming):
 _BODY_IS_NOT_CONTENT_LENGTH = frozenset({"HEAD", "CONNECT"})
 
 
-def _plain_response(data):
-    """(status, where the body starts, its length) when `data` starts with a whole head of a
-    final response (not 1xx, 204 or 304) framed by a plain Content-Length; else None."""
+def plain_response(data):
+    """(status, where the body starts, its length) when `data` starts with the whole head of
+    a final response (not 1xx, 204 or 304) whose only framing header is one plain
+    `Content-Length: digits` (any case); else None, and the general parser decides (no
+    length, a transfer coding, several lengths, one spelt with spaces: whatever it strips
+    or reads otherwise)."""
     end = data.find(b"\r\n\r\n")
-    if end < 0 or end + 4 > MAX_RELAYED_HEAD_SIZE:
-        return None
     line_end = data.find(b"\r\n")
-    match = _STATUS_LINE.fullmatch(data, 0, line_end) if line_end < MAX_LINE_SIZE else None
-    if match is None:
+    if end < 0 or end + 4 > MAX_RELAYED_HEAD_SIZE or line_end >= MAX_LINE_SIZE:
         return None
-    status = int(match.group(1))
+    if _STATUS_LINE.fullmatch(data, 0, line_end) is None:
+        return None
+    status = int(data[9:12])  # where the status line has it
     if status < 200 or status == 204 or status == 304:
         return None
-    length = plain_content_length(data[line_end: end + 2])
-    return None if length is None else (status, end + 4, length)
+    block = data[line_end: end + 2].lower()  # every header line, CRLF first
+    at = block.find(_CONTENT_LENGTH) + len(_CONTENT_LENGTH)
+    if at < len(_CONTENT_LENGTH) or _TRANSFER_ENCODING in block or block.count(_CONTENT_LENGTH[2:]) != 1:
+        return None
+    value = block[at: block.find(b"\r\n", at)].strip()
+    return (status, end + 4, int(value)) if value.isdigit() else None
 
 
 # ---------------------------------------------------------------------------------------

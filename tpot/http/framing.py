@@ -33,21 +33,6 @@ def parse_headers(lines):
     return headers
 
 
-def plain_content_length(block):
-    """The body length a header block (its lines with their CRLFs, from the CRLF ending the
-    start line) announces when a plain `Content-Length: digits` line is its only framing
-    header: the case the general parser needs no dictionary of every header for.  None for
-    anything else (no length, a transfer coding, several lengths, an unusual spelling),
-    which the general parser then frames."""
-    lowered = block.lower()
-    at = lowered.find(b"\r\ncontent-length:")
-    if at < 0 or b"transfer-encoding" in lowered or lowered.count(b"content-length") != 1:
-        return None
-    at += 17
-    value = lowered[at: lowered.find(b"\r\n", at)].strip()
-    return int(value) if value.isdigit() else None
-
-
 def header_tokens(headers, name):
     """The lower-case comma-separated tokens of every `name` header, in order."""
     return [token.strip().lower() for value in headers.get(name, ()) for token in value.split(b",")]

@@ -61,10 +61,13 @@ class Message:
         size = len(piece)
         if not size:
             return
-        if not self._store.reserve(size):
+        store = self._store
+        if store.held + size <= store.max_bytes:  # the usual case, without a call
+            store.held += size
+        elif not store.reserve(size):
             self.truncated = True
             head = size - after_head
-            if not head or not self._store.reserve(head):  # without room for the body, its head alone
+            if not head or not store.reserve(head):  # without room for the body, its head alone
                 return
             piece, size = piece[:head], head
         self.size += size
@@ -147,7 +150,7 @@ class ExchangeStore:
         self.held -= exchange.held
 
     def _evict(self):
-        _, exchange = self._exchanges.popitem(last=False)
+        _, exchange = self._exchanges.popitem(False)  # the oldest (a keyword costs more here)
         self.held -= exchange.held
 
     def get(self, exchange_id):
@@ -170,9 +173,9 @@ class ExchangeStore:
 class ConversationCapture:
     """The exchanges of one conversation of tunnel `tunnel` from `visitor`.
 
-    The conversation calls `request(method, path, now)` for every request head it forwards
-    (before the head's bytes go through the tap), `ended(outcome)` when it ends; the tap
-    and the response tracker call the rest.  `replay_of` marks the exchanges of a replay.
+    The response tracker calls `request(method, path, now)` for every request head it is
+    told of (before the head's bytes go through the tap), and what concerns responses; the
+    tap writes the requests' bytes; the conversation calls `ended(outcome)` when it ends.  `replay_of` marks the exchanges of a replay.
     """
 
     def __init__(self, store, tunnel, visitor, replay_of=None):
