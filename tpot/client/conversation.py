@@ -267,7 +267,9 @@ class Conversation:
         if self.state is not State.ENDED:
             self.session.send_data(self.id, data)
             if self.responses is not None:
-                self._responded(self.responses.feed(data, self._visitors.clock.seconds()))
+                entries = self.responses.feed(data, self._visitors.clock.seconds())
+                if entries or self._refusal is not None:
+                    self._responded(entries)
 
     def _responded(self, entries):
         if self._log is not None:

@@ -147,9 +147,7 @@ class ResponseTracker(MessageFraming):
             self.state = BODY
             return data[body_start:]
         self.body_size = length
-        if self.capture is not None:
-            self.capture.response_piece(data[:end], length)
-        self._finish(length)
+        self._finish(length, data[:end] if self.capture is not None else None)
         return data[end:]
 
     def _plain_response(self, data):
@@ -193,13 +191,14 @@ class ResponseTracker(MessageFraming):
         self.state = HEAD
         self._finish(self.body_size)
 
-    def _finish(self, size):
+    def _finish(self, size, whole=None):
+        """The oldest request has its response; `whole`: its bytes, when they came at once."""
         method, path, started = self.pending.popleft()
         duration = self._now - started
         if duration < 0.0:  # a clock set back
             duration = 0.0
         if self.capture is not None:
-            self.capture.response_done(self._status, size, duration)
+            self.capture.response_done(self._status, size, duration, whole)
         if self.entries:
             self._entries.append(Entry(method, path, self._status, size, duration))
 

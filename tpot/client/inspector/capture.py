@@ -192,7 +192,8 @@ class ConversationCapture:
     # The request side.
 
     def request(self, method, path, now):
-        self._request_done()
+        if self._sending is not None:
+            self._request_done()
         if len(self._awaiting) >= MAX_AWAITING:
             self._sending = None
             return
@@ -219,29 +220,28 @@ class ConversationCapture:
 
     def append(self, piece):
         state = self.response_framing.state
-        if state in _KEPT:
-            self.response_piece(piece, 0 if state == HEAD else len(piece))
-
-    def response_piece(self, piece, after_head):
-        """Bytes of the oldest request's response, the last `after_head` of them after its head."""
-        if not self._awaiting:
+        if state not in _KEPT or not self._awaiting:
             return
         exchange = self._awaiting[0]
         if exchange.response is None:
             exchange.response = Message(self.store)
-        exchange.response.add(piece, after_head)
+        exchange.response.add(piece, 0 if state == HEAD else len(piece))
 
-    def response_done(self, status, size, duration):
+    def response_done(self, status, size, duration, whole=None):
         """ResponseTracker finished a response: the oldest request has all of it.  `size`
-        is its body's, None for an upgrade or a tunnel."""
+        is its body's, None for an upgrade or a tunnel; `whole`, the response's bytes when
+        they came at once (not written piece by piece)."""
         if not self._awaiting:
             return
         exchange = self._awaiting.popleft()
         if exchange is self._sending:  # answered before its body was all sent
             self._request_done()
-        if exchange.response is None:
-            exchange.response = Message(self.store)
-        exchange.response.finish(size or 0)
+        response = exchange.response
+        if response is None:
+            response = exchange.response = Message(self.store)
+        if whole is not None:
+            response.add(whole, size)
+        response.finish(size or 0)
         exchange.status = status
         exchange.duration = duration
         exchange.upgrade = size is None
