@@ -60,8 +60,8 @@ _DISCARD = _Discard()
 
 def request_line(lines):
     """(method, request target) of a request head's lines, as text."""
-    method, _, rest = lines[0].partition(b" ")
-    return method.decode("latin-1"), rest.rpartition(b" ")[0].decode("latin-1")
+    method, _, rest = lines[0].decode("latin-1").partition(" ")  # one decode: latin-1 maps byte for byte
+    return method, rest.rpartition(" ")[0]
 
 
 class ResponseTracker(MessageFraming):
