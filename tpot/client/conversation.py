@@ -99,6 +99,7 @@ class Conversation:
         self.responses = ResponseTracker(self._capture, entries=self._log is not None) if watched else None
         self._connector = None  # held while awaiting admission
         self._refusal = None  # (status, method, path, started) until earlier requests are answered
+        self._last_line = self._last_request = None  # see _request_line
         rewriting = host_rewrite or forwarded is not None or watched
         on_head = self._on_head if watched else None
         self.rewriter = HostRewriter(host_rewrite or None, forwarded, on_head) if rewriting else None
@@ -173,7 +174,7 @@ class Conversation:
     def _on_head(self, lines):
         """The rewriter's hook: a request head (None: unreadable) about to go to the target."""
         now = self._visitors.clock.seconds()
-        method, path = request_line(lines) if lines is not None else ("-", "-")
+        method, path = self._request_line(lines)
         if self._policy is not None:
             status, lines = self._policy.judge(lines, self._address_allowed)
             if status is not None:
@@ -185,6 +186,16 @@ class Conversation:
             return True  # not HTTP: passed through, and the log stops following it
         self.responses.request(method, path, now)  # and the capture, with the inspector
         return lines
+
+    def _request_line(self, lines):
+        """(method, path) of a head's lines, the last line's remembered: a keep-alive
+        connection often repeats its request line, whose text is then shared rather than
+        decoded (and kept by the inspector) once more."""
+        if lines is None:
+            return "-", "-"
+        if lines[0] != self._last_line:
+            self._last_line, self._last_request = lines[0], request_line(lines)
+        return self._last_request
 
     def _after_judging(self):
         if self.state is State.CONNECTING and self._connector is not None:  # just admitted
