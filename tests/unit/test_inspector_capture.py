@@ -76,6 +76,16 @@ def test_the_store_keeps_the_newest_and_counts_only_what_it_holds():
     assert len(store) == 0 and store.held == 0
 
 
+def test_the_store_finds_what_it_holds_by_id_and_nothing_else():
+    store = ExchangeStore(keep=3)
+    relay(GET * 5, OK * 5, store=store)
+    assert [store.get(n).id if store.get(n) else None for n in range(-1, 8)] == [None, None, None, None, 3, 4, 5, None, None]
+    store.clear()
+    assert store.get(5) is None
+    relay(GET, OK, store=store)
+    assert store.get(6).id == 6 and store.get(5) is None
+
+
 def test_past_the_byte_budget_the_oldest_go_then_bodies_stop_being_kept():
     store = ExchangeStore(max_bytes=2 * (len(GET) + len(OK)))
     relay(GET * 3, OK * 3, store=store)

@@ -16,7 +16,7 @@ exchanges are evicted, and when none is left to evict a capture stops keeping it
 captures are dropped, never traffic.
 """
 
-from collections import OrderedDict, deque
+from collections import deque
 
 from tpot.http.framing import BODY, CHUNK_DATA, CHUNK_END, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE
 
@@ -122,7 +122,8 @@ class ExchangeStore:
         self.keep = keep
         self.max_bytes = max_bytes
         self.held = 0
-        self._exchanges = OrderedDict()
+        # Oldest first; their ids follow each other, so an id is also a place in this line.
+        self._exchanges = deque()
         self._next_id = 1
         self.listeners = []
 
@@ -138,7 +139,7 @@ class ExchangeStore:
     def add(self, exchange):
         exchange.id = self._next_id
         self._next_id += 1
-        self._exchanges[exchange.id] = exchange
+        self._exchanges.append(exchange)
         while len(self._exchanges) > self.keep:
             self._evict()
         if self.listeners:
@@ -150,17 +151,17 @@ class ExchangeStore:
         self.held -= exchange.held
 
     def _evict(self):
-        _, exchange = self._exchanges.popitem(False)  # the oldest (a keyword costs more here)
-        self.held -= exchange.held
+        self.held -= self._exchanges.popleft().held
 
     def get(self, exchange_id):
-        return self._exchanges.get(exchange_id)
+        place = exchange_id - self._exchanges[0].id if self._exchanges else -1
+        return self._exchanges[place] if 0 <= place < len(self._exchanges) else None
 
     def newest_first(self):
-        return reversed(self._exchanges.values())
+        return reversed(self._exchanges)
 
     def clear(self):
-        for exchange in self._exchanges.values():
+        for exchange in self._exchanges:
             self.held -= exchange.held
         self._exchanges.clear()
         for listener in list(self.listeners):
