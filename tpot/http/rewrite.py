@@ -58,20 +58,6 @@ class Forwarded:
         self._for_client = b"X-Forwarded-For: " + self.client
         self._proto_line = b"X-Forwarded-Proto: " + self.proto
 
-    def apply(self, lines, host):
-        """Append the client to X-Forwarded-For; set Proto, and Host to `host` (the tunnel's
-        public host); a visitor's own X-Forwarded-Proto and -Host are dropped."""
-        kept = [lines[0]]
-        chain = []
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"x-forwarded-for":
-                chain.append(value.strip())
-            elif name not in _DROPPED:
-                kept.append(line)
-        return kept + self.headers(chain, host)
-
     def headers(self, chain, host):
         """The X-Forwarded-* lines for a head whose X-Forwarded-For values were `chain`."""
         if not chain:
