@@ -164,10 +164,20 @@ AFTERWARDS = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58" + fill([GET, GET], 
 
 @pytest.mark.parametrize(
     "head",
-    [WEBSOCKET_UPGRADE, CONNECT, UNKNOWN_CODING, CHUNKED_NOT_LAST, BAD_LENGTH, LIST_LENGTH, CONFLICTING_LENGTHS,
-     NEGATIVE_LENGTH],
-    ids=["upgrade", "connect", "gzip", "chunked-not-last", "bad-length", "list-length", "two-lengths", "negative"],
+    [UNKNOWN_CODING, CHUNKED_NOT_LAST, BAD_LENGTH, LIST_LENGTH, CONFLICTING_LENGTHS, NEGATIVE_LENGTH,
+     request(b"GET / HTTP/1.1", b"Host: {host}", b"Transfer-Encoding:")],
+    ids=["gzip", "chunked-not-last", "bad-length", "list-length", "two-lengths", "negative", "empty-coding"],
 )
+def test_a_request_whose_body_cannot_be_framed_is_refused_and_nothing_of_it_reaches_the_target(head):
+    # A lenient target would guess where the body ends, and could read a request in it.
+    smuggled = request(b"GET /admin HTTP/1.1", b"Host: internal.example")
+    out, refused = refusal_at_every_split(fill([GET, head], VISITOR) + smuggled)
+    assert refused == 400
+    assert out.count(b"\r\n\r\n") == 1 and out.startswith(b"GET / HTTP/1.1\r\nHost: " + TARGET)
+    assert b"POST" not in out and b"/admin" not in out and b"internal.example" not in out
+
+
+@pytest.mark.parametrize("head", [WEBSOCKET_UPGRADE, CONNECT], ids=["upgrade", "connect"])
 def test_head_rewritten_then_everything_passes_through(head):
     stream = fill([GET, head], VISITOR) + AFTERWARDS
     expected = fill([GET, head], TARGET) + AFTERWARDS

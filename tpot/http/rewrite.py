@@ -2,10 +2,10 @@
 
 Sans-I/O: `HostRewriter.feed(bytes) -> bytes` follows HTTP/1.x request framing across a keep-alive
 connection (Content-Length and chunked bodies, trailers), rewrites the Host header of every
-request head and leaves every other byte alone.  Where it cannot follow the framing (an
-unknown transfer coding, something that is not HTTP, or what follows an Upgrade or CONNECT
-request when it is not another request) it stops interpreting and passes everything
-through untouched from then on.  Input may be split
+request head and leaves every other byte alone.  Where it cannot follow the framing
+(something that is not HTTP, a chunked body whose framing breaks, or what follows an
+Upgrade or CONNECT request when it is not another request) it stops interpreting and
+passes everything through untouched from then on.  Input may be split
 anywhere; the output is the same as for the unsplit stream.  The framing itself is
 tpot.http.framing's, shared with the response side of the request log.
 
@@ -13,8 +13,9 @@ tpot.http.framing's, shared with the response side of the request log.
 records it, a visitor policy may strip headers from it or refuse it (see HostRewriter).
 
 What the visitor writes cannot override what the tunnel vouches for: a head with a bare CR
-or LF (which a lenient target might split into more headers) or a folded line (which it
-would join to the header above) is refused, `refused` says
+or LF (which a lenient target might split into more headers), a folded line (which it
+would join to the header above) or a body whose end it cannot tell (an unknown transfer
+coding, a Content-Length that is not one number) is refused, `refused` says
 with which status, and nothing from it on reaches the target; an absolute-form target
 (`GET http://admin.internal/ HTTP/1.1`) is sent in origin form, so the target goes by the
 Host we set; and every request has a Host.
@@ -29,6 +30,7 @@ from tpot.http.framing import (
     PASSTHROUGH,
     MessageFraming,
     header_tokens,
+    request_body_framed,
 )
 
 __all__ = ["MAX_RELAYED_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter"]
@@ -151,12 +153,20 @@ class HostRewriter(MessageFraming):
         self._may_have_switched = False
         if self.public_host is None:
             self.public_host = _host_of(lines) or b""
+        rewritten, headers = self._rewritten(lines)
+        if not request_body_framed(headers):
+            # Where its body ends is anyone's guess, and a lenient target's guess could
+            # make the rest a request the rewriter never saw.  Before on_head: the request
+            # log and the inspector never count a request that goes nowhere.
+            self._refuse(400)
+            return
         if self.on_head is not None:
-            lines = self.on_head(lines)
-            if lines is None:
+            judged = self.on_head(lines)
+            if judged is None:
                 self.state = DISCARD
                 return
-        rewritten, headers = self._rewritten(lines)
+            if judged is not lines:  # a policy took a header out
+                rewritten, headers = self._rewritten(judged)
         out.append(rewritten)
         if lines[0][:8].upper() == b"CONNECT " or (
                 b"upgrade" in headers and b"upgrade" in header_tokens(headers, b"connection")):
