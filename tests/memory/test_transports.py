@@ -71,19 +71,12 @@ def test_a_write_after_buffered_bytes_waits_behind_them(pair):
     assert received(peer) == b"first second"
 
 
-def test_nothing_is_sent_at_once_once_closing(pair):
+@pytest.mark.parametrize("closing", ["loseConnection", "abortConnection"])
+def test_nothing_is_sent_at_once_once_closing(pair, closing):
+    # Either leaves the transport connected until a later reactor turn.
     reactor, transport, peer = pair
     send_at_once(transport)
-    transport.loseConnection()
-    transport.write(b"late")
-    assert received(peer) == b""
-
-
-def test_nothing_is_sent_at_once_once_aborted(pair):
-    # abortConnection leaves the transport connected until the reactor's next turn.
-    reactor, transport, peer = pair
-    send_at_once(transport)
-    transport.abortConnection()
+    getattr(transport, closing)()
     transport.write(b"late")
     assert received(peer) == b""
 

@@ -321,25 +321,18 @@ def refusal_at_every_split(stream):
     b"GET /x HTTP/1.1\r\nHost: {host}\r\nX-Pad: 1\rX-Forwarded-Proto: http\r\n\r\n",
     b"GET /x HTTP/1.1\nHost: {host}\nX-Forwarded-For: 10.9.9.9\n\n",
     b"GET /x HTTP/1.1\r\nHost: {host}\nX-Forwarded-For: 10.9.9.9\n\n",
+    # Folded lines (obs-fold), which the target would join to the header above.
+    b"GET /x HTTP/1.1\r\nHost: {host}\r\n admin.internal\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: {host}\r\n\tadmin.internal\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\n 10.9.9.9\r\nHost: {host}\r\n\r\n",
 ])
-def test_a_later_head_with_a_bare_cr_or_lf_is_refused_and_nothing_of_it_reaches_the_target(smuggled):
+def test_a_later_head_with_a_bare_cr_or_lf_or_a_folded_line_is_refused_and_nothing_of_it_reaches_the_target(
+        smuggled):
     first = fill([GET], VISITOR)
     out, refused = refusal_at_every_split(first + fill([smuggled, GET], VISITOR))
     assert refused == 400
     assert out.count(b"\r\n\r\n") == 1 and out.startswith(b"GET / HTTP/1.1\r\nHost: " + TARGET)
     assert b"admin.internal" not in out and b"10.9.9.9" not in out and b"/x" not in out
-
-
-@pytest.mark.parametrize("folded", [
-    b"GET /x HTTP/1.1\r\nHost: {host}\r\n evil.example\r\n\r\n",
-    b"GET /x HTTP/1.1\r\nHost: {host}\r\n\tevil.example\r\n\r\n",
-    b"GET /x HTTP/1.1\r\nX-Forwarded-For: 10.9.9.9\r\n 10.8.8.8\r\nHost: {host}\r\n\r\n",
-])
-def test_a_head_with_a_folded_line_is_refused_and_nothing_of_it_reaches_the_target(folded):
-    first = fill([GET], VISITOR)
-    out, refused = refusal_at_every_split(first + fill([folded, GET], VISITOR))
-    assert refused == 400
-    assert out.count(b"\r\n\r\n") == 1 and b"evil" not in out and b"10.8.8.8" not in out and b"/x" not in out
 
 
 def test_bare_lf_inside_a_body_is_not_a_head():
