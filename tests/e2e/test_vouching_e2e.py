@@ -106,6 +106,34 @@ def test_a_later_head_with_a_bare_lf_gets_400_and_none_of_it_reaches_the_target(
     assert lenient.header_values(b"x-forwarded-host") == [host]
 
 
+@pytest.mark.parametrize("smuggling", [
+    b"POST /two HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: gzip\r\n\r\n",  # the target sees no body
+    b"POST /two HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5, 40\r\n\r\n",
+    b"GET /two HTTP/1.1\r\nHost: {host}\r\nX-Pad: 1\r\n X-Forwarded-Host: admin.internal\r\n\r\n",
+], ids=["unknown-coding", "length-list", "folded-line"])
+def test_a_later_head_the_target_could_misread_gets_400_and_none_of_it_reaches_the_target(
+        server, lenient, tpot_client, smuggling):
+    tpot_client(server, lenient.address, name="smuggle")
+    host = public(server, "smuggle")
+    first = b"GET /one HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    inner = b"GET /admin HTTP/1.1\r\nHost: admin.internal\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n"
+    answer = raw(server.port, first + smuggling.replace(b"{host}", host) + inner)
+    assert answers(answer) == [200, 400]
+    assert [head[0] for head in lenient.heads] == [b"GET /one HTTP/1.1"]
+
+
+def test_a_request_pipelined_past_a_refused_upgrade_is_vouched_for(server, lenient, tpot_client):
+    # The lenient target answers the upgrade 200 (it does not switch) and reads on.
+    tpot_client(server, lenient.address, name="upg")
+    host = public(server, "upg")
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: " + host + b"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    inner = b"GET /admin HTTP/1.1\r\nHost: admin.internal\r\nX-Forwarded-Host: admin.internal\r\n\r\n"
+    assert exchange(server.port, upgrade + inner, 2) == [200, 200]
+    assert [head[0] for head in lenient.heads] == [b"GET /ws HTTP/1.1", b"GET /admin HTTP/1.1"]
+    assert lenient.header_values(b"host") == [lenient.address.encode()] * 2
+    assert lenient.header_values(b"x-forwarded-host") == [host] * 2
+
+
 def test_a_first_head_with_a_bare_lf_is_400_at_the_server(server, lenient, tpot_client):
     tpot_client(server, lenient.address, name="lf1")
     answer = raw(server.port, b"GET / HTTP/1.1\r\nHost: " + public(server, "lf1") + b"\nX-Forwarded-Proto: https\r\n\r\n")

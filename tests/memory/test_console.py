@@ -5,6 +5,7 @@ would draw is rendered into a string, without a terminal."""
 
 import io
 
+import pytest
 from rich.console import Console as RichConsole
 from twisted.internet.testing import MemoryReactorClock
 
@@ -112,6 +113,17 @@ def test_control_characters_from_the_server_do_not_reach_the_screen(monkeypatch)
     console.write(Entry("GET", "/\x1b[2J", 200, 0, 0.001))
     text = screen(console)
     assert "\x1b" not in text and "\x07" not in text
+
+
+@pytest.mark.parametrize("name", ["x[/]y", "[link=https://evil.example]x", "[blink]x"])
+def test_markup_in_a_name_from_the_server_is_shown_as_text(monkeypatch, name):
+    _, console, run, _ = started(monkeypatch)
+    run.factory.greeted(name)
+    out = io.StringIO()
+    RichConsole(file=out, width=200, height=40, force_terminal=True, color_system="truecolor").print(console.render())
+    text = out.getvalue()
+    assert f"http://{name}.localhost:3000" in text
+    assert "\x1b]8;" not in text and "\x1b[5m" not in text  # no hyperlink, no blinking
 
 
 def test_a_stopped_console_says_stopped(monkeypatch):

@@ -565,8 +565,8 @@ def test_forwarded_headers_on_every_request_of_a_keep_alive_stream():
 
 
 def test_forwarded_without_host_has_no_forwarded_host():
-    lines = Forwarded("127.0.0.1", "http").apply([b"GET / HTTP/1.0"], b"")
-    assert lines == [b"GET / HTTP/1.0", b"X-Forwarded-For: 127.0.0.1", b"X-Forwarded-Proto: http"]
+    out = HostRewriter(None, Forwarded("127.0.0.1", "http")).feed(b"GET / HTTP/1.0\r\n\r\n")
+    assert heads(out)[0] == [b"GET / HTTP/1.0", b"X-Forwarded-For: 127.0.0.1", b"X-Forwarded-Proto: http"]
 
 
 def test_forwarded_without_host_rewrite_keeps_host():
@@ -578,12 +578,21 @@ def test_forwarded_without_host_rewrite_keeps_host():
     ]
 
 
-def test_forwarded_headers_stop_after_an_upgrade():
+UPGRADE = b"GET /ws HTTP/1.1\r\nHost: d.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+
+
+def test_forwarded_headers_stop_at_the_protocol_an_upgrade_switched_to():
     rewriter = HostRewriter(None, Forwarded("127.0.0.1", "http"))
-    head = b"GET /ws HTTP/1.1\r\nHost: d.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-    rewriter.feed(head)
-    after = b"GET / HTTP/1.1\r\nHost: d.localhost\r\n\r\n"
-    assert rewriter.feed(after) == after
+    rewriter.feed(UPGRADE)
+    frame = b"\x81\x85\x37\xfa\x21\x3d\x7f" + b"GET / HTTP/1.1\r\nHost: d.localhost\r\n\r\n"
+    assert rewriter.feed(frame) == frame
+
+
+def test_forwarded_headers_go_on_a_request_after_a_refused_upgrade():
+    rewriter = HostRewriter(None, Forwarded("127.0.0.1", "http"))
+    rewriter.feed(UPGRADE)
+    after = rewriter.feed(b"GET / HTTP/1.1\r\nHost: d.localhost\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
+    assert b"X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n" in after
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def pair():
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     theirs.settimeout(1)
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     transport = AtOnceServer(ours, Protocol(), ("127.0.0.1", 1), None, 1, reactor)
     yield reactor, transport, theirs
     ours.close()
@@ -71,10 +71,12 @@ def test_a_write_after_buffered_bytes_waits_behind_them(pair):
     assert received(peer) == b"first second"
 
 
-def test_nothing_is_sent_at_once_once_closing(pair):
+@pytest.mark.parametrize("closing", ["loseConnection", "abortConnection"])
+def test_nothing_is_sent_at_once_once_closing(pair, closing):
+    # Either leaves the transport connected until a later reactor turn.
     reactor, transport, peer = pair
     send_at_once(transport)
-    transport.loseConnection()
+    getattr(transport, closing)()
     transport.write(b"late")
     assert received(peer) == b""
 
@@ -118,21 +120,24 @@ def test_a_made_connection_holds_neither_its_deferred_nor_its_factory():
     assert attempt.connected is None and attempt.factory is None
 
 
-def test_a_cancelled_attempt_fails_once():
-    reactor = MemoryReactor()
-    connected = AtOnceEndpoint(reactor, "127.0.0.1", 80).connect(Factory.forProtocol(Protocol))
-    connected.cancel()
-    reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
-    assert isinstance(connected.result, Failure)
-    connected.addErrback(lambda _: None)
-
-
 def test_a_failed_attempt_fails_the_deferred():
     reactor = MemoryReactor()
     connected = AtOnceEndpoint(reactor, "127.0.0.1", 80).connect(Factory.forProtocol(Protocol))
     reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
     assert connected.called and isinstance(connected.result, Failure)
     connected.addErrback(lambda _: None)
+
+
+def test_a_cancelled_attempt_fails_once_and_builds_nothing():
+    reactor = MemoryReactor()
+    connected = AtOnceEndpoint(reactor, "127.0.0.1", 80).connect(Factory.forProtocol(Protocol))
+    attempt = reactor.tcpClients[-1][2]
+    failures = []
+    connected.addErrback(failures.append)
+    connected.cancel()
+    # A real connector's stopConnecting reports the failure to the factory as well.
+    attempt.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    assert len(failures) == 1 and attempt.buildProtocol(None) is None
 
 
 def test_the_twisted_names_relied_on_exist(pair):

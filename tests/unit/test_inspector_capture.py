@@ -54,6 +54,19 @@ def test_a_body_is_kept_up_to_a_mebibyte_and_relayed_whole():
     assert store.held == len(head) + MAX_BODY + len(OK)
 
 
+@pytest.mark.parametrize("reads", [1, 2])
+def test_a_response_body_is_kept_up_to_a_mebibyte_whether_it_comes_in_one_read_or_more(reads):
+    body = bytes(range(256)) * (MAX_BODY // 256 + 16)
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    cut = len(response) if reads == 1 else 1000
+    harness, store = relay(GET, response, response_pieces=[response[:cut], response[cut:]])
+    (exchange,) = store.newest_first()
+    assert exchange.response.truncated and exchange.response.body_size == len(body)
+    assert exchange.response.raw == response[:len(response) - len(body) + MAX_BODY]
+    assert harness.session.visitor_bytes() == response
+    assert store.held == len(GET) + len(exchange.response.raw)
+
+
 def test_the_store_keeps_the_newest_and_counts_only_what_it_holds():
     store = ExchangeStore(keep=3)
     relay(GET * 5, OK * 5, store=store)
@@ -61,6 +74,16 @@ def test_the_store_keeps_the_newest_and_counts_only_what_it_holds():
     assert store.held == 3 * (len(GET) + len(OK))
     store.clear()
     assert len(store) == 0 and store.held == 0
+
+
+def test_the_store_finds_what_it_holds_by_id_and_nothing_else():
+    store = ExchangeStore(keep=3)
+    relay(GET * 5, OK * 5, store=store)
+    assert [store.get(n).id if store.get(n) else None for n in range(-1, 8)] == [None, None, None, None, 3, 4, 5, None, None]
+    store.clear()
+    assert store.get(5) is None
+    relay(GET, OK, store=store)
+    assert store.get(6).id == 6 and store.get(5) is None
 
 
 def test_past_the_byte_budget_the_oldest_go_then_bodies_stop_being_kept():
@@ -72,6 +95,16 @@ def test_past_the_byte_budget_the_oldest_go_then_bodies_stop_being_kept():
     (exchange,) = tiny.newest_first()
     assert exchange.request.truncated and exchange.status == 200 and tiny.held <= tiny.max_bytes
     assert harness.target_bytes() == POST and harness.session.visitor_bytes() == OK
+
+
+def test_a_response_whose_body_is_past_the_budget_keeps_its_head():
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+    store = ExchangeStore(max_bytes=len(GET) + len(head) + 5)
+    harness, store = relay(GET, head + b"0123456789", store=store)
+    (exchange,) = store.newest_first()
+    assert exchange.response.raw == head and exchange.response.truncated and exchange.status == 200
+    assert exchange.response.body_size == 10 and store.held == len(GET) + len(head)
+    assert harness.session.visitor_bytes() == head + b"0123456789"
 
 
 def test_an_upgrade_keeps_its_handshake_only():

@@ -17,9 +17,10 @@ from tpot.client.requestlog import (
     format_duration,
     format_entry,
     format_size,
+    plain_response,
     request_line,
 )
-from tpot.http.framing import MAX_RELAYED_HEAD_SIZE
+from tpot.http.framing import MAX_LINE_SIZE, MAX_RELAYED_HEAD_SIZE
 from tpot.http.rewrite import HostRewriter
 
 
@@ -58,11 +59,37 @@ UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nU
            b"\x81\x02hi HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
            ("GET", "/ws", 101, None))
 
+# Heads the fast path (a plain Content-Length) must leave to the general parser, or read as it does.
+SPACED = (b"GET /spaced HTTP/1.1\r\nHost: a\r\n\r\n",
+          b"HTTP/1.1 200 OK\r\nContent-Length :\t3 \r\nX: y\r\n\r\nabc",
+          ("GET", "/spaced", 200, 3))
+NAMED_ELSEWHERE = (b"GET /cors HTTP/1.1\r\nHost: a\r\n\r\n",
+                   b"HTTP/1.1 200 OK\r\nAccess-Control-Expose-Headers: Content-Length\r\n"
+                   b"X-Content-Length: 99\r\nCONTENT-LENGTH: 4\r\n\r\nabcd",
+                   ("GET", "/cors", 200, 4))
+CODED_TOO = (b"GET /both HTTP/1.1\r\nHost: a\r\n\r\n",
+             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+             + chunk(b"xyz") + b"0\r\n\r\n",
+             ("GET", "/both", 200, 3))
+EMPTY = (b"GET /empty HTTP/1.1\r\nHost: a\r\n\r\n",
+         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+         ("GET", "/empty", 200, 0))
+TIGHT = (b"GET /bare HTTP/1.1\r\nHost: a\r\n\r\n",
+                   b"HTTP/1.0 302 Found\r\nContent-Length:2\r\n\r\n:)",
+                   ("GET", "/bare", 302, 2))
+
+# The same head again (the shortcut remembers the last), also answering a HEAD request.
+SAME_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n"
+AGAIN = (b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n", SAME_HEAD + b"hello\n", ("GET", "/again", 200, 6))
+HEAD_AGAIN = (b"HEAD /again HTTP/1.1\r\nHost: a\r\n\r\n", SAME_HEAD, ("HEAD", "/again", 200, 0))
+
 KEEP_ALIVE = [GET, CHUNKED, HEAD, NO_CONTENT, NOT_MODIFIED, CONTINUE, MISSING]
 STREAMS = {
     "keep-alive": KEEP_ALIVE,
     "then-upgrade": [GET, HEAD, CONTINUE, UPGRADE],
     "bodiless-first": [HEAD, NOT_MODIFIED, NO_CONTENT, CHUNKED, MISSING],
+    "unusual-lengths": [SPACED, NAMED_ELSEWHERE, EMPTY, CODED_TOO, TIGHT, GET, GET],
+    "repeated-heads": [AGAIN, AGAIN, HEAD_AGAIN, AGAIN, MISSING, AGAIN],
 }
 
 
@@ -124,6 +151,58 @@ def test_request_heads_are_reported_once_each_at_every_split(name):
         assert pair.seen() == [entry for _, _, entry in exchanges]
 
 
+# Response heads and the body length the shortcut reads in them; None: the general parser's call.
+HEADS = {
+    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n": 6,
+    b"HTTP/1.0 404 Not Found\r\nServer: nginx\r\ncontent-length:0\r\nETag: \"x\"\r\n\r\n": 0,
+    b"HTTP/1.1 500\r\nCONTENT-LENGTH: \t 1048577  \r\nX: y\r\n\r\n": 1048577,
+    b"HTTP/1.1 200 OK\r\n\r\n": None,  # no headers: the body runs until the connection closes
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\n\r\n": None,
+    b"HTTP/1.1 100 Continue\r\nContent-Length: 6\r\n\r\n": None,
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 6\r\n\r\n": None,
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 6\r\n\r\n": None,
+    b"HTTP/1.1 200 OK\r\nContent-Length : 6\r\n\r\n": None,  # the general parser strips the name
+    b"HTTP/1.1 200 OK\r\n Content-Length: 6\r\n\r\n": None,
+    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nContent-Length: 6\r\n\r\n": None,
+    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\ntransfer-encoding : chunked\r\n\r\n": None,
+    b"HTTP/1.1 200 OK\r\nX-Content-Length: 6\r\n\r\n": None,
+    b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n": None,
+    b"HTTP/1.1 200 OK\r\nContent-Length: 6, 6\r\n\r\n": None,
+    b"HTTP/1.1 200 OK\r\nContent-Length: \x0b6\r\n\r\n": 6,  # what bytes.strip strips
+    b"HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n": None,
+    b"HTTP/1.1 200 OK\r\nX: a\nContent-Length: 6\r\n\r\n": None,  # a bare LF: not a line of its own
+    b"HTTP/1.1 200 OK\rContent-Length: 6\r\n\r\n": None,
+    b"http/1.1 200 OK\r\nContent-Length: 6\r\n\r\n": None,
+    b"HTTP/1.1 200 " + b"x" * MAX_LINE_SIZE + b"\r\nContent-Length: 6\r\n\r\n": None,
+    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX: " + b"y" * MAX_RELAYED_HEAD_SIZE + b"\r\n\r\n": None,
+}
+
+
+@pytest.mark.parametrize("head", HEADS, ids=range(len(HEADS)))
+def test_a_plain_content_length_is_read_at_once_and_anything_else_left_to_the_general_parser(head):
+    length = HEADS[head]
+    status = int(head[9:12]) if head[9:12].isdigit() else None
+    assert plain_response(head + b"body") == (None if length is None else (status, len(head), length))
+
+
+@pytest.mark.parametrize("head", [head for head, length in HEADS.items() if length is not None])
+def test_the_shortcut_reads_what_the_general_parser_reads(head):
+    body = b"x" * HEADS[head]
+    byte_by_byte, at_once = Pair(), Pair()  # a head split across reads goes to the general parser
+    for pair in (byte_by_byte, at_once):
+        pair.requests(GET[0], MISSING[0])
+    byte_by_byte.responses(*(head[i:i + 1] for i in range(len(head))), body, MISSING[1])
+    at_once.responses(head + body + MISSING[1])
+    assert at_once.seen() == byte_by_byte.seen() == [("GET", "/index.html", int(head[9:12]), HEADS[head]), MISSING[2]]
+
+
+def test_without_entries_a_tracker_still_follows_the_responses():
+    tracker = ResponseTracker(entries=False)
+    tracker.request("GET", "/index.html", 0.0)
+    assert not tracker.feed(GET[1][:20], 0.5) and not tracker.answered
+    assert not tracker.feed(GET[1][20:], 1.0) and tracker.answered
+
+
 def test_keep_alive_requests_answered_one_by_one():
     pair = Pair()
     for request, response, entry in KEEP_ALIVE:
@@ -178,10 +257,11 @@ def test_a_transfer_coding_other_than_chunked_is_read_until_close():
     assert pair.seen() == [("GET", "/index.html", 200, 4)]
 
 
-def test_connect_tunnel_is_the_last_entry():
+@pytest.mark.parametrize("length", [b"", b"Content-Length: 5\r\n"])
+def test_connect_tunnel_is_the_last_entry(length):
     pair = Pair()
     pair.requests(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01")
-    pair.responses(b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x03HTTP/1.1 200 OK\r\n\r\n")
+    pair.responses(b"HTTP/1.1 200 Connection established\r\n" + length + b"\r\n\x16\x03\x03HTTP/1.1 200 OK\r\n\r\n")
     assert pair.seen() == [("CONNECT", "example.com:443", 200, None)]
     assert pair.tracker.lost
 
@@ -202,6 +282,8 @@ def test_a_declined_upgrade_is_logged_and_then_the_log_stops():
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"HTTP/2 200\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nX: " + b"y" * MAX_RELAYED_HEAD_SIZE + b"\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX: " + b"y" * MAX_RELAYED_HEAD_SIZE + b"\r\n\r\nx",
+    b"HTTP/1.1 200 " + b"y" * MAX_LINE_SIZE + b"\r\nContent-Length: 1\r\n\r\nx",
 ])
 def test_what_cannot_be_framed_ends_the_log_at_every_split(response):
     stream = response + MISSING[1]

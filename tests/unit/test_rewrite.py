@@ -164,14 +164,43 @@ AFTERWARDS = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58" + fill([GET, GET], 
 
 @pytest.mark.parametrize(
     "head",
-    [WEBSOCKET_UPGRADE, CONNECT, UNKNOWN_CODING, CHUNKED_NOT_LAST, BAD_LENGTH, LIST_LENGTH, CONFLICTING_LENGTHS,
-     NEGATIVE_LENGTH],
-    ids=["upgrade", "connect", "gzip", "chunked-not-last", "bad-length", "list-length", "two-lengths", "negative"],
+    [UNKNOWN_CODING, CHUNKED_NOT_LAST, BAD_LENGTH, LIST_LENGTH, CONFLICTING_LENGTHS, NEGATIVE_LENGTH,
+     request(b"GET / HTTP/1.1", b"Host: {host}", b"Transfer-Encoding:")],
+    ids=["gzip", "chunked-not-last", "bad-length", "list-length", "two-lengths", "negative", "empty-coding"],
 )
+def test_a_request_whose_body_cannot_be_framed_is_refused_and_nothing_of_it_reaches_the_target(head):
+    # A lenient target would guess where the body ends, and could read a request in it.
+    smuggled = request(b"GET /admin HTTP/1.1", b"Host: internal.example")
+    out, refused = refusal_at_every_split(fill([GET, head], VISITOR) + smuggled)
+    assert refused == 400
+    assert out.count(b"\r\n\r\n") == 1 and out.startswith(b"GET / HTTP/1.1\r\nHost: " + TARGET)
+    assert b"POST" not in out and b"/admin" not in out and b"internal.example" not in out
+
+
+@pytest.mark.parametrize("head", [WEBSOCKET_UPGRADE, CONNECT], ids=["upgrade", "connect"])
 def test_head_rewritten_then_everything_passes_through(head):
     stream = fill([GET, head], VISITOR) + AFTERWARDS
     expected = fill([GET, head], TARGET) + AFTERWARDS
     assert_same_for_every_split(stream, expected, random_splits=15)
+
+
+@pytest.mark.parametrize("head", [WEBSOCKET_UPGRADE, CONNECT], ids=["upgrade", "connect"])
+def test_a_request_pipelined_after_an_upgrade_or_connect_is_rewritten(head):
+    # A target that refuses the Upgrade (or CONNECT) reads the next request as HTTP.
+    smuggled = request(b"GET /admin HTTP/1.1", b"Host: {host}", b"X-Forwarded-For: 10.9.9.9")
+    stream = fill([head, smuggled], VISITOR).replace(b"Host: " + VISITOR + b"\r\nX-Forwarded-For",
+                                                      b"Host: internal.example\r\nX-Forwarded-For")
+    rewriter = HostRewriter(TARGET.decode(), Forwarded("198.51.100.7", "https"))
+    out = rewriter.feed(stream)
+    assert out.count(b"Host: " + TARGET) == 2 and b"internal.example" not in out
+    assert b"X-Forwarded-For: 10.9.9.9, 198.51.100.7" in out and out.count(b"X-Forwarded-Host: " + VISITOR) == 2
+
+
+def test_a_websocket_after_an_upgrade_with_a_body_passes_through():
+    head = request(b"GET /socket HTTP/1.1", b"Host: {host}", b"Connection: Upgrade", b"Upgrade: x",
+                   b"Content-Length: 4", body=b"GET ")
+    stream = fill([head], VISITOR) + AFTERWARDS
+    assert_same_for_every_split(stream, fill([head], TARGET) + AFTERWARDS, random_splits=15)
 
 
 def test_upgrade_needs_both_connection_and_upgrade_headers():
@@ -292,8 +321,13 @@ def refusal_at_every_split(stream):
     b"GET /x HTTP/1.1\r\nHost: {host}\r\nX-Pad: 1\rX-Forwarded-Proto: http\r\n\r\n",
     b"GET /x HTTP/1.1\nHost: {host}\nX-Forwarded-For: 10.9.9.9\n\n",
     b"GET /x HTTP/1.1\r\nHost: {host}\nX-Forwarded-For: 10.9.9.9\n\n",
+    # Folded lines (obs-fold), which the target would join to the header above.
+    b"GET /x HTTP/1.1\r\nHost: {host}\r\n admin.internal\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: {host}\r\n\tadmin.internal\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\n 10.9.9.9\r\nHost: {host}\r\n\r\n",
 ])
-def test_a_later_head_with_a_bare_cr_or_lf_is_refused_and_nothing_of_it_reaches_the_target(smuggled):
+def test_a_later_head_with_a_bare_cr_or_lf_or_a_folded_line_is_refused_and_nothing_of_it_reaches_the_target(
+        smuggled):
     first = fill([GET], VISITOR)
     out, refused = refusal_at_every_split(first + fill([smuggled, GET], VISITOR))
     assert refused == 400

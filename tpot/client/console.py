@@ -99,7 +99,9 @@ class Console:
         status.add_column(style="bold", no_wrap=True)
         status.add_column(no_wrap=True, overflow="ellipsis")
         for label, value in rows:
-            status.add_row(label, value)
+            # Text, not str: rich reads a str as markup, and the tunnel's name comes from
+            # the server ("[link=...]" would make a link, "[/]" an error).
+            status.add_row(Text(label), Text(value))
         # As many of the last requests as fit: the area never scrolls the terminal.
         lines = self._recent_lines(self.terminal.size.height - len(rows) - OTHER_LINES)
         title = "TCP connections" if self._tcp_only() else "HTTP requests"

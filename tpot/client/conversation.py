@@ -98,9 +98,10 @@ class Conversation:
         inspected = visitors.inspected if visitors is not None else None
         self._capture = inspected.capture(address) if inspected is not None else None
         watched = self._log is not None or self._policy is not None or self._capture is not None
-        self.responses = ResponseTracker(self._capture) if watched else None
+        self.responses = ResponseTracker(self._capture, entries=self._log is not None) if watched else None
         self._connector = None  # held while awaiting admission
         self._refusal = None  # (status, method, path, started) until earlier requests are answered
+        self._last_line = self._last_request = None  # see _request_line
         rewriting = host_rewrite or forwarded is not None or watched
         on_head = self._on_head if watched else None
         self.rewriter = HostRewriter(host_rewrite or None, forwarded, on_head) if rewriting else None
@@ -183,7 +184,7 @@ class Conversation:
     def _on_head(self, lines):
         """The rewriter's hook: a request head (None: unreadable) about to go to the target."""
         now = self._visitors.clock.seconds()
-        method, path = request_line(lines) if lines is not None else ("-", "-")
+        method, path = self._request_line(lines)
         if self._policy is not None:
             status, lines = self._policy.judge(lines, self._address_allowed)
             if status is not None:
@@ -193,10 +194,18 @@ class Conversation:
                 self.state = State.CONNECTING  # the target is contacted once this data is held
         if lines is None:
             return True  # not HTTP: passed through, and the log stops following it
-        self.responses.request(method, path, now)
-        if self._capture is not None and not self.responses.lost:
-            self._capture.request(method, path, now)
+        self.responses.request(method, path, now)  # and the capture, with the inspector
         return lines
+
+    def _request_line(self, lines):
+        """(method, path) of a head's lines, the last line's remembered: a keep-alive
+        connection often repeats its request line, whose text is then shared rather than
+        decoded (and kept by the inspector) once more."""
+        if lines is None:
+            return "-", "-"
+        if lines[0] != self._last_line:
+            self._last_line, self._last_request = lines[0], request_line(lines)
+        return self._last_request
 
     def _after_judging(self):
         if self.state is State.CONNECTING and self._connector is not None:  # just admitted
@@ -279,7 +288,9 @@ class Conversation:
         if self.state is not State.ENDED:
             self.session.send_data(self.id, data)
             if self.responses is not None:
-                self._responded(self.responses.feed(data, self._visitors.clock.seconds()))
+                entries = self.responses.feed(data, self._visitors.clock.seconds())
+                if entries or self._refusal is not None:
+                    self._responded(entries)
 
     def _responded(self, entries):
         if self._log is not None:

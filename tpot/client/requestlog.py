@@ -17,9 +17,11 @@ from collections import deque
 from dataclasses import dataclass
 
 from tpot.http.framing import (
+    BODY,
     DISCARD,
     HEAD,
     MAX_LINE_SIZE,
+    MAX_RELAYED_HEAD_SIZE,
     PASSTHROUGH,
     UNTIL_CLOSE,
     MessageFraming,
@@ -27,6 +29,9 @@ from tpot.http.framing import (
 )
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: [^\r\n]*)?")
+# The names of the headers that frame a body, lower-case, in a CRLF-led header block.
+_CONTENT_LENGTH = b"\r\ncontent-length:"
+_TRANSFER_ENCODING = b"transfer-encoding"
 _STATUS_LINE_START = b"HTTP/1."
 MAX_PATH = 200
 # Requests waiting for their responses on one connection; a visitor pipelining more than
@@ -60,17 +65,19 @@ _DISCARD = _Discard()
 
 def request_line(lines):
     """(method, request target) of a request head's lines, as text."""
-    method, _, rest = lines[0].partition(b" ")
-    return method.decode("latin-1"), rest.rpartition(b" ")[0].decode("latin-1")
+    method, _, rest = lines[0].decode("latin-1").partition(" ")  # one decode: latin-1 maps byte for byte
+    return method, rest.rpartition(" ")[0]
 
 
 class ResponseTracker(MessageFraming):
     """`capture`, when given (the inspector's ConversationCapture), is written every byte
-    framed, heads included, and told of each response as it completes."""
+    framed, heads included, and told of each response as it completes.  Without
+    `entries` (nothing prints them) `feed` and `close` return none."""
 
-    def __init__(self, capture=None):
+    def __init__(self, capture=None, entries=True):
         super().__init__()
         self.capture = capture
+        self.entries = entries
         self._sink = _DISCARD if capture is None else capture
         if capture is not None:
             capture.response_framing = self
@@ -78,9 +85,12 @@ class ResponseTracker(MessageFraming):
         self._entries = []
         self._status = None
         self._now = 0.0
+        self._last_head = None  # the last head plain_response framed, and its framing
+        self._last_framing = None
 
     def request(self, method, path, now):
-        """A request head went to the target at `now`."""
+        """A request head went to the target at `now`: its response is followed, and
+        captured (with the inspector) along with the request."""
         if self.lost:
             return
         if len(self.pending) >= MAX_PENDING:
@@ -88,12 +98,14 @@ class ResponseTracker(MessageFraming):
             self.state = PASSTHROUGH
             return
         self.pending.append((method, path, now))
+        if self.capture is not None:
+            self.capture.request(method, path, now)
 
     def feed(self, data, now):
         """Bytes from the target, at `now`: the entries of the responses they complete."""
         self._now = now
         self._follow(data, self._sink)
-        return self._take_entries()
+        return self._take_entries() if self.entries else ()
 
     def close(self, now, instead=None):
         """The conversation ended at `now` (the target closed its side, or could not be
@@ -131,6 +143,38 @@ class ResponseTracker(MessageFraming):
     def _is_start_line(self, line):
         return len(line) < MAX_LINE_SIZE and _STATUS_LINE.fullmatch(line) is not None
 
+    def _take_head(self, data, out):
+        """Most responses are a final one with a plain Content-Length, its head whole in one
+        read: framed here from the status line and that header alone, its body taken at
+        once when it is there too (the general parser costs more than the relay itself).
+        Anything else, or a head split across reads, the general parser frames from the
+        same bytes, so the verdict is the same either way."""
+        framed = None if self._buffer or not self.pending else self._plain_response(data)
+        if framed is None or self.pending[0][0] in _BODY_IS_NOT_CONTENT_LENGTH:
+            return super()._take_head(data, out)
+        self._status, body_start, length = framed
+        end = body_start + length
+        if end > len(data):  # the body goes on in later reads
+            out.append(data[:body_start])
+            self.body_size = 0
+            self._remaining = length
+            self.state = BODY
+            return data[body_start:]
+        self.body_size = length
+        self._finish(length, data[:end] if self.capture is not None else None)
+        return data[end:]
+
+    def _plain_response(self, data):
+        """plain_response(data), remembered for the last head read: the responses of a
+        keep-alive connection often repeat their head byte for byte (the same resource
+        asked again: a server's heads change with their Date's second)."""
+        if self._last_head is not None and data.startswith(self._last_head):
+            return self._last_framing
+        framed = plain_response(data)
+        if framed is not None:
+            self._last_head, self._last_framing = data[:framed[1]], framed
+        return framed
+
     def _could_be_start(self):
         if not self.pending:  # nothing was asked: these bytes cannot be matched to a request
             return False
@@ -161,12 +205,43 @@ class ResponseTracker(MessageFraming):
         self.state = HEAD
         self._finish(self.body_size)
 
-    def _finish(self, size):
+    def _finish(self, size, whole=None):
+        """The oldest request has its response; `whole`: its bytes, when they came at once."""
         method, path, started = self.pending.popleft()
-        entry = Entry(method, path, self._status, size, max(0.0, self._now - started))
-        self._entries.append(entry)
+        duration = self._now - started
+        if duration < 0.0:  # a clock set back
+            duration = 0.0
         if self.capture is not None:
-            self.capture.response_done(entry)
+            self.capture.response_done(self._status, size, duration, whole)
+        if self.entries:
+            self._entries.append(Entry(method, path, self._status, size, duration))
+
+
+# Requests whose response's body is not what its Content-Length says (none, or a tunnel).
+_BODY_IS_NOT_CONTENT_LENGTH = frozenset({"HEAD", "CONNECT"})
+
+
+def plain_response(data):
+    """(status, where the body starts, its length) when `data` starts with the whole head of
+    a final response (not 1xx, 204 or 304) whose only framing header is one plain
+    `Content-Length: digits` (any case); else None, and the general parser decides (no
+    length, a transfer coding, several lengths, one spelt with spaces: whatever it strips
+    or reads otherwise)."""
+    end = data.find(b"\r\n\r\n")
+    line_end = data.find(b"\r\n")
+    if end < 0 or end + 4 > MAX_RELAYED_HEAD_SIZE or line_end >= MAX_LINE_SIZE:
+        return None
+    if _STATUS_LINE.fullmatch(data, 0, line_end) is None:
+        return None
+    status = int(data[9:12])  # where the status line has it
+    if status < 200 or status == 204 or status == 304:
+        return None
+    block = data[line_end: end + 2].lower()  # every header line, CRLF first
+    at = block.find(_CONTENT_LENGTH) + len(_CONTENT_LENGTH)
+    if at < len(_CONTENT_LENGTH) or _TRANSFER_ENCODING in block or block.count(_CONTENT_LENGTH[2:]) != 1:
+        return None
+    value = block[at: block.find(b"\r\n", at)].strip()
+    return (status, end + 4, int(value)) if value.isdigit() else None
 
 
 # ---------------------------------------------------------------------------------------

@@ -38,6 +38,16 @@ def header_tokens(headers, name):
     return [token.strip().lower() for value in headers.get(name, ()) for token in value.split(b",")]
 
 
+def request_body_framed(headers):
+    """Whether a request's body can be told from the next request by its head's `headers`
+    (as parse_headers gives them): no transfer coding or chunked last, and at most one
+    Content-Length, a number (RFC 9112 6.3: anything else is a 400)."""
+    if b"transfer-encoding" in headers:
+        return header_tokens(headers, b"transfer-encoding")[-1:] == [b"chunked"]
+    lengths = set(headers.get(b"content-length", ()))
+    return not lengths or (len(lengths) == 1 and lengths.pop().isdigit())
+
+
 class MessageFraming:
     def __init__(self):
         self.state = HEAD

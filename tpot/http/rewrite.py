@@ -2,9 +2,10 @@
 
 Sans-I/O: `HostRewriter.feed(bytes) -> bytes` follows HTTP/1.x request framing across a keep-alive
 connection (Content-Length and chunked bodies, trailers), rewrites the Host header of every
-request head and leaves every other byte alone.  Where it cannot follow the framing (an
-Upgrade, CONNECT, an unknown transfer coding, something that is not HTTP) it stops
-interpreting and passes everything through untouched from then on.  Input may be split
+request head and leaves every other byte alone.  Where it cannot follow the framing
+(something that is not HTTP, a chunked body whose framing breaks, or what follows an
+Upgrade or CONNECT request when it is not another request) it stops interpreting and
+passes everything through untouched from then on.  Input may be split
 anywhere; the output is the same as for the unsplit stream.  The framing itself is
 tpot.http.framing's, shared with the response side of the request log.
 
@@ -12,7 +13,9 @@ tpot.http.framing's, shared with the response side of the request log.
 records it, a visitor policy may strip headers from it or refuse it (see HostRewriter).
 
 What the visitor writes cannot override what the tunnel vouches for: a head with a bare CR
-or LF (which a lenient target might split into more headers) is refused, `refused` says
+or LF (which a lenient target might split into more headers), a folded line (which it
+would join to the header above) or a body whose end it cannot tell (an unknown transfer
+coding, a Content-Length that is not one number) is refused, `refused` says
 with which status, and nothing from it on reaches the target; an absolute-form target
 (`GET http://admin.internal/ HTTP/1.1`) is sent in origin form, so the target goes by the
 Host we set; and every request has a Host.
@@ -27,6 +30,7 @@ from tpot.http.framing import (
     PASSTHROUGH,
     MessageFraming,
     header_tokens,
+    request_body_framed,
 )
 
 __all__ = ["MAX_RELAYED_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter"]
@@ -55,20 +59,6 @@ class Forwarded:
         # What every request of a visitor without a chain of its own gets: made once.
         self._for_client = b"X-Forwarded-For: " + self.client
         self._proto_line = b"X-Forwarded-Proto: " + self.proto
-
-    def apply(self, lines, host):
-        """Append the client to X-Forwarded-For; set Proto, and Host to `host` (the tunnel's
-        public host); a visitor's own X-Forwarded-Proto and -Host are dropped."""
-        kept = [lines[0]]
-        chain = []
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"x-forwarded-for":
-                chain.append(value.strip())
-            elif name not in _DROPPED:
-                kept.append(line)
-        return kept + self.headers(chain, host)
 
     def headers(self, chain, host):
         """The X-Forwarded-* lines for a head whose X-Forwarded-For values were `chain`."""
@@ -103,6 +93,12 @@ class HostRewriter(MessageFraming):
         # tunnel's public host, whatever later requests of the connection claim.
         self.public_host = None
         self.refused = None  # the status of a request refused here (400), if one was
+        # After an Upgrade or CONNECT request: the target may switch protocols, or may
+        # refuse and read the next request.  What follows is told apart by its first
+        # bytes: a request is rewritten like any other (else a visitor could pipeline one
+        # past a refused Upgrade with a Host of its own); anything else (a WebSocket
+        # frame, TLS) passes through untouched from then on.
+        self._may_have_switched = False
 
     def feed(self, data, tap=None):
         """The bytes for the target.  `tap`, when given, stands for the output list (its
@@ -126,6 +122,10 @@ class HostRewriter(MessageFraming):
         return len(first_line) <= MAX_LINE_SIZE and _REQUEST_LINE_START.fullmatch(first_line) is not None
 
     def _unreadable_head(self, data, out):
+        if self._may_have_switched:  # the new protocol's bytes
+            self.state = PASSTHROUGH  # first: the inspector's tap goes by the state
+            out.append(data)
+            return
         if _bare_lf_request(data):
             self._refuse(400)
             return
@@ -145,22 +145,32 @@ class HostRewriter(MessageFraming):
 
     def _head(self, lines, head, out):
         lone = head.replace(b"\r\n", b"")
-        if b"\r" in lone or b"\n" in lone:
+        # A line folded onto the one before (obs-fold) would be unfolded by the target into
+        # the header above it, the Host we set among them: refused, as RFC 9112 allows.
+        if b"\r" in lone or b"\n" in lone or b"\r\n " in head or b"\r\n\t" in head:
             self._refuse(400)
             return
+        self._may_have_switched = False
         if self.public_host is None:
             self.public_host = _host_of(lines) or b""
+        rewritten, headers = self._rewritten(lines)
+        if not request_body_framed(headers):
+            # Where its body ends is anyone's guess, and a lenient target's guess could
+            # make the rest a request the rewriter never saw.  Before on_head: the request
+            # log and the inspector never count a request that goes nowhere.
+            self._refuse(400)
+            return
         if self.on_head is not None:
-            lines = self.on_head(lines)
-            if lines is None:
+            judged = self.on_head(lines)
+            if judged is None:
                 self.state = DISCARD
                 return
-        rewritten, headers = self._rewritten(lines)
+            if judged is not lines:  # a policy took a header out
+                rewritten, headers = self._rewritten(judged)
         out.append(rewritten)
         if lines[0][:8].upper() == b"CONNECT " or (
                 b"upgrade" in headers and b"upgrade" in header_tokens(headers, b"connection")):
-            self.state = PASSTHROUGH
-            return
+            self._may_have_switched = True
         self._frame_body(headers, until_close=False)
 
     def _rewritten(self, lines):

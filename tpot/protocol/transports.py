@@ -46,8 +46,8 @@ TWISTED_NAMES = {
     # Attributes of a tcp.Client still connecting, read by AtOnceClient.
     "client_state": ("_requiresResolution", "addr", "socket", "connector"),
     # Attributes of a connected transport that say whether anything waits to be sent.
-    "state": ("connected", "disconnecting", "TLS", "_writeDisconnecting", "_writeDisconnected", "dataBuffer",
-              "offset", "_tempDataLen"),
+    "state": ("connected", "disconnecting", "_aborting", "TLS", "_writeDisconnecting", "_writeDisconnected",
+              "dataBuffer", "offset", "_tempDataLen"),
 }
 
 
@@ -73,7 +73,10 @@ class SendsAtOnce:
             super().writeSequence(iovec)
 
     def _nothing_waiting(self):
-        return (self.connected and not self.disconnecting and not self.TLS and not self._writeDisconnecting
+        # An aborted connection stays connected until the reactor's next turn; Twisted
+        # drops what is written to it meanwhile, and so must we.
+        return (self.connected and not self.disconnecting and not self._aborting and not self.TLS
+                and not self._writeDisconnecting
                 and not self._writeDisconnected and self.offset == len(self.dataBuffer) and not self._tempDataLen)
 
 
@@ -149,6 +152,8 @@ class _Connecting(ClientFactory):
     def buildProtocol(self, addr):
         # Called once the TCP connection is up, just before the protocol is connected to it.
         connected = self.take()
+        if connected is None:  # cancelled meanwhile
+            return None
         # Nor is the factory needed again: the connector holds this, the transport holds
         # the connector, and the protocol's factory usually leads back to the transport.
         factory, self.factory = self.factory, None
@@ -161,8 +166,10 @@ class _Connecting(ClientFactory):
         return protocol
 
     def clientConnectionFailed(self, connector, reason):
+        # A cancelled attempt has failed already (cancel took the Deferred): stopConnecting
+        # reports it here again.
         connected = self.take()
-        if connected is not None:  # else cancelled: the Deferred has failed already
+        if connected is not None:
             connected.errback(reason)
 
 

@@ -16,7 +16,7 @@ exchanges are evicted, and when none is left to evict a capture stops keeping it
 captures are dropped, never traffic.
 """
 
-from collections import OrderedDict, deque
+from collections import deque
 
 from tpot.http.framing import BODY, CHUNK_DATA, CHUNK_END, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE
 
@@ -31,42 +31,58 @@ _KEPT = frozenset({HEAD, BODY, CHUNK_DATA, CHUNK_SIZE, CHUNK_END, TRAILER, UNTIL
 
 
 class Message:
-    """One direction of an exchange, as it went over the wire to or from the target."""
+    """One direction of an exchange, as it went over the wire to or from the target.
 
-    __slots__ = ("_pieces", "raw", "held", "body_size", "truncated", "_store")
+    Most messages arrive as one piece, kept as it is; only a message in several pieces is
+    joined, once, when it is finished.
+    """
+
+    __slots__ = ("raw", "_pieces", "size", "held", "body_size", "truncated", "_store")
 
     def __init__(self, store):
-        self._pieces = []
-        self.raw = b""
+        self.raw = b""  # the first piece until finished, then the whole message
+        self._pieces = None  # every piece, once there is more than one
+        self.size = 0  # bytes kept, counted against the store's budget
         self.held = 0  # bytes after the head(s), kept
         self.body_size = 0
         self.truncated = False
         self._store = store
 
-    def add(self, piece, is_head):
-        size = len(piece)
-        if not is_head:
+    def add(self, piece, after_head):
+        """Keep `piece`, whose last `after_head` bytes come after the head (all of them
+        for a piece of body, none for a head)."""
+        if after_head:
             room = MAX_BODY - self.held
-            if size > room:
+            if after_head > room:
                 self.truncated = True
-                piece = piece[:room]
-                size = room
-                if not size:
-                    return
-            self.held += size
-        if self._store.reserve(size):
-            self._pieces.append(piece)
-        else:
+                piece = piece[:len(piece) - after_head + room]
+                after_head = room
+            self.held += after_head
+        size = len(piece)
+        if not size:
+            return
+        store = self._store
+        if store.held + size <= store.max_bytes:  # the usual case, without a call
+            store.held += size
+        elif not store.reserve(size):
             self.truncated = True
+            head = size - after_head
+            if not head or not store.reserve(head):  # without room for the body, its head alone
+                return
+            piece, size = piece[:head], head
+        self.size += size
+        if self._pieces is not None:
+            self._pieces.append(piece)
+        elif self.raw:
+            self._pieces = [self.raw, piece]
+        else:
+            self.raw = piece
 
     def finish(self, body_size):
         self.body_size = body_size
-        self.raw = b"".join(self._pieces)
-        self._pieces = None
-
-    @property
-    def size(self):
-        return len(self.raw) if self._pieces is None else sum(map(len, self._pieces))
+        if self._pieces is not None:
+            self.raw = b"".join(self._pieces)
+            self._pieces = None
 
 
 class Exchange:
@@ -106,7 +122,8 @@ class ExchangeStore:
         self.keep = keep
         self.max_bytes = max_bytes
         self.held = 0
-        self._exchanges = OrderedDict()
+        # Oldest first; their ids follow each other, so an id is also a place in this line.
+        self._exchanges = deque()
         self._next_id = 1
         self.listeners = []
 
@@ -122,28 +139,29 @@ class ExchangeStore:
     def add(self, exchange):
         exchange.id = self._next_id
         self._next_id += 1
-        self._exchanges[exchange.id] = exchange
+        self._exchanges.append(exchange)
         while len(self._exchanges) > self.keep:
             self._evict()
-        for listener in list(self.listeners):
-            listener(exchange)
+        if self.listeners:
+            for listener in list(self.listeners):
+                listener(exchange)
 
     def release(self, exchange):
         """An exchange that will not be added: its bytes no longer count."""
         self.held -= exchange.held
 
     def _evict(self):
-        _, exchange = self._exchanges.popitem(last=False)
-        self.held -= exchange.held
+        self.held -= self._exchanges.popleft().held
 
     def get(self, exchange_id):
-        return self._exchanges.get(exchange_id)
+        place = exchange_id - self._exchanges[0].id if self._exchanges else -1
+        return self._exchanges[place] if 0 <= place < len(self._exchanges) else None
 
     def newest_first(self):
-        return reversed(self._exchanges.values())
+        return reversed(self._exchanges)
 
     def clear(self):
-        for exchange in self._exchanges.values():
+        for exchange in self._exchanges:
             self.held -= exchange.held
         self._exchanges.clear()
         for listener in list(self.listeners):
@@ -156,9 +174,9 @@ class ExchangeStore:
 class ConversationCapture:
     """The exchanges of one conversation of tunnel `tunnel` from `visitor`.
 
-    The conversation calls `request(method, path, now)` for every request head it forwards
-    (before the head's bytes go through the tap), `ended(outcome)` when it ends; the tap
-    and the response tracker call the rest.  `replay_of` marks the exchanges of a replay.
+    The response tracker calls `request(method, path, now)` for every request head it is
+    told of (before the head's bytes go through the tap), and what concerns responses; the
+    tap writes the requests' bytes; the conversation calls `ended(outcome)` when it ends.  `replay_of` marks the exchanges of a replay.
     """
 
     def __init__(self, store, tunnel, visitor, replay_of=None):
@@ -175,7 +193,8 @@ class ConversationCapture:
     # The request side.
 
     def request(self, method, path, now):
-        self._request_done()
+        if self._sending is not None:
+            self._request_done()
         if len(self._awaiting) >= MAX_AWAITING:
             self._sending = None
             return
@@ -188,7 +207,7 @@ class ConversationCapture:
         if exchange is None:
             return
         if state in _KEPT:
-            exchange.request.add(piece, state == HEAD)
+            exchange.request.add(piece, 0 if state == HEAD else len(piece))
         else:  # an upgrade or CONNECT: what follows is not HTTP
             self._request_done()
 
@@ -201,28 +220,32 @@ class ConversationCapture:
     # The response side: ResponseTracker writes what it frames here.
 
     def append(self, piece):
-        if not self._awaiting:
+        state = self.response_framing.state
+        if state not in _KEPT or not self._awaiting:
             return
         exchange = self._awaiting[0]
         if exchange.response is None:
             exchange.response = Message(self.store)
-        state = self.response_framing.state
-        if state in _KEPT:
-            exchange.response.add(piece, state == HEAD)
+        exchange.response.add(piece, 0 if state == HEAD else len(piece))
 
-    def response_done(self, entry):
-        """ResponseTracker finished `entry`: the oldest request has its whole response."""
+    def response_done(self, status, size, duration, whole=None):
+        """ResponseTracker finished a response: the oldest request has all of it.  `size`
+        is its body's, None for an upgrade or a tunnel; `whole`, the response's bytes when
+        they came at once (not written piece by piece)."""
         if not self._awaiting:
             return
         exchange = self._awaiting.popleft()
         if exchange is self._sending:  # answered before its body was all sent
             self._request_done()
-        if exchange.response is None:
-            exchange.response = Message(self.store)
-        exchange.response.finish(entry.size or 0)
-        exchange.status = entry.status
-        exchange.duration = entry.duration
-        exchange.upgrade = entry.size is None
+        response = exchange.response
+        if response is None:
+            response = exchange.response = Message(self.store)
+        if whole is not None:
+            response.add(whole, size)
+        response.finish(size or 0)
+        exchange.status = status
+        exchange.duration = duration
+        exchange.upgrade = size is None
         self._keep(exchange)
 
     def ended(self, outcome="no response"):

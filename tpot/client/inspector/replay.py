@@ -103,8 +103,7 @@ def replay(tunnel, exchange, edits, reactor):
     method, path = request_line([request.partition(b"\r\n")[0]])
     now = reactor.seconds()
     tracker = ResponseTracker(capture)
-    tracker.request(method, path, now)
-    capture.request(method, path, now)
+    tracker.request(method, path, now)  # and the capture
     data = rewriter.feed(request, RequestTap(capture, rewriter))
     if rewriter.refused is not None:
         raise ReplayError(400, "The edited request is not valid HTTP.")
