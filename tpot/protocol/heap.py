@@ -3,9 +3,10 @@
 A full collection scans every object the collector tracks, and most of those are what the
 process made to start: modules, classes, Twisted's and Autobahn's tables.  Under a stream
 of new conversations (whose objects survive the young collections while they are open) a
-full collection came about once a second and took ~20 ms: some 9 us per new-connection
-request on the client, 3 on the server.  Frozen once the reactor runs, those objects are
-never scanned again; they were never going to be freed anyway.
+full collection came about once a second: over 5 s of new connections (22.6k requests) the
+client's took 58 ms in all (about 2.5 us per request) and the server's 25 ms; frozen, 1 ms
+or less.  Frozen once the reactor runs, those objects are never scanned again; they were
+never going to be freed anyway.
 """
 
 import gc
