@@ -35,7 +35,8 @@ def unexpected_tail(path, lines=2):
 
 
 def notable(what, line):
-    if what != "server":  # clients and the raw TCP service: anything unexpected
+    # "server", or a scenario's own name for one ("server (on)"): warnings and errors only.
+    if what.split(" (")[0] != "server":  # clients and the raw TCP service: anything unexpected
         return unexpected(line)
     return bool(NOTABLE.search(line)) and not REFUSED.search(line)
 
