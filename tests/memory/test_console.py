@@ -39,7 +39,7 @@ def started(monkeypatch, target="8000", **options):
 
 def run_on(monkeypatch, console, clock, target, name="demo", label=None, **options):
     """A started ClientRun shown on `console`, its connection attempt not made (the test reports its outcome)."""
-    monkeypatch.setattr(runner, "connectWS", lambda factory, context=None: None)
+    monkeypatch.setattr(runner, "connect_tcp", lambda reactor, host, port, factory, tls=None: None)
     clock.running = True
     run = ClientRun(client_settings(target, server="http://localhost:3000", subdomain=name, **options), clock,
                     out=console.above, err=console.above, console=console, label=label)

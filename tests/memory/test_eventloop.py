@@ -4,6 +4,7 @@ Twisted names it relies on exist in the installed Twisted."""
 
 import importlib
 import socket
+import time
 
 import pytest
 from twisted.internet.abstract import FileDescriptor
@@ -66,6 +67,53 @@ def test_an_exception_in_a_handler_is_logged_and_drops_that_socket(reactor):
     finally:
         globalLogPublisher.removeObserver(logged.append)
     assert any("log_failure" in event or "failure" in event for event in logged), logged
+
+
+def test_calls_asked_during_a_turn_run_once_its_events_are_handled(reactor):
+    order = []
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        reader = Reader(reactor, ours)
+        reader.doRead = lambda: (order.append("event"), reactor.call_after_events(lambda: order.append("after")))
+        reactor.addReader(reader)
+        theirs.send(b"x")
+        reactor.doIteration(1)
+        assert order == ["event", "after"]
+        reactor.removeReader(reader)
+
+
+def test_calls_asked_between_turns_run_before_any_wait(reactor):
+    ran = []
+    reactor.call_after_events(lambda: ran.append(1))
+    started = time.monotonic()
+    reactor.doIteration(5)
+    assert ran == [1] and time.monotonic() - started < 1
+
+
+def test_a_call_asked_by_another_waits_for_the_next_pass(reactor):
+    # One pass per turn: calls that keep asking for more cannot hold the reactor.
+    ran = []
+
+    def again():
+        ran.append(1)
+        reactor.call_after_events(again)
+
+    reactor.call_after_events(again)
+    reactor.doIteration(0)
+    assert ran == [1, 1]  # one before the wait, one after this turn's (no) events
+
+
+def test_an_exception_in_a_call_is_logged_and_the_others_run(reactor):
+    logged = []
+    ran = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        reactor.call_after_events(lambda: 1 / 0)
+        reactor.call_after_events(lambda: ran.append(1))
+        reactor.doIteration(0)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert ran == [1] and any(event.get("log_failure") for event in logged)
 
 
 def test_the_twisted_names_relied_on_exist(reactor):

@@ -2,7 +2,7 @@
 what is printed, and the headers each reconnection attempt carries; plus the client's
 liveness (ping / pong timeout) on a memory transport.
 
-Nothing here opens a socket: `connectWS` is replaced by a recorder, and each attempt's
+Nothing here opens a socket: `connect_tcp` is replaced by a recorder, and each attempt's
 factory is driven either directly or through a real WebSocket handshake on a
 `MemoryTransport`, with Autobahn's timers on the same memory clock.
 """
@@ -73,14 +73,15 @@ def test_jitter_comes_from_rand():
 
 
 class Harness:
-    """A ClientRun whose connectWS only records the factories it is given."""
+    """A ClientRun whose connect_tcp only records the factories it is given."""
 
     def __init__(self, clock, monkeypatch, subdomain="demo", auth_key=None, rand=lambda: 0.5, target="8080",
                  tokens=None, **options):
         self.clock = clock
         clock.running = True  # as inside reactor.run(); stop() clears it
         self.factories = []
-        monkeypatch.setattr(runner, "connectWS", lambda factory, context=None: self.factories.append(factory))
+        monkeypatch.setattr(runner, "connect_tcp",
+                            lambda reactor, host, port, factory, tls=None: self.factories.append(factory))
         self.settings = client_settings(
             target, server=SERVER, subdomain=subdomain, auth_key=auth_key, env={}, config={}, **options
         )

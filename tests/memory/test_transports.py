@@ -6,7 +6,9 @@ whether the transport asked to be told when it may write (Twisted's buffered pat
 """
 
 import importlib
+import os
 import socket
+import time
 
 import pytest
 from twisted.internet import tcp
@@ -14,12 +16,14 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
+from tpot.protocol import eventloop
 from tpot.protocol.transports import (
     TWISTED_NAMES,
     AtOnceEndpoint,
     AtOnceServer,
     accepts_at_once,
     send_at_once,
+    send_at_turn_end,
 )
 
 
@@ -140,6 +144,89 @@ def test_a_cancelled_attempt_fails_once_and_builds_nothing():
     assert len(failures) == 1 and attempt.buildProtocol(None) is None
 
 
+# Sending at the end of a reactor turn (SendsAtTurnEnd), on a real LeanEPollReactor.
+
+
+@pytest.fixture
+def lean_pair():
+    """(reactor, our end as an AtOnceServer sending at the turn's end, the peer's socket)."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.settimeout(1)
+    reactor = eventloop.LeanEPollReactor()
+    protocol = Protocol()
+    transport = AtOnceServer(ours, protocol, ("127.0.0.1", 1), None, 1, reactor)
+    protocol.makeConnection(transport)
+    send_at_turn_end(transport)
+    yield reactor, transport, theirs
+    ours.close()
+    theirs.close()
+    reactor._poller.close()
+
+
+def test_the_writes_of_a_turn_go_out_together_once_its_events_are_handled(lean_pair):
+    reactor, transport, peer = lean_pair
+    transport.write(b"one ")
+    transport.writeSequence([b"two ", b"three"])
+    # Not before the turn's end, and without asking epoll to watch the socket.
+    assert received(peer) == b"" and transport not in reactor.getWriters()
+    reactor.doIteration(0)
+    assert received(peer) == b"one two three"
+    assert transport not in reactor.getWriters()  # no epoll watch was needed
+
+
+def test_asked_between_turns_they_are_sent_before_the_reactor_waits(lean_pair):
+    reactor, transport, peer = lean_pair
+    transport.write(b"from a timed call")
+    assert transport not in reactor.getWriters()
+    started = time.monotonic()
+    reactor.doIteration(5)  # would wait 5 s for an event that never comes
+    assert time.monotonic() - started < 1 and received(peer) == b"from a timed call"
+
+
+def test_what_the_socket_does_not_take_waits_for_it_as_twisted_does(lean_pair):
+    reactor, transport, peer = lean_pair
+    big = os.urandom(8 << 20)
+    transport.write(big)
+    reactor.doIteration(0)
+    assert transport in reactor.getWriters()  # the socket was full: watched for writability
+    got = bytearray()
+    for _ in range(1000):
+        if len(got) == len(big):
+            break
+        try:
+            got += peer.recv(1 << 20)
+        except TimeoutError:
+            pass
+        reactor.doIteration(0.01)
+    assert bytes(got) == big and transport not in reactor.getWriters()
+
+
+def test_lose_connection_sends_what_was_written_then_closes(lean_pair):
+    reactor, transport, peer = lean_pair
+    transport.write(b"last words")
+    transport.loseConnection()
+    reactor.doIteration(0)
+    assert received(peer) == b"last words" and not transport.connected
+    assert received(peer) == b""  # end of stream
+
+
+def test_abort_connection_sends_nothing_of_what_waits(lean_pair):
+    reactor, transport, peer = lean_pair
+    transport.write(b"never")
+    transport.abortConnection()
+    reactor.doIteration(0)
+    reactor.runUntilCurrent()  # the abort ends the connection a turn later
+    assert not transport.connected and received(peer) == b""
+
+
+def test_a_transport_of_another_reactor_goes_on_as_before(pair):
+    reactor, transport, peer = pair  # a memory reactor: no call_after_events
+    send_at_turn_end(transport)
+    transport.write(b"hello")
+    assert transport in reactor.writers and received(peer) == b""
+
+
 def test_the_twisted_names_relied_on_exist(pair):
     _, transport, _ = pair
     absent = []
@@ -156,4 +243,6 @@ def test_the_twisted_names_relied_on_exist(pair):
     absent += [f"tcp.Client (connecting).{name}" for name in TWISTED_NAMES["client_state"] if not hasattr(client, name)]
     client.socket.close()
     absent += [] if tcp.Port.transport is tcp.Server else ["tcp.Port.transport"]
+    if eventloop.EPollReactor is not None:  # the reactor that sends at the turn's end
+        absent += [f"EPollReactor.{name}" for name in TWISTED_NAMES["reactor"] if not hasattr(eventloop.EPollReactor, name)]
     assert not absent, f"Twisted lacks what tpot.protocol.transports relies on: {', '.join(absent)}"

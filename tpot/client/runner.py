@@ -9,7 +9,6 @@ server gave us; only refusals that retrying cannot fix (400, 401) end the run.
 import random
 import sys
 
-from autobahn.twisted.websocket import connectWS
 from twisted.internet import defer
 
 from tpot.client import explain
@@ -33,6 +32,7 @@ from tpot.protocol.codec import (
     RECLAIM_HEADER,
     TCP,
 )
+from tpot.protocol.transports import connect_tcp
 
 INITIAL_DELAY = 1.0
 MAX_DELAY = 30.0
@@ -120,7 +120,7 @@ class ClientRun:
         )
         self.factory.clientConnectionFailed = lambda connector, reason: self.on_closed(
             None, None, None, reached=False, failure=reason.value)
-        connectWS(self.factory, server_tls(self.settings.server))
+        connect_tcp(self.reactor, self.factory.host, self.factory.port, self.factory, server_tls(self.settings.server))
 
     def _headers(self):
         extensions = [RECLAIM, IPV6]

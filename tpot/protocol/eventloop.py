@@ -14,6 +14,11 @@ either imports the reactor: twistd's -r, which installs its reactor earlier, sti
 Elsewhere than Linux (no epoll), or when a reactor is installed already, Twisted's default
 reactor runs as before.
 
+It also runs what was asked to run once a turn's events are handled (`call_after_events`):
+the tunnels' WebSockets send there what the turn wrote to them (tpot.protocol.transports),
+in one send, rather than asking epoll to say when the socket is writable and sending a
+turn later.
+
 A subclass, not a change to Twisted: `doPoll` is the loop of EPollReactor.doPoll minus the
 context; the names it relies on are in TWISTED_NAMES, which tests/memory/test_eventloop.py
 checks against the installed Twisted.
@@ -37,7 +42,30 @@ except ImportError:  # no epoll here
 if EPollReactor is not None:
 
     class LeanEPollReactor(EPollReactor):
+        def __init__(self):
+            super().__init__()
+            self._after_events = []
+
+        def call_after_events(self, fn):
+            """Call fn() once the events of this turn are handled; called between turns, before
+            the next wait for events.  Each call runs once, in the order asked."""
+            self._after_events.append(fn)
+
+        def _run_after_events(self):
+            # What these calls ask for in turn waits for the next pass: a bounded pass.
+            pending, self._after_events = self._after_events, []
+            for fn in pending:
+                try:
+                    fn()
+                except Exception:
+                    log.failure("running {fn} after a turn's events", fn=fn)
+
         def doPoll(self, timeout):
+            if self._after_events:
+                # Asked between turns (a timed call, or a previous pass): run before any wait,
+                # and do not wait, since they may have asked for a timed call in turn.
+                self._run_after_events()
+                timeout = 0
             try:
                 events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
             except OSError as error:
@@ -52,6 +80,8 @@ if EPollReactor is not None:
                         handle(selectable, fd, event)
                     except Exception:  # what callWithLogger would have logged; KeyboardInterrupt goes on
                         log.failure("handling an event of {selectable}", selectable=selectable)
+            if self._after_events:
+                self._run_after_events()
 
         doIteration = doPoll
 

@@ -28,6 +28,7 @@ from autobahn.websocket.xormasker import create_xor_masker
 
 from tpot.protocol import codec
 from tpot.protocol.flow import ReadPauses
+from tpot.protocol.transports import send_at_turn_end
 
 # Autobahn's internals that tpot relies on, by where they live (see the module docstring).
 # Only this module touches them; the contract test checks each against the installed Autobahn.
@@ -252,6 +253,7 @@ class LeanFrames:
 
     def _lean_setup(self, clock):
         self._lean_clock = clock
+        send_at_turn_end(self.transport)  # a turn's messages in one send (tpot.protocol.transports)
         self.tunnel_reading = ReadPauses()
         self.tunnel_reading.attach(self.transport)
         option = lambda name, default=None: getattr(self, name, default)  # noqa: E731

@@ -10,19 +10,26 @@ data to Twisted's path, which reports the loss as usual.
 
 Only one visitor's connection (the server's, tpot.server.visitor) or one target
 connection (the client's, tpot.client.target) asks: each carries one conversation.  A
-tunnel's WebSocket does not, since Twisted's way pays there: it carries many
-conversations, and the writes of one reactor turn go out in one send.  Sending at once
-on it as well cost more per request than it saved (measured with `make bench`).
+tunnel's WebSocket carries many, and sending each write at once cost more CPU per request
+than it saved (one send per message).  It asks instead (`send_at_turn_end`) that what a
+turn of the reactor wrote to it be sent once that turn's events are handled, in one send
+(tpot.protocol.eventloop's `call_after_events`), rather than a turn later as Twisted does:
+the writes stay together, no epoll_ctl is made unless the socket is full, and each
+message spends a turn less in the pipeline.
 
 The client's target connections to an address are also made with fewer system calls
 (AtOnceClient), and let go of their connector and its attempt once made or ended, so that
 an ended conversation is freed at once rather than by the garbage collector.
 
+The client's WebSocket is connected the same way (`connect_tcp`), so that it may send at
+the turn's end too.
+
 Twisted's extension points, not a change to Twisted: subclasses of its TCP transports;
 the `transport` class a listening tcp.Port builds its connections with; a tcp.Connector
 whose `_makeTransport` builds ours (AtOnceEndpoint connects with it); tcp.Client's steps
-of a connection attempt; and the transport's buffer state, read only.  Every such name is in TWISTED_NAMES, which
-tests/memory/test_transports.py checks against the installed Twisted.
+of a connection attempt; the transport's buffer state, read only; and the reactor's
+handling of a writable socket, called as epoll would.  Every such name is in
+TWISTED_NAMES, which tests/memory/test_transports.py checks against the installed Twisted.
 """
 
 import os
@@ -33,13 +40,17 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import ClientFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 TWISTED_NAMES = {
     "classes": ("twisted.internet.tcp.Server", "twisted.internet.tcp.Client", "twisted.internet.tcp.Port",
                 "twisted.internet.tcp.Connector"),
     # Methods we call or override.
-    "methods": ("writeSomeData", "write", "writeSequence", "_makeTransport", "connectionLost"),
+    "methods": ("writeSomeData", "write", "writeSequence", "startWriting", "stopWriting", "_makeTransport",
+                "connectionLost"),
+    # The reactor's, called as epoll's "writable" would call it (SendsAtTurnEnd).
+    "reactor": ("_doReadOrWrite", "_POLL_OUT"),
     # tcp.Client's steps of a connection attempt, which AtOnceClient overrides or calls.
     "connecting": ("resolveAddress", "_setRealAddress", "doConnect", "failIfNotConnected", "_connectDone",
                    "stopWriting"),
@@ -80,11 +91,52 @@ class SendsAtOnce:
                 and not self._writeDisconnected and self.offset == len(self.dataBuffer) and not self._tempDataLen)
 
 
-class AtOnceServer(SendsAtOnce, tcp.Server):
-    """An accepted connection that may send at once."""
+class SendsAtTurnEnd:
+    """Mixin for Twisted's TCP transports: with `after_events` set (the reactor's
+    call_after_events), a write that finds the socket unwatched is sent once the reactor
+    turn's events are handled, with every other write of that turn; the socket is watched
+    for writability, as Twisted does, only when it did not take everything."""
+
+    after_events = None
+    _watching = False  # the reactor is watching the socket for writability
+    _wants_send = False  # something asked to be sent after this turn's events
+    _queued = False  # _send_now is queued with the reactor
+
+    def startWriting(self):
+        if self.after_events is None or self._watching:
+            self._watching = True
+            super().startWriting()
+            return
+        self._wants_send = True
+        if not self._queued:
+            self._queued = True
+            self.after_events(self._send_now)
+
+    def stopWriting(self):
+        # Twisted stops writing when all is sent, and on abortConnection: nothing is to be sent then.
+        self._watching = self._wants_send = False
+        super().stopWriting()
+
+    def _send_now(self):
+        self._queued = False
+        if not self._wants_send or not self.connected or self._aborting:
+            return
+        self._wants_send = False
+        # As if epoll said the socket is writable: doWrite, and the loss or close it reports.
+        self.reactor._doReadOrWrite(self, self.fileno(), self.reactor._POLL_OUT)
+        if self.connected and not self._wants_send and self._unsent():
+            self._watching = True  # the socket is full: Twisted's way from here
+            super().startWriting()
+
+    def _unsent(self):
+        return self.offset < len(self.dataBuffer) or self._tempDataLen > 0
 
 
-class AtOnceClient(SendsAtOnce, tcp.Client):
+class AtOnceServer(SendsAtOnce, SendsAtTurnEnd, tcp.Server):
+    """An accepted connection that may send at once, or at the turn's end."""
+
+
+class AtOnceClient(SendsAtOnce, SendsAtTurnEnd, tcp.Client):
     """An outgoing connection that may send at once, made with fewer system calls.
 
     Twisted connects an address through a Deferred that has already fired, and once the
@@ -210,6 +262,30 @@ def accepts_at_once(port):
     protocol asks: a plain TCP port's (TLS ones, through tcp.Port too, keep theirs)."""
     if type(port) is tcp.Port and port.transport is tcp.Server:
         port.transport = AtOnceServer
+
+
+def connect_tcp(reactor, host, port, factory, tls=None, timeout=30):
+    """reactor.connectTCP, or connectSSL with the client TLS options `tls`, through an
+    AtOnceConnector (whose connections may send at once, or at the turn's end); a memory
+    reactor (tests) is asked to connect as before."""
+    if not isinstance(reactor, PosixReactorBase):
+        if tls is None:
+            return reactor.connectTCP(host, port, factory, timeout)
+        return reactor.connectSSL(host, port, factory, tls, timeout)
+    if tls is not None:  # what connectSSL does: TLS as a protocol over the TCP connection
+        factory = TLSMemoryBIOFactory(tls, True, factory)
+    connector = AtOnceConnector(host, port, factory, timeout, None, reactor)
+    connector.connect()
+    return connector
+
+
+def send_at_turn_end(transport):
+    """Ask `transport` to send what each turn of the reactor wrote to it once that turn's
+    events are handled, if it and the reactor can (else it goes on as before)."""
+    if isinstance(transport, TLSMemoryBIOProtocol):  # TLS over ours: its records are what is sent
+        transport = transport.transport
+    if isinstance(transport, SendsAtTurnEnd):
+        transport.after_events = getattr(transport.reactor, "call_after_events", None)
 
 
 def send_at_once(transport):
