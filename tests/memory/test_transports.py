@@ -238,6 +238,7 @@ def test_the_twisted_names_relied_on_exist(pair):
                for cls in ((tcp.Connector,) if name in ("_makeTransport", "connectionLost") else (tcp.Server, tcp.Client))
                if not callable(getattr(cls, name, None))]
     absent += [f"tcp.Client.{name}" for name in TWISTED_NAMES["connecting"] if not callable(getattr(tcp.Client, name, None))]
+    absent += [f"tcp.Connector.{name}" for name in TWISTED_NAMES["connector"] if not callable(getattr(tcp.Connector, name, None))]
     absent += [f"tcp.Server (connected).{name}" for name in TWISTED_NAMES["state"] if not hasattr(transport, name)]
     client = tcp.Client("127.0.0.1", 1, None, None, MemoryReactorClock())
     absent += [f"tcp.Client (connecting).{name}" for name in TWISTED_NAMES["client_state"] if not hasattr(client, name)]

@@ -381,3 +381,49 @@ def test_a_bare_lf_after_an_overlong_request_line_gets_the_same_verdict_at_any_s
     stream = fill([GET], VISITOR) + b"GET /" + b"a" * (MAX_LINE_SIZE + 10) + b" HTTP/1.1\nHost: x\n\n"
     out, refused = refusal_at_every_split(stream)
     assert refused is None  # given up on as too long before the LF could be seen
+
+
+# A read of whole requests is remembered with what it became (HostRewriter.feed): a request
+# repeated on a keep-alive connection is rewritten once.
+
+
+def test_a_request_repeated_on_a_connection_becomes_the_same_bytes_each_time():
+    forwarded = Forwarded("198.51.100.7", "https")
+    expected = HostRewriter(TARGET.decode(), forwarded).feed(fill([GET], VISITOR))
+    rewriter = HostRewriter(TARGET.decode(), forwarded)
+    assert [rewriter.feed(fill([GET], VISITOR)) for _ in range(3)] == [expected] * 3
+    assert b"X-Forwarded-For: 198.51.100.7" in expected and b"Host: " + TARGET in expected
+
+
+def test_the_same_bytes_as_a_body_are_not_taken_for_the_request_they_repeat():
+    get = fill([GET], VISITOR)
+    rewriter = HostRewriter(TARGET.decode())
+    assert rewriter.feed(get) == fill([GET], TARGET)
+    assert rewriter.feed(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(get)) \
+        == b"POST /echo HTTP/1.1\r\nHost: " + TARGET + b"\r\nContent-Length: %d\r\n\r\n" % len(get)
+    assert rewriter.feed(get) == get  # the body, untouched
+    assert rewriter.feed(get) == fill([GET], TARGET)  # a request again
+
+
+def test_a_repeated_read_ending_inside_a_request_is_followed_as_before():
+    # A read that ends inside a head is not remembered: what it becomes depends on the next.
+    get = fill([GET], VISITOR)
+    pieces = [get + get[:10], get[10:]] * 2
+    rewriter = HostRewriter(TARGET.decode())
+    assert b"".join(rewriter.feed(piece) for piece in pieces) == fill([GET] * 4, TARGET)
+
+
+def test_every_repeated_request_is_shown_to_on_head():
+    seen = []
+    rewriter = HostRewriter(TARGET.decode(), on_head=lambda lines: seen.append(lines[0]) or lines)
+    for _ in range(3):
+        assert rewriter.feed(fill([GET], VISITOR)) == fill([GET], TARGET)
+    assert seen == [b"GET / HTTP/1.1"] * 3
+
+
+def test_a_repeated_upgrade_request_is_rewritten_each_time():
+    upgrade = fill([WEBSOCKET_UPGRADE], VISITOR)
+    rewriter = HostRewriter(TARGET.decode())
+    assert rewriter.feed(upgrade) == fill([WEBSOCKET_UPGRADE], TARGET)
+    assert rewriter.feed(upgrade) == fill([WEBSOCKET_UPGRADE], TARGET)  # the target refused: a request
+    assert rewriter.feed(b"\x81\x00") == b"\x81\x00"  # then the WebSocket's bytes

@@ -25,6 +25,7 @@ import re
 
 from tpot.http.framing import (
     DISCARD,
+    HEAD,
     MAX_LINE_SIZE,
     MAX_RELAYED_HEAD_SIZE,
     PASSTHROUGH,
@@ -34,6 +35,9 @@ from tpot.http.framing import (
 )
 
 __all__ = ["MAX_RELAYED_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter"]
+
+# The largest read HostRewriter.feed remembers (with what it became) per connection.
+MEMO_SIZE = 4096
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _REQUEST_LINE = re.compile(_TOKEN + rb"+ \S+ HTTP/1\.[0-9]")
@@ -99,17 +103,30 @@ class HostRewriter(MessageFraming):
         # past a refused Upgrade with a Host of its own); anything else (a WebSocket
         # frame, TLS) passes through untouched from then on.
         self._may_have_switched = False
+        # The last read that was whole requests, and what it became (see feed).
+        self._last_in = self._last_out = None
 
     def feed(self, data, tap=None):
         """The bytes for the target.  `tap`, when given, stands for the output list (its
         `out` is set to it): the inspector's RequestTap sees each piece as it is written."""
+        data = bytes(data)
+        if tap is not None:
+            out = tap.out = []
+            self._follow(data, tap)
+            return b"".join(out)
+        # A read of whole requests, between requests, with nothing to tell of them (no
+        # on_head), becomes the same bytes every time: the same request repeated on a
+        # keep-alive connection (polling, health checks, a load test) is rewritten once.
+        between = self.state == HEAD and not self._buffer and self.on_head is None
+        if between and data == self._last_in:
+            return self._last_out
         out = []
-        if tap is None:
-            self._follow(bytes(data), out)
-        else:
-            tap.out = out
-            self._follow(bytes(data), tap)
-        return b"".join(out)
+        self._follow(data, out)
+        rewritten = b"".join(out)
+        if between and self.state == HEAD and not self._buffer and not self._may_have_switched \
+                and len(data) <= MEMO_SIZE:
+            self._last_in, self._last_out = data, rewritten
+        return rewritten
 
     def _is_start_line(self, line):
         return _is_request_line(line)

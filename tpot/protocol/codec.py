@@ -253,9 +253,14 @@ def _decode_open(kind, payload):
     if address_size not in (4, 16):
         raise ProtocolError("malformed new-conversation message")
     _, _, conversation_id = _OPEN_HEAD.unpack_from(payload)
-    address = ipaddress.ip_address(payload[_OPEN_HEAD.size:_OPEN_HEAD.size + address_size])
-    if address.version == 6 and address.ipv4_mapped is not None:
-        # IPv4 visitors take the 4-byte form, so that every open has one encoding.
-        raise ProtocolError("IPv4-mapped address in an IPv6 new-conversation message")
+    packed = payload[_OPEN_HEAD.size:_OPEN_HEAD.size + address_size]
+    if address_size == 4:  # the common case, without ipaddress's objects
+        host = socket.inet_ntop(socket.AF_INET, packed)
+    else:
+        address = ipaddress.IPv6Address(packed)
+        if address.ipv4_mapped is not None:
+            # IPv4 visitors take the 4-byte form, so that every open has one encoding.
+            raise ProtocolError("IPv4-mapped address in an IPv6 new-conversation message")
+        host = str(address)
     (port,) = _PORT.unpack_from(payload, len(payload) - _PORT.size)
-    return kind(conversation_id, str(address), port)
+    return kind(conversation_id, host, port)

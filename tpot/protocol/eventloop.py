@@ -29,11 +29,14 @@ import sys
 
 from twisted.logger import Logger
 
-TWISTED_NAMES = ("twisted.internet.epollreactor.EPollReactor", "_poller", "_selectables", "_doReadOrWrite")
+TWISTED_NAMES = ("twisted.internet.epollreactor.EPollReactor", "_poller", "_selectables", "_reads", "_writes",
+                 "_doReadOrWrite")
 
 log = Logger()
 
 try:
+    from select import EPOLLIN, EPOLLOUT
+
     from twisted.internet.epollreactor import EPollReactor
 except ImportError:  # no epoll here
     EPollReactor = None
@@ -50,6 +53,18 @@ if EPollReactor is not None:
             """Call fn() once the events of this turn are handled; called between turns, before
             the next wait for events.  Each call runs once, in the order asked."""
             self._after_events.append(fn)
+
+        def add_reader_writer(self, selectable):
+            """addReader and addWriter with one epoll_ctl, for a socket watched neither way yet."""
+            fd = selectable.fileno()
+            if fd in self._reads or fd in self._writes:
+                self.addReader(selectable)
+                self.addWriter(selectable)
+                return
+            self._poller.register(fd, EPOLLIN | EPOLLOUT)
+            self._reads.add(fd)
+            self._writes.add(fd)
+            self._selectables[fd] = selectable
 
         def _run_after_events(self):
             # What these calls ask for in turn waits for the next pass: a bounded pass.

@@ -32,6 +32,7 @@ handling of a writable socket, called as epoll would.  Every such name is in
 TWISTED_NAMES, which tests/memory/test_transports.py checks against the installed Twisted.
 """
 
+import errno
 import os
 import socket
 
@@ -52,10 +53,12 @@ TWISTED_NAMES = {
     # The reactor's, called as epoll's "writable" would call it (SendsAtTurnEnd).
     "reactor": ("_doReadOrWrite", "_POLL_OUT"),
     # tcp.Client's steps of a connection attempt, which AtOnceClient overrides or calls.
-    "connecting": ("resolveAddress", "_setRealAddress", "doConnect", "failIfNotConnected", "_connectDone",
-                   "stopWriting"),
+    "connecting": ("_finishInit", "resolveAddress", "_setRealAddress", "doConnect", "failIfNotConnected",
+                   "_connectDone", "stopWriting"),
+    # tcp.Connector's, which AtOnceConnector overrides or calls.
+    "connector": ("connect", "cancelTimeout"),
     # Attributes of a tcp.Client still connecting, read by AtOnceClient.
-    "client_state": ("_requiresResolution", "addr", "socket", "connector"),
+    "client_state": ("_requiresResolution", "addr", "socket", "connector", "_commonConnection"),
     # Attributes of a connected transport that say whether anything waits to be sent.
     "state": ("connected", "disconnecting", "_aborting", "TLS", "_writeDisconnecting", "_writeDisconnected",
               "dataBuffer", "offset", "_tempDataLen"),
@@ -67,6 +70,10 @@ class SendsAtOnce:
     buffered goes to the socket before it returns."""
 
     at_once = False
+    # Closed with close() alone: Twisted calls shutdown() first "just to be safe" (its own
+    # comment says it is not needed, no other process holding the socket), a system call
+    # per connection.
+    _shouldShutdown = False
 
     def write(self, data):
         if self.at_once and type(data) is bytes and data and self._nothing_waiting():
@@ -139,16 +146,33 @@ class AtOnceServer(SendsAtOnce, SendsAtTurnEnd, tcp.Server):
 class AtOnceClient(SendsAtOnce, SendsAtTurnEnd, tcp.Client):
     """An outgoing connection that may send at once, made with fewer system calls.
 
-    Twisted connects an address through a Deferred that has already fired, and once the
-    socket says the attempt is over it calls connect() again to learn the result, stops
-    watching the socket both ways and starts watching it for reads anew: on loopback, a
-    tenth of the client's CPU per new conversation.  Here an address is connected to
-    directly, and the result is read from SO_ERROR alone (what connect() again would
-    report), after which only the watch for writability is dropped.  A name to resolve,
-    and the first connect(), go Twisted's way.
+    Twisted starts an attempt on the reactor's next turn (a timed call), connects an
+    address through a Deferred that has already fired, reads SO_ERROR before connect()
+    (a fresh socket has none), watches the socket for reads and for writes with two
+    epoll_ctl, and once the socket says the attempt is over it calls connect() again to
+    learn the result, stops watching the socket both ways and starts watching it for
+    reads anew: on loopback, a tenth of the client's CPU per new conversation.  Here the
+    attempt starts as its connector is ready (`begin`), an address is connected to
+    directly, the socket is watched both ways with one epoll_ctl where the reactor can
+    (LeanEPollReactor), and the result is read from SO_ERROR alone (what connect() again
+    would report), after which only the watch for writability is dropped.  A name to
+    resolve goes Twisted's way.
     """
 
     _attempted = False
+    _begin = None  # what starts the attempt, until AtOnceConnector.connect calls begin()
+
+    def _finishInit(self, whenDone, skt, err, reactor):
+        if whenDone is None:  # no socket: Twisted reports the failure on the next turn
+            super()._finishInit(whenDone, skt, err, reactor)
+            return
+        self._commonConnection.__init__(self, skt, None, reactor)
+        self._begin = whenDone
+
+    def begin(self):
+        start, self._begin = self._begin, None
+        if start is not None and hasattr(self, "connector"):  # not stopped meanwhile
+            start()
 
     def resolveAddress(self):
         if self._requiresResolution:
@@ -157,9 +181,10 @@ class AtOnceClient(SendsAtOnce, SendsAtTurnEnd, tcp.Client):
             self._setRealAddress(self.addr)
 
     def doConnect(self):
-        if not self._attempted:  # the attempt itself: Twisted's (it may end at once)
+        if not self._attempted:
             self._attempted = True
-            return super().doConnect()
+            self._attempt()
+            return None
         # The socket became readable or writable: the attempt is over, the result in SO_ERROR.
         if not hasattr(self, "connector"):  # stopped in the meantime (failIfNotConnected)
             return None
@@ -167,21 +192,95 @@ class AtOnceClient(SendsAtOnce, SendsAtTurnEnd, tcp.Client):
         if err:
             self.failIfNotConnected(error.getConnectError((err, os.strerror(err))))
             return None
-        del self.doWrite, self.doRead  # Twisted's doConnect set both for the attempt
+        del self.doWrite, self.doRead  # _attempt set both
         self.stopWriting()
         self._connectDone()  # starts reading: the socket is watched for reads already
         return None
 
+    def _attempt(self):
+        """Twisted's first doConnect, less the SO_ERROR read and an epoll_ctl."""
+        self.doWrite = self.doRead = self.doConnect
+        if not hasattr(self, "connector"):  # stopped before the attempt
+            return
+        try:
+            result = self.socket.connect_ex(self.realAddress)
+        except OSError as failure:
+            result = failure.args[0]
+        if result in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+            # Both ways, as Twisted does: a refusal is told as readable, with its reason.
+            watch_both = getattr(self.reactor, "add_reader_writer", None)
+            if watch_both is None:
+                self.startReading()
+                self.startWriting()
+            else:
+                watch_both(self)
+            return
+        if result and result != errno.EISCONN:
+            self.failIfNotConnected(error.getConnectError((result, os.strerror(result))))
+            return
+        del self.doWrite, self.doRead
+        self._connectDone()
+
 
 class AtOnceConnector(tcp.Connector):
+    """A tcp.Connector whose connections are AtOnceClients, started at once; with
+    `deadlines`, its timeout is kept there rather than as a timed call of its own."""
+
+    def __init__(self, host, port, factory, timeout, bindAddress, reactor, deadlines=None):
+        super().__init__(host, port, factory, None if deadlines is not None else timeout, bindAddress, reactor)
+        self.deadlines = deadlines
+        self.deadline_after = timeout
+
     def _makeTransport(self):
         return AtOnceClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+    def connect(self):
+        super().connect()
+        transport = getattr(self, "transport", None)
+        if transport is None:  # stopped as it started
+            return
+        if self.deadlines is not None:
+            self.deadlines.add(self, self.deadline_after)
+        transport.begin()
+
+    def cancelTimeout(self):
+        super().cancelTimeout()
+        if self.deadlines is not None:
+            self.deadlines.discard(self)
 
     def connectionLost(self, reason):
         super().connectionLost(reason)
         # The transport and its connector refer to each other: a cycle that left every
         # ended connection (and its conversation) to the garbage collector.
         self.transport = None
+
+
+class Deadlines:
+    """The timeouts of connection attempts, checked by one timed call a second rather
+    than a timed call per attempt (2.4 us to set and cancel, for nearly every one): an
+    attempt fails between `seconds` and a second more after it started."""
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self.pending = {}  # connector: when its attempt fails
+        self._sweep_call = None
+
+    def add(self, connector, seconds):
+        self.pending[connector] = self.reactor.seconds() + seconds
+        if self._sweep_call is None:
+            self._sweep_call = self.reactor.callLater(1, self._sweep)
+
+    def discard(self, connector):
+        self.pending.pop(connector, None)
+
+    def _sweep(self):
+        self._sweep_call = None
+        now = self.reactor.seconds()
+        for connector in [c for c, deadline in self.pending.items() if deadline <= now]:
+            del self.pending[connector]
+            connector.transport.failIfNotConnected(error.TimeoutError())
+        if self.pending:
+            self._sweep_call = self.reactor.callLater(1, self._sweep)
 
 
 class _Connecting(ClientFactory):
@@ -238,6 +337,7 @@ class AtOnceEndpoint:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.deadlines = Deadlines(reactor)
 
     def connect(self, factory):
         connector = None
@@ -250,7 +350,8 @@ class AtOnceEndpoint:
         connected = Deferred(cancel)
         attempt = _Connecting(factory, connected)
         if isinstance(self.reactor, PosixReactorBase):
-            connector = AtOnceConnector(self.host, self.port, attempt, self.timeout, None, self.reactor)
+            connector = AtOnceConnector(self.host, self.port, attempt, self.timeout, None, self.reactor,
+                                        self.deadlines)
             connector.connect()
         else:
             connector = self.reactor.connectTCP(self.host, self.port, attempt, self.timeout)
@@ -289,7 +390,9 @@ def send_at_turn_end(transport):
 
 
 def send_at_once(transport):
-    """Ask `transport` to send each write at once when its buffer is empty, if it can
-    (a TLS connection, or one made elsewhere, goes on as before)."""
+    """Ask `transport` to send each write at once when its buffer is empty, and what
+    Twisted would leave for a later turn (the rest of a partial send, a close) at the
+    turn's end, if it can (a TLS connection, or one made elsewhere, goes on as before)."""
     if isinstance(transport, SendsAtOnce):
         transport.at_once = True
+        send_at_turn_end(transport)

@@ -101,9 +101,12 @@ class RouterProtocol(HandsOver):
             return
         if head is not None:
             self._cancel_timeout()
-            self.transport.pauseProducing()
             d = defer.maybeDeferred(self._dispatch, head)
             d.addErrback(self._refuse_failure)
+            if not d.called:
+                # Nothing is read until the route is known; a route found at once (the
+                # in-process registry) needs no pause, nor its two epoll_ctl.
+                self.transport.pauseProducing()
 
     def connectionLost(self, reason=None):
         self._gone = True
