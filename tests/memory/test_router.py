@@ -1,6 +1,7 @@
 """The router in memory: every way a first request head is refused, and the hand-overs."""
 
 import pytest
+from twisted.internet import defer
 
 from tests.support.memory import (
     NOW_MS,
@@ -358,3 +359,38 @@ def test_auth_is_checked_before_the_name_is_taken(keyed):
         upgrade_request("/create-tpot?subdomain=wire", headers=[("Authorization", authorization(key="y" * 40))])
     )
     refused(keyed, transport, 401)
+
+
+class CountsPauses:
+    """Wraps a transport's pauseProducing to count the pauses the router asks for."""
+
+    def __init__(self, transport):
+        self.count = 0
+        pause = transport.pauseProducing
+
+        def counted():
+            self.count += 1
+            pause()
+        transport.pauseProducing = counted
+
+
+def test_a_route_found_at_once_needs_no_pause(server):
+    peer = server.open_tunnel("wire")
+    transport = server.connect()
+    pauses = CountsPauses(transport)
+    transport.receive(visitor_request("wire"))
+    settle(server.clock)
+    assert pauses.count == 0 and peer.new_messages()  # relayed, never paused
+
+
+def test_reading_waits_while_a_route_is_looked_up_elsewhere(server, monkeypatch):
+    server.open_tunnel("wire")
+    found = server.store.lookup("wire").result
+    pending = defer.Deferred()
+    monkeypatch.setattr(server.store, "lookup", lambda name: pending)  # a registry across a network
+    transport = server.connect()
+    pauses = CountsPauses(transport)
+    transport.receive(visitor_request("wire"))
+    assert pauses.count == 1 and transport.producerState == "paused"
+    pending.callback(found)
+    assert transport.producerState == "producing" and isinstance(handed_over(transport), VisitorProtocol)

@@ -11,7 +11,7 @@ import socket
 import time
 
 import pytest
-from twisted.internet import tcp
+from twisted.internet import error, tcp
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -245,5 +245,120 @@ def test_the_twisted_names_relied_on_exist(pair):
     client.socket.close()
     absent += [] if tcp.Port.transport is tcp.Server else ["tcp.Port.transport"]
     if eventloop.EPollReactor is not None:  # the reactor that sends at the turn's end
-        absent += [f"EPollReactor.{name}" for name in TWISTED_NAMES["reactor"] if not hasattr(eventloop.EPollReactor, name)]
+        reactor = eventloop.EPollReactor()
+        absent += [f"EPollReactor.{name}" for name in TWISTED_NAMES["reactor"] if not hasattr(reactor, name)]
+        reactor._poller.close()
     assert not absent, f"Twisted lacks what tpot.protocol.transports relies on: {', '.join(absent)}"
+
+
+# Connecting with AtOnceEndpoint on a real LeanEPollReactor, over loopback.
+
+
+@pytest.fixture
+def lean_reactor():
+    reactor = eventloop.LeanEPollReactor()
+    yield reactor
+    reactor._poller.close()
+
+
+def turn_until(reactor, done, seconds=3.0):
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        reactor.runUntilCurrent()
+        reactor.doIteration(0.05)
+    return done()
+
+
+class Recorder(Protocol):
+    def dataReceived(self, data):
+        self.factory.received.append(data)
+
+
+def recorder_factory():
+    factory = Factory.forProtocol(Recorder)
+    factory.received = []
+    return factory
+
+
+def test_a_connection_made_by_the_end_of_the_turn_is_watched_for_reads_only(lean_reactor):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        factory = recorder_factory()
+        connected = AtOnceEndpoint(lean_reactor, "127.0.0.1", listener.getsockname()[1]).connect(factory)
+        assert not connected.called  # connect() went on past the call
+        lean_reactor.doIteration(0)  # the end of the turn: connect() again
+        assert connected.called
+        protocol = connected.result
+        transport = protocol.transport
+        assert transport in lean_reactor.getReaders() and transport not in lean_reactor.getWriters()
+        peer, _ = listener.accept()
+        with peer:
+            peer.sendall(b"hello")
+            send_at_once(transport)
+            transport.write(b"world")
+            assert received(peer) == b"world"
+            assert turn_until(lean_reactor, lambda: factory.received) and factory.received == [b"hello"]
+        transport.loseConnection()
+        lean_reactor.doIteration(0)
+
+
+def test_a_refused_attempt_fails_with_its_reason(lean_reactor):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    connected = AtOnceEndpoint(lean_reactor, "127.0.0.1", port).connect(Factory.forProtocol(Protocol))
+    failures = []
+    connected.addErrback(failures.append)
+    assert turn_until(lean_reactor, lambda: failures)
+    assert failures[0].check(ConnectionRefusedError, error.ConnectionRefusedError)
+
+
+def test_an_attempt_that_does_not_end_fails_once_its_time_is_up(lean_reactor):
+    # A listener whose queue is full drops the handshake: the attempt goes on, watched both ways.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        fillers = [socket.socket() for _ in range(4)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                filler.connect_ex(address)
+            endpoint = AtOnceEndpoint(lean_reactor, *address, timeout=1)
+            connected = endpoint.connect(Factory.forProtocol(Protocol))
+            failures = []
+            connected.addErrback(failures.append)
+            lean_reactor.doIteration(0)
+            if not failures and connected.called:
+                pytest.skip("this kernel completed the handshake despite a full queue")
+            assert endpoint.deadlines.pending  # kept by the sweep, not a timed call of its own
+            assert turn_until(lean_reactor, lambda: failures, seconds=4)
+            assert failures[0].check(error.TimeoutError) and not endpoint.deadlines.pending
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_an_accepted_connection_is_read_at_the_end_of_the_turn_that_accepted_it(lean_reactor):
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        theirs.sendall(b"GET / HTTP/1.1\r\n\r\n")  # sent with the connection, as visitors do
+        factory = recorder_factory()
+        protocol = factory.buildProtocol(None)
+        transport = AtOnceServer(ours, protocol, ("127.0.0.1", 1), None, 1, lean_reactor)
+        protocol.makeConnection(transport)
+        lean_reactor._run_after_events()  # the turn's end: no epoll_wait in between
+        assert factory.received == [b"GET / HTTP/1.1\r\n\r\n"]
+
+
+def test_an_accepted_connection_with_nothing_to_read_yet_waits_as_before(lean_reactor):
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        factory = recorder_factory()
+        protocol = factory.buildProtocol(None)
+        transport = AtOnceServer(ours, protocol, ("127.0.0.1", 1), None, 1, lean_reactor)
+        protocol.makeConnection(transport)
+        lean_reactor._run_after_events()
+        assert transport.connected and factory.received == [] and transport in lean_reactor.getReaders()
+        theirs.sendall(b"later")
+        assert turn_until(lean_reactor, lambda: factory.received) and factory.received == [b"later"]

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from tpot.http.rewrite import MAX_LINE_SIZE, MAX_RELAYED_HEAD_SIZE, Forwarded, HostRewriter
+from tpot.http.rewrite import MAX_LINE_SIZE, MAX_RELAYED_HEAD_SIZE, Forwarded, HostRewriter, forwarded_for
 
 TARGET = b"localhost:8080"
 VISITOR = b"demo.tunnel.example"
@@ -427,3 +427,9 @@ def test_a_repeated_upgrade_request_is_rewritten_each_time():
     assert rewriter.feed(upgrade) == fill([WEBSOCKET_UPGRADE], TARGET)
     assert rewriter.feed(upgrade) == fill([WEBSOCKET_UPGRADE], TARGET)  # the target refused: a request
     assert rewriter.feed(b"\x81\x00") == b"\x81\x00"  # then the WebSocket's bytes
+
+
+def test_a_visitors_forwarded_values_are_made_once_and_kept_apart():
+    assert forwarded_for("198.51.100.7", "https") is forwarded_for("198.51.100.7", "https")
+    assert forwarded_for("198.51.100.7", "http") is not forwarded_for("198.51.100.7", "https")
+    assert forwarded_for("198.51.100.8", "https").client == b"198.51.100.8"

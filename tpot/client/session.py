@@ -13,7 +13,7 @@ from tpot.client.conversation import Conversation, LoggedRawConversation, RawCon
 from tpot.client.health import TargetWarnings
 from tpot.client.target import TargetConnector
 from tpot.http.addresses import format_address
-from tpot.http.rewrite import Forwarded
+from tpot.http.rewrite import forwarded_for
 from tpot.protocol import codec
 from tpot.protocol.adapter import SendsConversationMessages
 from tpot.protocol.codec import EXTENSIONS_HEADER, HTTP, RECLAIM_TOKEN_HEADER
@@ -135,7 +135,7 @@ class TunnelClientProtocol(SendsConversationMessages, UnregisterOnDrop, LeanFram
     def _conversation_for(self, event):
         settings, visitors = self.factory.settings, self.factory.visitors
         if not event.raw:
-            forwarded = Forwarded(event.host, settings.server.scheme) if settings.forwarded_headers else None
+            forwarded = forwarded_for(event.host, settings.server.scheme) if settings.forwarded_headers else None
             return Conversation(self, event.id, settings.host_rewrite, forwarded, visitors, event.host)
         if visitors is not None and visitors.log is not None:
             address = format_address((event.host, event.port))

@@ -21,6 +21,7 @@ with which status, and nothing from it on reaches the target; an absolute-form t
 Host we set; and every request has a Host.
 """
 
+import functools
 import re
 
 from tpot.http.framing import (
@@ -34,7 +35,7 @@ from tpot.http.framing import (
     request_body_framed,
 )
 
-__all__ = ["MAX_RELAYED_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter"]
+__all__ = ["MAX_RELAYED_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter", "forwarded_for"]
 
 # The largest read HostRewriter.feed remembers (with what it became) per connection.
 MEMO_SIZE = 4096
@@ -76,6 +77,13 @@ class Forwarded:
         if host:
             added.append(b"X-Forwarded-Host: " + host)
         return added
+
+
+@functools.lru_cache(maxsize=1024)
+def forwarded_for(client, proto):
+    """The Forwarded for a visitor's address and scheme, made once for each of the last
+    1024 pairs: a browser opens several connections, a client many, from one address."""
+    return Forwarded(client, proto)
 
 
 class HostRewriter(MessageFraming):

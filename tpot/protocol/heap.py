@@ -12,12 +12,12 @@ never going to be freed anyway.
 import gc
 
 
-# Young collections a hundredth as often as Python's default (700 allocations): a
+# Young collections far less often than Python's default (every 700 allocations): a
 # conversation's objects live for milliseconds, so a young collection every few requests
 # found most of them alive and passed them on to the older generations to be scanned
-# again; one every few hundred finds them freed.  Cycles are rare here (ended
+# again; one every several hundred requests finds them freed.  Cycles are rare here (ended
 # conversations break theirs), so garbage waits no longer in practice.
-YOUNG_THRESHOLD = 70_000
+YOUNG_THRESHOLD = 200_000
 
 
 def freeze_once_running(reactor):

@@ -51,7 +51,7 @@ TWISTED_NAMES = {
     "methods": ("writeSomeData", "write", "writeSequence", "startWriting", "stopWriting", "_makeTransport",
                 "connectionLost"),
     # The reactor's, called as epoll's "writable" would call it (SendsAtTurnEnd).
-    "reactor": ("_doReadOrWrite", "_POLL_OUT"),
+    "reactor": ("_doReadOrWrite", "_POLL_OUT", "_POLL_IN", "_reads"),
     # tcp.Client's steps of a connection attempt, which AtOnceClient overrides or calls.
     "connecting": ("_finishInit", "resolveAddress", "_setRealAddress", "doConnect", "failIfNotConnected",
                    "_connectDone", "stopWriting"),
@@ -61,7 +61,7 @@ TWISTED_NAMES = {
     "client_state": ("_requiresResolution", "addr", "socket", "connector", "_commonConnection"),
     # Attributes of a connected transport that say whether anything waits to be sent.
     "state": ("connected", "disconnecting", "_aborting", "TLS", "_writeDisconnecting", "_writeDisconnected",
-              "dataBuffer", "offset", "_tempDataLen"),
+              "dataBuffer", "offset", "_tempDataLen", "_tempDataBuffer", "_maybePauseProducer"),
 }
 
 
@@ -119,6 +119,17 @@ class SendsAtTurnEnd:
             self._queued = True
             self.after_events(self._send_now)
 
+    def writeSequence(self, iovec):
+        if self.after_events is None or self.TLS or not self.connected or self._writeDisconnected or not iovec:
+            super().writeSequence(iovec)
+            return
+        # FileDescriptor.writeSequence without its check of each piece's type and the TLS
+        # layer's hop: what comes here is our frames' bytes, a message at a time.
+        self._tempDataBuffer.extend(iovec)
+        self._tempDataLen += sum(map(len, iovec))
+        self._maybePauseProducer()
+        self.startWriting()
+
     def stopWriting(self):
         # Twisted stops writing when all is sent, and on abortConnection: nothing is to be sent then.
         self._watching = self._wants_send = False
@@ -140,7 +151,22 @@ class SendsAtTurnEnd:
 
 
 class AtOnceServer(SendsAtOnce, SendsAtTurnEnd, tcp.Server):
-    """An accepted connection that may send at once, or at the turn's end."""
+    """An accepted connection that may send at once, or at the turn's end.
+
+    It is read once at the end of the turn that accepted it (where the reactor can):
+    a visitor sends its request as soon as it is connected, so the request is usually
+    there already, and waiting for epoll to say so cost every new visitor a turn."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        after_events = getattr(self.reactor, "call_after_events", None)
+        if after_events is not None:
+            after_events(self._read_now)
+
+    def _read_now(self):
+        if self.connected and not self.disconnecting and self.fileno() in self.reactor._reads:
+            # As if epoll said the socket is readable (nothing there yet reads as nothing).
+            self.reactor._doReadOrWrite(self, self.fileno(), self.reactor._POLL_IN)
 
 
 class AtOnceClient(SendsAtOnce, SendsAtTurnEnd, tcp.Client):
@@ -152,11 +178,13 @@ class AtOnceClient(SendsAtOnce, SendsAtTurnEnd, tcp.Client):
     epoll_ctl, and once the socket says the attempt is over it calls connect() again to
     learn the result, stops watching the socket both ways and starts watching it for
     reads anew: on loopback, a tenth of the client's CPU per new conversation.  Here the
-    attempt starts as its connector is ready (`begin`), an address is connected to
-    directly, the socket is watched both ways with one epoll_ctl where the reactor can
-    (LeanEPollReactor), and the result is read from SO_ERROR alone (what connect() again
-    would report), after which only the watch for writability is dropped.  A name to
-    resolve goes Twisted's way.
+    attempt starts as its connector is ready (`begin`) and an address is connected to
+    directly.  Where the reactor can (LeanEPollReactor), connect() is asked again at the
+    end of the turn, when on loopback the handshake is usually over: the connection is
+    then used a turn sooner and only ever watched for reads; otherwise the socket is
+    watched both ways with one epoll_ctl, and the result read from SO_ERROR alone (what
+    connect() again would report), after which only the watch for writability is
+    dropped.  A name to resolve goes Twisted's way.
     """
 
     _attempted = False
@@ -188,38 +216,50 @@ class AtOnceClient(SendsAtOnce, SendsAtTurnEnd, tcp.Client):
         # The socket became readable or writable: the attempt is over, the result in SO_ERROR.
         if not hasattr(self, "connector"):  # stopped in the meantime (failIfNotConnected)
             return None
-        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self.failIfNotConnected(error.getConnectError((err, os.strerror(err))))
-            return None
-        del self.doWrite, self.doRead  # _attempt set both
-        self.stopWriting()
-        self._connectDone()  # starts reading: the socket is watched for reads already
+        self._conclude(self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
         return None
 
     def _attempt(self):
-        """Twisted's first doConnect, less the SO_ERROR read and an epoll_ctl."""
+        """Twisted's first doConnect, less the SO_ERROR read before connect()."""
         self.doWrite = self.doRead = self.doConnect
         if not hasattr(self, "connector"):  # stopped before the attempt
             return
-        try:
-            result = self.socket.connect_ex(self.realAddress)
-        except OSError as failure:
-            result = failure.args[0]
-        if result in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
-            # Both ways, as Twisted does: a refusal is told as readable, with its reason.
-            watch_both = getattr(self.reactor, "add_reader_writer", None)
-            if watch_both is None:
-                self.startReading()
-                self.startWriting()
-            else:
-                watch_both(self)
+        if self._conclude(self._connect()):
             return
+        after_events = getattr(self.reactor, "call_after_events", None)
+        if after_events is None:  # both ways, as Twisted does
+            self.startReading()
+            self.startWriting()
+            return
+        # On loopback the handshake is usually over by the end of the turn: asked again
+        # then, a connection made is used a turn sooner, for one connect() more, and is
+        # only ever watched for reads.
+        after_events(self._ask_again)
+
+    def _ask_again(self):
+        if self.connected or self.disconnected or not hasattr(self, "connector"):
+            return
+        if not self._conclude(self._connect()):
+            # Both ways, as Twisted does: a refusal is told as readable, with its reason.
+            self.reactor.add_reader_writer(self)
+
+    def _connect(self):
+        try:
+            return self.socket.connect_ex(self.realAddress)
+        except OSError as failure:
+            return failure.args[0]
+
+    def _conclude(self, result):
+        """Act on a connect() result or SO_ERROR: False while the attempt goes on."""
+        if result in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+            return False
         if result and result != errno.EISCONN:
             self.failIfNotConnected(error.getConnectError((result, os.strerror(result))))
-            return
-        del self.doWrite, self.doRead
+            return True
+        del self.doWrite, self.doRead  # _attempt set both
+        self.stopWriting()  # reads stay watched (or nothing was: _connectDone starts reading)
         self._connectDone()
+        return True
 
 
 class AtOnceConnector(tcp.Connector):
