@@ -3,7 +3,8 @@
 Each DIR is a checkout of this project (default: this one) whose tpot package the server
 and client import (PYTHONPATH, ahead of the virtualenv's editable install).  Every DIR gets
 its own server and `tpot http --quiet --no-inspect` client on one nginx; then
-BENCH_REPEAT rounds (3) of keep-alive and new-connection requests (wrk -t1 -c50,
+BENCH_REPEAT rounds (3) of keep-alive (the same request, and a new path each) and
+new-connection requests (wrk -t1 -c50,
 BENCH_DURATION seconds, 5) through each in turn print each end's CPU microseconds per
 request and req/s, and the medians at the end.  Loopback only; nothing asserted.
 """
@@ -17,19 +18,17 @@ from pathlib import Path
 from bench.common import log
 from bench.load import Load
 from bench.processes import Processes, venv_bin
-from bench.scenarios.http import through
-from bench.scenarios import Scenario
+from bench.scenarios.http import http_scenarios, through
 from bench.services import Nginx, Tunnel
 from bench.settings import env_int
 from tests.support.processes import raise_nofile_limit
 
 
+KEYS = ("keepalive", "keepalive_paths", "close")
+
+
 def scenarios(load):
-    return [
-        Scenario("keepalive", "keep-alive", lambda url, h: load.wrk(url("/small"), 1, 50, h), "req"),
-        Scenario("close", "new connection", lambda url, h: load.wrk(url("/small"), 1, 50, [*h, "Connection: close"]),
-                 "req"),
-    ]
+    return [sc for sc in http_scenarios(load) if sc.key in KEYS]
 
 
 def per_request(figures):
@@ -59,7 +58,7 @@ def main():
                     figures = through(tunnel, nginx, sc)
                     cpu = per_request(figures)
                     results.setdefault((sc.key, d), []).append((cpu["server"], cpu["client"], figures["req_s"]))
-                    log(f"round {rep + 1} {sc.title:15} {d}: server {cpu['server']:.1f} µs, "
+                    log(f"round {rep + 1} {sc.key:15} {d}: server {cpu['server']:.1f} µs, "
                         f"client {cpu['client']:.1f} µs, {figures['req_s']:.0f} req/s, errors {figures['errors']}")
         for (key, d), rows in results.items():
             med = [statistics.median(col) for col in zip(*rows)]

@@ -46,9 +46,10 @@ class Load:
         self.bulk_file = bulk_file
         self.bulk_count = bulk_count
 
-    def wrk(self, url, threads, connections, headers=(), duration=None):
+    def wrk(self, url, threads, connections, headers=(), duration=None, script="report.lua"):
+        """`script`: report.lua (the same request each time) or paths.lua (a new path each time)."""
         duration = duration or self.duration
-        args = [self.wrk_bin, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(TARGETS / "report.lua")]
+        args = [self.wrk_bin, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", str(TARGETS / script)]
         out = run_tool([*with_headers(args, headers), url], duration + 60, "wrk")
         for line in out.stdout.splitlines():
             if line.startswith("BENCHJSON "):

@@ -16,6 +16,7 @@ ROWS = [
     ("keepalive", "req_s", "keep-alive 6 B (wrk -t1 -c50): req/s", "{:,.0f}"),
     ("keepalive", "p50_ms", "keep-alive 6 B: p50 latency ms", "{:.2f}"),
     ("keepalive", "p99_ms", "keep-alive 6 B: p99 latency ms", "{:.2f}"),
+    ("keepalive_paths", "req_s", "keep-alive, a new path per request: req/s", "{:,.0f}"),
     ("keepalive_100k", "req_s", "keep-alive 100 KB (wrk -t1 -c50): req/s", "{:,.0f}"),
     ("keepalive_100k", "p99_ms", "keep-alive 100 KB: p99 latency ms", "{:,.2f}"),
     ("close", "req_s", "new connection per request: req/s", "{:,.0f}"),

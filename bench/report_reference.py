@@ -38,7 +38,8 @@ def transfer_rows(key, what):
     ]
 
 
-ROWS = [*request_rows("keepalive", "keep-alive 6 B"), *request_rows("close", "new connection"),
+ROWS = [*request_rows("keepalive", "keep-alive 6 B"), *request_rows("keepalive_paths", "keep-alive, new paths"),
+        *request_rows("close", "new connection"),
         *transfer_rows("download", "16 MB down"), *transfer_rows("upload", "16 MB up")]
 
 

@@ -12,6 +12,8 @@ def http_scenarios(load):
     return [
         Scenario("keepalive", "keep-alive 6 B, wrk -t1 -c50",
                  lambda url, h: load.wrk(url("/small"), 1, 50, h), "req"),
+        Scenario("keepalive_paths", "keep-alive 6 B, a new path per request, wrk -t1 -c50",
+                 lambda url, h: load.wrk(url("/small"), 1, 50, h, script="paths.lua"), "req"),
         Scenario("keepalive_100k", "keep-alive 100 KB, wrk -t1 -c50",
                  lambda url, h: load.wrk(url("/100k"), 1, 50, h), "req"),
         Scenario("close", "new connection per request (Connection: close), wrk -t1 -c50",

@@ -1,7 +1,8 @@
 """Side by side with the reference (BENCH_REFERENCE): our server and client (--quiet
 --no-inspect, then with the inspector on) and the reference Node.js pair, exposing the
-same nginx, measured in alternation with the same load: keep-alive and new-connection
-requests, 16 MB down and up; CPU seconds of each server and client.
+same nginx, measured in alternation with the same load: keep-alive requests (the same
+one, and a new path each), new-connection requests, 16 MB down and up; CPU seconds of
+each server and client.
 
 The reference client is started afresh (and warmed up for 1 s) before each of its
 figures: it exits at its 32,768th visitor connection (bench/reference.py).
@@ -16,7 +17,7 @@ from bench.scenarios import alternate
 from bench.scenarios.http import http_scenarios, through
 from bench.services import Tunnel
 
-KEYS = ("keepalive", "close", "download", "upload")
+KEYS = ("keepalive", "keepalive_paths", "close", "download", "upload")
 SIDES = ("ours", "ours_inspector", "reference")
 
 

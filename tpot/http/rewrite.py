@@ -111,6 +111,7 @@ class HostRewriter(MessageFraming):
         # past a refused Upgrade with a Host of its own); anything else (a WebSocket
         # frame, TLS) passes through untouched from then on.
         self._may_have_switched = False
+        self._plain_forwarded = None  # see _forwarded_lines
         # The last read that was whole requests, and what it became (see feed).
         self._last_in = self._last_out = None
 
@@ -179,7 +180,8 @@ class HostRewriter(MessageFraming):
         if self.public_host is None:
             self.public_host = _host_of(lines) or b""
         rewritten, headers = self._rewritten(lines)
-        if not request_body_framed(headers):
+        # `headers` holds only what framing reads: empty for most requests (no body).
+        if headers and not request_body_framed(headers):
             # Where its body ends is anyone's guess, and a lenient target's guess could
             # make the rest a request the rewriter never saw.  Before on_head: the request
             # log and the inspector never count a request that goes nowhere.
@@ -196,13 +198,24 @@ class HostRewriter(MessageFraming):
         if lines[0][:8].upper() == b"CONNECT " or (
                 b"upgrade" in headers and b"upgrade" in header_tokens(headers, b"connection")):
             self._may_have_switched = True
-        self._frame_body(headers, until_close=False)
+        if headers:
+            self._frame_body(headers, until_close=False)
+        else:  # what _frame_body makes of no length and no coding: no body
+            self.body_size = 0
+            self._message_done()
+
+    def _forwarded_lines(self):
+        """The X-Forwarded-* lines of a head without X-Forwarded-For: the same for every
+        request of the connection (the public host is the first request's), made once."""
+        if self._plain_forwarded is None:
+            self._plain_forwarded = self.forwarded.headers([], self.public_host)
+        return self._plain_forwarded
 
     def _rewritten(self, lines):
         """The head to send for `lines`, and the headers the framing needs ({name: values}
         as parse_headers gives them), in one pass over the lines: a request's whole cost here."""
         start = lines[0]
-        absolute = _ABSOLUTE_FORM.fullmatch(start)
+        absolute = _ABSOLUTE_FORM.fullmatch(start) if b"://" in start else None
         if absolute is not None and not start[:8].upper() == b"CONNECT ":
             method, path, version = absolute.groups()
             start = b"%s %s %s" % (method, _origin_form(path), version)
@@ -229,7 +242,7 @@ class HostRewriter(MessageFraming):
                     line = b"Host: " + host
             kept.append(line)
         if forwarded is not None:
-            kept += forwarded.headers(chain, self.public_host)
+            kept += forwarded.headers(chain, self.public_host) if chain else self._forwarded_lines()
         if absolute is not None and not has_host:
             # Its authority was the only host it named: it must not reach the target without one.
             kept.insert(1, b"Host: " + (self.host or self.public_host))

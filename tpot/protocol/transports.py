@@ -61,7 +61,7 @@ TWISTED_NAMES = {
     "client_state": ("_requiresResolution", "addr", "socket", "connector", "_commonConnection"),
     # Attributes of a connected transport that say whether anything waits to be sent.
     "state": ("connected", "disconnecting", "_aborting", "TLS", "_writeDisconnecting", "_writeDisconnected",
-              "dataBuffer", "offset", "_tempDataLen", "_tempDataBuffer", "_maybePauseProducer"),
+              "dataBuffer", "offset", "_tempDataLen", "_tempDataBuffer", "_maybePauseProducer", "SEND_LIMIT", "socket"),
 }
 
 
@@ -77,12 +77,22 @@ class SendsAtOnce:
 
     def write(self, data):
         if self.at_once and type(data) is bytes and data and self._nothing_waiting():
-            sent = self.writeSomeData(data)
-            if type(sent) is int:  # else the connection is lost: Twisted's path says so
-                if sent == len(data):
-                    return
-                data = data[sent:]
+            sent = self._send(data)
+            if sent == len(data):
+                return
+            data = data[sent:]  # the rest (all of it on an error: Twisted's path reports it)
         super().write(data)
+
+    def _send(self, data):
+        """writeSomeData for a piece that fits one send: the bytes the socket took (0 on an
+        error, which Twisted's path then meets and reports), without its three calls."""
+        if len(data) > self.SEND_LIMIT:
+            sent = self.writeSomeData(data)
+            return sent if type(sent) is int else 0
+        try:
+            return self.socket.send(data)
+        except OSError:  # full (EAGAIN, ENOBUFS), or lost
+            return 0
 
     def writeSequence(self, iovec):
         if self.at_once and self._nothing_waiting():
