@@ -383,8 +383,9 @@ def test_a_bare_lf_after_an_overlong_request_line_gets_the_same_verdict_at_any_s
     assert refused is None  # given up on as too long before the LF could be seen
 
 
-# A read of whole requests is remembered with what it became (HostRewriter.feed): a request
-# repeated on a keep-alive connection is rewritten once.
+# What a connection's last read of whole requests became is remembered (HostRewriter.feed),
+# and its last header block's (HostRewriter._rewritten_again): a repeated request, and
+# requests that differ in their request line only, are rewritten from them.
 
 
 def test_a_request_repeated_on_a_connection_becomes_the_same_bytes_each_time():
@@ -405,8 +406,7 @@ def test_the_same_bytes_as_a_body_are_not_taken_for_the_request_they_repeat():
     assert rewriter.feed(get) == fill([GET], TARGET)  # a request again
 
 
-def test_a_repeated_read_ending_inside_a_request_is_followed_as_before():
-    # A read that ends inside a head is not remembered: what it becomes depends on the next.
+def test_repeated_requests_split_across_reads_are_followed_as_before():
     get = fill([GET], VISITOR)
     pieces = [get + get[:10], get[10:]] * 2
     rewriter = HostRewriter(TARGET.decode())
@@ -433,3 +433,31 @@ def test_a_visitors_forwarded_values_are_made_once_and_kept_apart():
     assert forwarded_for("198.51.100.7", "https") is forwarded_for("198.51.100.7", "https")
     assert forwarded_for("198.51.100.7", "http") is not forwarded_for("198.51.100.7", "https")
     assert forwarded_for("198.51.100.8", "https").client == b"198.51.100.8"
+
+
+def test_requests_with_the_same_headers_keep_their_own_request_lines():
+    forwarded = Forwarded("198.51.100.7", "https")
+    rewriter = HostRewriter(TARGET.decode(), forwarded)
+    for path in (b"/a", b"/b?x=1", b"/c"):
+        head = fill([request(b"GET " + path + b" HTTP/1.1", b"Host: {host}", b"Accept: */*")], VISITOR)
+        assert rewriter.feed(head) == HostRewriter(TARGET.decode(), forwarded).feed(head)
+        assert rewriter.feed(head).startswith(b"GET " + path + b" HTTP/1.1\r\nHost: " + TARGET)
+
+
+def test_a_header_that_changes_is_rewritten_anew():
+    rewriter = HostRewriter(TARGET.decode(), Forwarded("198.51.100.7", "https"))
+    first = rewriter.feed(fill([request(b"GET / HTTP/1.1", b"Host: {host}")], VISITOR))
+    second = rewriter.feed(fill([request(b"GET / HTTP/1.1", b"Host: {host}", b"X-Forwarded-For: 10.0.0.1")], VISITOR))
+    assert b"X-Forwarded-For: 198.51.100.7\r\n" in first
+    assert b"X-Forwarded-For: 10.0.0.1, 198.51.100.7\r\n" in second
+    body = rewriter.feed(fill([with_length(b"POST / HTTP/1.1", b"abc")], VISITOR))
+    assert body.endswith(b"Content-Length: 3\r\n" + b"X-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\n"
+                         b"X-Forwarded-Host: " + VISITOR + b"\r\n\r\nabc")
+
+
+def test_an_absolute_form_request_after_an_origin_form_one_gets_its_host_each_time():
+    rewriter = HostRewriter(TARGET.decode())
+    assert rewriter.feed(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n") == b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"
+    for _ in range(2):
+        out = rewriter.feed(b"GET http://admin.internal/x HTTP/1.1\r\nAccept: */*\r\n\r\n")
+        assert out == b"GET /x HTTP/1.1\r\nHost: " + TARGET + b"\r\nAccept: */*\r\n\r\n"

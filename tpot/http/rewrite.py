@@ -37,7 +37,8 @@ from tpot.http.framing import (
 
 __all__ = ["MAX_RELAYED_HEAD_SIZE", "MAX_LINE_SIZE", "Forwarded", "HostRewriter", "forwarded_for"]
 
-# The largest read HostRewriter.feed remembers (with what it became) per connection.
+# The largest read, and the largest header block, a HostRewriter remembers (with what it
+# became) per connection.
 MEMO_SIZE = 4096
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
@@ -112,8 +113,8 @@ class HostRewriter(MessageFraming):
         # frame, TLS) passes through untouched from then on.
         self._may_have_switched = False
         self._plain_forwarded = None  # see _forwarded_lines
-        # The last read that was whole requests, and what it became (see feed).
-        self._last_in = self._last_out = None
+        self._last_headers = None  # see _rewritten_again
+        self._last_in = self._last_out = None  # the last read of whole requests, and what it became
 
     def feed(self, data, tap=None):
         """The bytes for the target.  `tap`, when given, stands for the output list (its
@@ -179,7 +180,7 @@ class HostRewriter(MessageFraming):
         self._may_have_switched = False
         if self.public_host is None:
             self.public_host = _host_of(lines) or b""
-        rewritten, headers = self._rewritten(lines)
+        rewritten, headers = self._rewritten_again(lines, head)
         # `headers` holds only what framing reads: empty for most requests (no body).
         if headers and not request_body_framed(headers):
             # Where its body ends is anyone's guess, and a lenient target's guess could
@@ -203,6 +204,24 @@ class HostRewriter(MessageFraming):
         else:  # what _frame_body makes of no length and no coding: no body
             self.body_size = 0
             self._message_done()
+
+    def _rewritten_again(self, lines, head):
+        """`_rewritten(lines)`, remembered for the connection's last header block: a
+        connection's requests mostly differ in their request line only (a browser's, an
+        API client's, a load test's), and what the header lines become depends on them
+        alone (and on the connection's public host and visitor), so they are rewritten
+        once.  An absolute-form request line changes the head's Host: never remembered."""
+        start = lines[0]
+        if b"://" in start:
+            return self._rewritten(lines)
+        block = head[len(start):]  # from the request line's CRLF to the blank line's
+        last = self._last_headers
+        if last is not None and last[0] == block:
+            return start + last[1], last[2]
+        rewritten, headers = self._rewritten(lines)
+        if len(block) <= MEMO_SIZE:
+            self._last_headers = (block, rewritten[len(start):], headers)
+        return rewritten, headers
 
     def _forwarded_lines(self):
         """The X-Forwarded-* lines of a head without X-Forwarded-For: the same for every
