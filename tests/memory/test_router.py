@@ -394,3 +394,14 @@ def test_reading_waits_while_a_route_is_looked_up_elsewhere(server, monkeypatch)
     assert pauses.count == 1 and transport.producerState == "paused"
     pending.callback(found)
     assert transport.producerState == "producing" and isinstance(handed_over(transport), VisitorProtocol)
+
+
+def test_reading_waits_while_a_route_found_at_once_is_still_being_taken(server, monkeypatch):
+    # The route is known at once, but reaching it is not (another node, another worker).
+    server.open_tunnel("wire")
+    taking = defer.Deferred()
+    monkeypatch.setattr(RouterProtocol, "_visit", lambda self, route, name: taking)
+    transport = server.connect()
+    transport.receive(visitor_request("wire"))
+    assert transport.producerState == "paused"
+    taking.callback(None)

@@ -14,13 +14,16 @@ import pytest
 from twisted.internet import error, tcp
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tpot.protocol import eventloop
 from tpot.protocol.transports import (
     TWISTED_NAMES,
     AtOnceEndpoint,
     AtOnceServer,
+    Deadlines,
     accepts_at_once,
     send_at_once,
     send_at_turn_end,
@@ -208,7 +211,8 @@ def test_lose_connection_sends_what_was_written_then_closes(lean_pair):
     transport.loseConnection()
     reactor.doIteration(0)
     assert received(peer) == b"last words" and not transport.connected
-    assert received(peer) == b""  # end of stream
+    peer.settimeout(1)
+    assert peer.recv(100) == b""  # the end of the stream (a timeout would raise)
 
 
 def test_abort_connection_sends_nothing_of_what_waits(lean_pair):
@@ -218,6 +222,63 @@ def test_abort_connection_sends_nothing_of_what_waits(lean_pair):
     reactor.doIteration(0)
     reactor.runUntilCurrent()  # the abort ends the connection a turn later
     assert not transport.connected and received(peer) == b""
+
+
+@implementer(IPushProducer)
+class Producer:
+    def __init__(self):
+        self.paused = False
+
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+
+    def stopProducing(self):
+        pass
+
+
+def test_a_full_buffer_pauses_the_producer_and_sending_it_resumes_it(lean_pair):
+    reactor, transport, peer = lean_pair
+    producer = Producer()
+    transport.registerProducer(producer, True)
+    piece = os.urandom(48 << 10)
+    transport.writeSequence([piece, piece])  # beyond the transport's 64 KiB
+    assert producer.paused
+    got = bytearray()
+    for _ in range(1000):
+        if len(got) == 2 * len(piece):
+            break
+        reactor.doIteration(0.01)
+        try:
+            got += peer.recv(1 << 20)
+        except TimeoutError:
+            pass
+    reactor.doIteration(0)
+    assert bytes(got) == piece + piece and not producer.paused
+
+
+def test_the_deadline_sweep_is_one_timed_call_even_when_a_failure_starts_another_attempt():
+    clock = MemoryReactorClock()
+    deadlines = Deadlines(clock)
+    failed = []
+
+    class Attempt:
+        def __init__(self, again):
+            self.transport = self
+            self.again = again
+
+        def failIfNotConnected(self, reason):
+            failed.append(reason)
+            if self.again:  # a failure's callback tries again at once
+                deadlines.add(Attempt(again=False), 30)
+
+    deadlines.add(Attempt(again=True), 1)
+    clock.advance(1)
+    assert len(failed) == 1 and len(clock.getDelayedCalls()) == 1
+    clock.advance(31)
+    assert len(failed) == 2 and not clock.getDelayedCalls() and not deadlines.pending
 
 
 def test_a_transport_of_another_reactor_goes_on_as_before(pair):

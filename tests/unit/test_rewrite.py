@@ -461,3 +461,15 @@ def test_an_absolute_form_request_after_an_origin_form_one_gets_its_host_each_ti
     for _ in range(2):
         out = rewriter.feed(b"GET http://admin.internal/x HTTP/1.1\r\nAccept: */*\r\n\r\n")
         assert out == b"GET /x HTTP/1.1\r\nHost: " + TARGET + b"\r\nAccept: */*\r\n\r\n"
+
+
+def test_a_request_read_again_after_a_refused_upgrade_does_not_let_a_bare_lf_request_through():
+    # After an Upgrade the next bytes are judged by how they start; a repeated request
+    # must be read as one (which ends that state), not served from the memory of it.
+    poll = fill([GET], VISITOR)
+    rewriter = HostRewriter(TARGET.decode())
+    rewriter.feed(poll)
+    rewriter.feed(fill([WEBSOCKET_UPGRADE], VISITOR))  # the target refuses, and reads on
+    assert rewriter.feed(poll) == fill([GET], TARGET)
+    assert rewriter.feed(b"GET /admin HTTP/1.1\nHost: internal.example\n\n") == b""
+    assert rewriter.refused == 400

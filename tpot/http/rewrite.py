@@ -127,7 +127,9 @@ class HostRewriter(MessageFraming):
         # A read of whole requests, between requests, with nothing to tell of them (no
         # on_head), becomes the same bytes every time: the same request repeated on a
         # keep-alive connection (polling, health checks, a load test) is rewritten once.
-        between = self.state == HEAD and not self._buffer and self.on_head is None
+        # Not after an Upgrade or CONNECT request: what follows is judged by its first bytes,
+        # and a real pass over a head is what clears that state.
+        between = self.state == HEAD and not self._buffer and self.on_head is None and not self._may_have_switched
         if between and data == self._last_in:
             return self._last_out
         out = []

@@ -58,7 +58,7 @@ TWISTED_NAMES = {
     # tcp.Connector's, which AtOnceConnector overrides or calls.
     "connector": ("connect", "cancelTimeout"),
     # Attributes of a tcp.Client still connecting, read by AtOnceClient.
-    "client_state": ("_requiresResolution", "addr", "socket", "connector", "_commonConnection"),
+    "client_state": ("_requiresResolution", "addr", "socket", "connector", "_commonConnection", "disconnected"),
     # Attributes of a connected transport that say whether anything waits to be sent.
     "state": ("connected", "disconnecting", "_aborting", "TLS", "_writeDisconnecting", "_writeDisconnected",
               "dataBuffer", "offset", "_tempDataLen", "_tempDataBuffer", "_maybePauseProducer", "SEND_LIMIT", "socket"),
@@ -191,10 +191,10 @@ class AtOnceClient(SendsAtOnce, SendsAtTurnEnd, tcp.Client):
     attempt starts as its connector is ready (`begin`) and an address is connected to
     directly.  Where the reactor can (LeanEPollReactor), connect() is asked again at the
     end of the turn, when on loopback the handshake is usually over: the connection is
-    then used a turn sooner and only ever watched for reads; otherwise the socket is
-    watched both ways with one epoll_ctl, and the result read from SO_ERROR alone (what
-    connect() again would report), after which only the watch for writability is
-    dropped.  A name to resolve goes Twisted's way.
+    then used a turn sooner and only ever watched for reads; while the attempt goes on,
+    the socket is watched both ways (with one epoll_ctl there, two elsewhere), and the
+    result read from SO_ERROR alone (what connect() again would report), after which
+    only the watch for writability is dropped.  A name to resolve goes Twisted's way.
     """
 
     _attempted = False
@@ -326,11 +326,14 @@ class Deadlines:
     def _sweep(self):
         self._sweep_call = None
         now = self.reactor.seconds()
-        for connector in [c for c, deadline in self.pending.items() if deadline <= now]:
-            del self.pending[connector]
-            connector.transport.failIfNotConnected(error.TimeoutError())
-        if self.pending:
-            self._sweep_call = self.reactor.callLater(1, self._sweep)
+        try:
+            for connector in [c for c, deadline in self.pending.items() if deadline <= now]:
+                del self.pending[connector]
+                connector.transport.failIfNotConnected(error.TimeoutError())
+        finally:
+            # An attempt made meanwhile (by a failure's callback) may have asked already.
+            if self.pending and self._sweep_call is None:
+                self._sweep_call = self.reactor.callLater(1, self._sweep)
 
 
 class _Connecting(ClientFactory):

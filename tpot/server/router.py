@@ -103,9 +103,10 @@ class RouterProtocol(HandsOver):
             self._cancel_timeout()
             d = defer.maybeDeferred(self._dispatch, head)
             d.addErrback(self._refuse_failure)
-            if not d.called:
-                # Nothing is read until the route is known; a route found at once (the
-                # in-process registry) needs no pause, nor its two epoll_ctl.
+            if not d.called or d.paused:
+                # Nothing is read until the route is known (and the visitor handed over); a
+                # route found and taken at once (the in-process registry) needs no pause,
+                # nor its two epoll_ctl.
                 self.transport.pauseProducing()
 
     def connectionLost(self, reason=None):
