@@ -423,3 +423,41 @@ def test_an_accepted_connection_with_nothing_to_read_yet_waits_as_before(lean_re
         assert transport.connected and factory.received == [] and transport in lean_reactor.getReaders()
         theirs.sendall(b"later")
         assert turn_until(lean_reactor, lambda: factory.received) and factory.received == [b"later"]
+
+
+def test_an_attempt_still_going_on_at_the_turns_end_is_made_when_epoll_says_so(lean_reactor):
+    # The listener's queue is full at first, so the handshake waits for a retransmitted
+    # SYN; once the queue has room the attempt ends, told by epoll, the result read from
+    # SO_ERROR.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        fillers = [socket.socket() for _ in range(4)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                filler.connect_ex(address)
+            connected = AtOnceEndpoint(lean_reactor, *address).connect(Factory.forProtocol(Protocol))
+            lean_reactor.doIteration(0)
+            if connected.called:
+                pytest.skip("this kernel completed the handshake despite a full queue")
+            transport = [t for t in lean_reactor.getWriters() if isinstance(t, tcp.Client)][0]
+            assert transport in lean_reactor.getReaders()  # watched both ways meanwhile
+            listener.settimeout(1)
+            accepted = []
+            for _ in range(len(fillers) + 1):  # make room: take whatever completed
+                try:
+                    accepted.append(listener.accept()[0])
+                except TimeoutError:
+                    break
+            assert turn_until(lean_reactor, lambda: connected.called, seconds=8)
+            assert connected.result.transport is transport and transport.connected
+            assert transport not in lean_reactor.getWriters()  # only the reads stay watched
+            for sock in accepted:
+                sock.close()
+            transport.loseConnection()
+            lean_reactor.doIteration(0)
+        finally:
+            for filler in fillers:
+                filler.close()
