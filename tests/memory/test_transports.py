@@ -372,8 +372,10 @@ def test_a_refused_attempt_fails_with_its_reason(lean_reactor):
     assert failures[0].check(ConnectionRefusedError, error.ConnectionRefusedError)
 
 
-def test_an_attempt_that_does_not_end_fails_once_its_time_is_up(lean_reactor):
-    # A listener whose queue is full drops the handshake: the attempt goes on, watched both ways.
+@pytest.fixture
+def full_listener():
+    """(listener, address) of a listener whose queue is full: it drops a handshake's SYN
+    until it accepts, so a connection attempt to it goes on (until a retransmitted SYN)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
@@ -383,30 +385,42 @@ def test_an_attempt_that_does_not_end_fails_once_its_time_is_up(lean_reactor):
             for filler in fillers:
                 filler.setblocking(False)
                 filler.connect_ex(address)
-            endpoint = AtOnceEndpoint(lean_reactor, *address, timeout=1)
-            connected = endpoint.connect(Factory.forProtocol(Protocol))
-            failures = []
-            connected.addErrback(failures.append)
-            lean_reactor.doIteration(0)
-            if not failures and connected.called:
-                pytest.skip("this kernel completed the handshake despite a full queue")
-            assert endpoint.deadlines.pending  # kept by the sweep, not a timed call of its own
-            assert turn_until(lean_reactor, lambda: failures, seconds=4)
-            assert failures[0].check(error.TimeoutError) and not endpoint.deadlines.pending
+            yield listener, address
         finally:
             for filler in fillers:
                 filler.close()
 
 
+def test_an_attempt_that_does_not_end_fails_once_its_time_is_up(lean_reactor, full_listener):
+    _, address = full_listener
+    endpoint = AtOnceEndpoint(lean_reactor, *address, timeout=1)
+    connected = endpoint.connect(Factory.forProtocol(Protocol))
+    failures = []
+    connected.addErrback(failures.append)
+    lean_reactor.doIteration(0)
+    if not failures and connected.called:
+        pytest.skip("this kernel completed the handshake despite a full queue")
+    assert endpoint.deadlines.pending  # kept by the sweep, not a timed call of its own
+    assert turn_until(lean_reactor, lambda: failures, seconds=4)
+    assert failures[0].check(error.TimeoutError) and not endpoint.deadlines.pending
+
+
+def accepted(reactor, sock):
+    """(factory, transport) of `sock` taken as a connection just accepted, its protocol a
+    Recorder; the turn that accepted it has not ended yet."""
+    sock.setblocking(False)
+    factory = recorder_factory()
+    protocol = factory.buildProtocol(None)
+    transport = AtOnceServer(sock, protocol, ("127.0.0.1", 1), None, 1, reactor)
+    protocol.makeConnection(transport)
+    return factory, transport
+
+
 def test_an_accepted_connection_is_read_at_the_end_of_the_turn_that_accepted_it(lean_reactor):
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        ours.setblocking(False)
         theirs.sendall(b"GET / HTTP/1.1\r\n\r\n")  # sent with the connection, as visitors do
-        factory = recorder_factory()
-        protocol = factory.buildProtocol(None)
-        transport = AtOnceServer(ours, protocol, ("127.0.0.1", 1), None, 1, lean_reactor)
-        protocol.makeConnection(transport)
+        factory, _ = accepted(lean_reactor, ours)
         lean_reactor._run_after_events()  # the turn's end: no epoll_wait in between
         assert factory.received == [b"GET / HTTP/1.1\r\n\r\n"]
 
@@ -414,50 +428,36 @@ def test_an_accepted_connection_is_read_at_the_end_of_the_turn_that_accepted_it(
 def test_an_accepted_connection_with_nothing_to_read_yet_waits_as_before(lean_reactor):
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        ours.setblocking(False)
-        factory = recorder_factory()
-        protocol = factory.buildProtocol(None)
-        transport = AtOnceServer(ours, protocol, ("127.0.0.1", 1), None, 1, lean_reactor)
-        protocol.makeConnection(transport)
+        factory, transport = accepted(lean_reactor, ours)
         lean_reactor._run_after_events()
         assert transport.connected and factory.received == [] and transport in lean_reactor.getReaders()
         theirs.sendall(b"later")
         assert turn_until(lean_reactor, lambda: factory.received) and factory.received == [b"later"]
 
 
-def test_an_attempt_still_going_on_at_the_turns_end_is_made_when_epoll_says_so(lean_reactor):
-    # The listener's queue is full at first, so the handshake waits for a retransmitted
-    # SYN; once the queue has room the attempt ends, told by epoll, the result read from
-    # SO_ERROR.
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        address = listener.getsockname()
-        fillers = [socket.socket() for _ in range(4)]
+def test_an_attempt_still_going_on_at_the_turns_end_is_made_when_epoll_says_so(lean_reactor, full_listener):
+    # Once the queue has room the attempt ends (a retransmitted SYN), told by epoll, the
+    # result read from SO_ERROR.
+    listener, address = full_listener
+    connected = AtOnceEndpoint(lean_reactor, *address).connect(Factory.forProtocol(Protocol))
+    lean_reactor.doIteration(0)
+    if connected.called:
+        pytest.skip("this kernel completed the handshake despite a full queue")
+    transport = [t for t in lean_reactor.getWriters() if isinstance(t, tcp.Client)][0]
+    assert transport in lean_reactor.getReaders()  # watched both ways meanwhile
+    listener.settimeout(1)
+    accepted_sockets = []
+    for _ in range(5):  # make room: take whatever completed
         try:
-            for filler in fillers:
-                filler.setblocking(False)
-                filler.connect_ex(address)
-            connected = AtOnceEndpoint(lean_reactor, *address).connect(Factory.forProtocol(Protocol))
-            lean_reactor.doIteration(0)
-            if connected.called:
-                pytest.skip("this kernel completed the handshake despite a full queue")
-            transport = [t for t in lean_reactor.getWriters() if isinstance(t, tcp.Client)][0]
-            assert transport in lean_reactor.getReaders()  # watched both ways meanwhile
-            listener.settimeout(1)
-            accepted = []
-            for _ in range(len(fillers) + 1):  # make room: take whatever completed
-                try:
-                    accepted.append(listener.accept()[0])
-                except TimeoutError:
-                    break
-            assert turn_until(lean_reactor, lambda: connected.called, seconds=8)
-            assert connected.result.transport is transport and transport.connected
-            assert transport not in lean_reactor.getWriters()  # only the reads stay watched
-            for sock in accepted:
-                sock.close()
-            transport.loseConnection()
-            lean_reactor.doIteration(0)
-        finally:
-            for filler in fillers:
-                filler.close()
+            accepted_sockets.append(listener.accept()[0])
+        except TimeoutError:
+            break
+    try:
+        assert turn_until(lean_reactor, lambda: connected.called, seconds=8)
+        assert connected.result.transport is transport and transport.connected
+        assert transport not in lean_reactor.getWriters()  # only the reads stay watched
+        transport.loseConnection()
+        lean_reactor.doIteration(0)
+    finally:
+        for sock in accepted_sockets:
+            sock.close()
