@@ -112,7 +112,6 @@ class HostRewriter(MessageFraming):
         # past a refused Upgrade with a Host of its own); anything else (a WebSocket
         # frame, TLS) passes through untouched from then on.
         self._may_have_switched = False
-        self._plain_forwarded = None  # see _forwarded_lines
         self._last_headers = None  # see _rewritten_again
         self._last_in = self._last_out = None  # the last read of whole requests, and what it became
 
@@ -225,13 +224,6 @@ class HostRewriter(MessageFraming):
             self._last_headers = (block, rewritten[len(start):], headers)
         return rewritten, headers
 
-    def _forwarded_lines(self):
-        """The X-Forwarded-* lines of a head without X-Forwarded-For: the same for every
-        request of the connection (the public host is the first request's), made once."""
-        if self._plain_forwarded is None:
-            self._plain_forwarded = self.forwarded.headers([], self.public_host)
-        return self._plain_forwarded
-
     def _rewritten(self, lines):
         """The head to send for `lines`, and the headers the framing needs ({name: values}
         as parse_headers gives them), in one pass over the lines: a request's whole cost here."""
@@ -263,7 +255,7 @@ class HostRewriter(MessageFraming):
                     line = b"Host: " + host
             kept.append(line)
         if forwarded is not None:
-            kept += forwarded.headers(chain, self.public_host) if chain else self._forwarded_lines()
+            kept += forwarded.headers(chain, self.public_host)
         if absolute is not None and not has_host:
             # Its authority was the only host it named: it must not reach the target without one.
             kept.insert(1, b"Host: " + (self.host or self.public_host))

@@ -407,12 +407,8 @@ class AtOnceEndpoint:
 
         connected = Deferred(cancel)
         attempt = _Connecting(factory, connected)
-        if isinstance(self.reactor, PosixReactorBase):
-            connector = AtOnceConnector(self.host, self.port, attempt, self.timeout, None, self.reactor,
-                                        self.deadlines)
-            connector.connect()
-        else:
-            connector = self.reactor.connectTCP(self.host, self.port, attempt, self.timeout)
+        connector = connect_tcp(self.reactor, self.host, self.port, attempt, timeout=self.timeout,
+                                deadlines=self.deadlines)
         return connected
 
 
@@ -423,17 +419,17 @@ def accepts_at_once(port):
         port.transport = AtOnceServer
 
 
-def connect_tcp(reactor, host, port, factory, tls=None, timeout=30):
+def connect_tcp(reactor, host, port, factory, tls=None, timeout=30, deadlines=None):
     """reactor.connectTCP, or connectSSL with the client TLS options `tls`, through an
-    AtOnceConnector (whose connections may send at once, or at the turn's end); a memory
-    reactor (tests) is asked to connect as before."""
+    AtOnceConnector (whose connections may send at once, or at the turn's end; its timeout
+    kept by `deadlines` when given); a memory reactor (tests) is asked to connect as before."""
     if not isinstance(reactor, PosixReactorBase):
         if tls is None:
             return reactor.connectTCP(host, port, factory, timeout)
         return reactor.connectSSL(host, port, factory, tls, timeout)
     if tls is not None:  # what connectSSL does: TLS as a protocol over the TCP connection
         factory = TLSMemoryBIOFactory(tls, True, factory)
-    connector = AtOnceConnector(host, port, factory, timeout, None, reactor)
+    connector = AtOnceConnector(host, port, factory, timeout, None, reactor, deadlines)
     connector.connect()
     return connector
 
