@@ -180,6 +180,11 @@ class Server:
         if not wait_for_port(self.port, self.proc):
             self.stop()
             raise RuntimeError(f"twistd did not start listening on {self.port}:\n{self.log()}")
+        # The port takes connections once listen() is done, a moment before twistd logs its
+        # start-up line ("tpot ... serving ..."), which tests read: ready means both.
+        if not wait_until(lambda: " serving " in self.log(), START_TIMEOUT):
+            self.stop()
+            raise RuntimeError(f"twistd listens on {self.port} but logged no start-up line:\n{self.log()}")
 
     def log(self):
         try:
